@@ -1,0 +1,169 @@
+"""Typed, frozen snapshots the engine reads: instances, their timers, and the facts of one event.
+
+The service layer builds these from the database (or the simulator from memory); the engine and
+the guards only ever read them. ``Context`` is the one object guards and updaters receive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from governors.spec import frozen_map
+
+if TYPE_CHECKING:
+    from governors.settings import Settings
+    from governors.spec import Governor, Transition
+
+
+class NeedsInput(Exception):
+    """Raised by ``Context.arg`` when a guard needs a payload value that was not given."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class GuardFailed(Exception):
+    """A guard may raise this to give a more specific, actionable message than its default."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TimerState:
+    """An armed timer of one instance, keyed by the state entry (``state_seq``) that armed it.
+
+    Running timers have ``due_at``; paused ones (holds) keep ``remaining`` instead.
+    """
+
+    name: str
+    event: str
+    state_seq: int
+    due_at: datetime | None = None
+    remaining: timedelta | None = None
+    payload: Mapping[str, Any] = field(default_factory=frozen_map)
+
+    @property
+    def paused(self) -> bool:
+        """True while a hold keeps the timer from running."""
+        return self.due_at is None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One governor instance as the engine sees it. ``state`` is None before its creation event."""
+
+    governor: str
+    id: str
+    state: str | None = None
+    state_seq: int = 0
+    version: int = 0
+    entered_at: datetime | None = None
+    customer_id: str | None = None
+    subject_id: str | None = None
+    data: Mapping[str, Any] = field(default_factory=frozen_map)
+    timers: Mapping[str, TimerState] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything about one event that is not the instance itself.
+
+    ``role`` is a staff role or a pseudo-role (``sys``, ``timer``, ``cascade``); ``actor`` is who
+    (a user id or ``system``). ``peers`` holds the customer's other governor instances by governor
+    name, so guards can ask "is the account active?". ``extra`` carries facts from the outside
+    world (processor confirmations, counts) that the service looked up. ``timer``/``timer_seq``
+    identify the timer that fired, so stale timers can be discarded.
+    """
+
+    now: datetime
+    role: str = "sys"
+    actor: str = "system"
+    payload: Mapping[str, Any] = field(default_factory=frozen_map)
+    peers: Mapping[str, tuple[Instance, ...]] = field(default_factory=frozen_map)
+    extra: Mapping[str, Any] = field(default_factory=frozen_map)
+    settings: Settings | None = None
+    approved_by: str | None = None
+    timer: str | None = None
+    timer_seq: int | None = None
+
+    def with_payload(self, payload: Mapping[str, Any]) -> Facts:
+        """Return a copy with another payload."""
+        return replace(self, payload=frozen_map(payload))
+
+
+@dataclass(frozen=True)
+class Context:
+    """What guards and updaters read: one instance, one event, its facts and the settings.
+
+    ``data`` is the instance data the guard should look at: the current data while deciding, the
+    changed data when timers and cascades are evaluated after the transition.
+    """
+
+    governor: Governor
+    instance: Instance
+    event: str
+    facts: Facts
+    settings: Settings
+    data: Mapping[str, Any]
+    row: Transition | None = None
+    target: str | None = None
+
+    @property
+    def now(self) -> datetime:
+        """The event's instant (the engine has no clock)."""
+        return self.facts.now
+
+    @property
+    def payload(self) -> Mapping[str, Any]:
+        """The event's payload."""
+        return self.facts.payload
+
+    @property
+    def state(self) -> str | None:
+        """The instance's current state."""
+        return self.instance.state
+
+    def arg(self, name: str) -> Any:
+        """A payload value the guard cannot decide without (raises NeedsInput when absent)."""
+        if name not in self.facts.payload or self.facts.payload[name] is None:
+            raise NeedsInput(name)
+        return self.facts.payload[name]
+
+    def setting(self, key: str) -> Any:
+        """A configuration value (GOVERNORS.md default, TOML override)."""
+        return self.settings[key]
+
+    def duration(self, key: str) -> timedelta:
+        """A duration setting as a timedelta."""
+        return self.settings.duration(key)
+
+    def fact(self, key: str, default: Any = None) -> Any:
+        """An outside-world fact supplied by the service."""
+        return self.facts.extra.get(key, default)
+
+    def peers(self, governor: str) -> tuple[Instance, ...]:
+        """The customer's instances of another governor."""
+        return self.facts.peers.get(governor, ())
+
+    def peer_state(self, governor: str) -> str | None:
+        """State of the customer's single instance of ``governor``, or None if there is none."""
+        found = self.peers(governor)
+        return found[0].state if found else None
+
+    def peer_data(self, governor: str) -> Mapping[str, Any]:
+        """Data of the customer's single instance of ``governor`` (empty if none)."""
+        found = self.peers(governor)
+        return found[0].data if found else frozen_map()
+
+    def since(self, field_name: str) -> timedelta | None:
+        """Time elapsed since a datetime stored in the data, or None when the field is unset."""
+        value = self.data.get(field_name)
+        if not isinstance(value, datetime):
+            return None
+        return self.now - value

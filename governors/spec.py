@@ -1,0 +1,235 @@
+"""Frozen dataclasses that *describe* a governor: its states, timers, transitions and cascades.
+
+A governor definition is plain data. Behaviour lives in exactly two places: the one engine
+(`governors.engine`) and the named guards/updaters in `governors.rules`. Definitions refer to
+those by name, and `governors.registry` validates every reference when it is imported.
+
+Conventions used by the definitions (GOVERNORS.md row ids are kept so tests and docs can cite them):
+
+* ``src=()`` marks a *creation* row: the event creates the instance (GOVERNORS.md writes "—").
+* ``src=(ANY,)`` means every non-terminal state of the governor.
+* ``dst=SAME`` keeps the current state (a self-transition); ``dst="@field"`` names the target state
+  in the instance's data (Product Catalog's ``return_state``), with the possible values listed in
+  ``dst_choices`` so the registry can check reachability.
+* ``by`` lists who may trigger the row: staff roles (``support``, ``finance``, ``manager``,
+  ``admin``, ``compliance``) and the pseudo-roles ``sys`` (integrations, detectors, jobs and the
+  customer acting through the marketplace), ``timer`` and ``cascade``.
+* Values in ``set``, ``Effect.args``, ``Timer.payload`` and ``Cascade.payload`` are literals, or
+  references resolved by the engine: ``$now``, ``$payload.<name>``, ``$data.<name>``,
+  ``$instance.id``, ``$instance.subject_id``, ``$instance.customer_id``, ``$event``,
+  ``$state``, ``$setting.<key>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+ANY: Final = "*"
+"""Source marker: every non-terminal state."""
+
+SAME: Final = "="
+"""Target marker: stay in the current state."""
+
+STAFF_ROLES: Final = ("support", "finance", "manager", "admin", "compliance")
+"""Roles a signed-in staff member may hold (``auditor`` is read-only and triggers nothing)."""
+
+PSEUDO_ROLES: Final = ("sys", "timer", "cascade")
+"""Non-human triggers: integrations and jobs, a governor timer, a cascade from another governor."""
+
+INPUT_KINDS: Final = ("text", "code", "cents", "int", "bool", "datetime", "list", "mapping")
+
+
+def frozen_map(values: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """Return a read-only mapping (definitions are shared and must never be mutated)."""
+    return MappingProxyType(dict(values or {}))
+
+
+@dataclass(frozen=True)
+class Input:
+    """A value a transition needs in its payload, validated by the engine before any guard runs.
+
+    ``kind`` is one of INPUT_KINDS. ``cents`` is an integer amount of money in minor units;
+    ``min``/``max`` bound numbers (or the length of text); ``choices`` restricts codes.
+    """
+
+    name: str
+    kind: str = "text"
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    min: int | None = None
+    max: int | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A side effect named as data; the engine never executes it (the service turns it into jobs)."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+def fx(name: str, **args: Any) -> Effect:
+    """Shorthand used by the definitions: ``fx("notify_customer", template="approved")``."""
+    return Effect(name, frozen_map(args))
+
+
+@dataclass(frozen=True)
+class FourEyes:
+    """A second, different user holding one of ``approvers`` must approve before the row applies.
+
+    ``when`` names a guard: four-eyes is required only while it holds (e.g. "refund > 0").
+    """
+
+    approvers: tuple[str, ...]
+    when: str | None = None
+
+
+@dataclass(frozen=True)
+class Timer:
+    """A timer armed when its state is entered (GOVERNORS.md §0.3).
+
+    Due time is either ``after`` (a duration setting) from state entry, or ``at`` (a data field
+    holding a datetime) minus ``before`` (a duration setting, optional). A timer whose ``when`` guard
+    fails is armed *paused* with its full duration; rows that change data re-evaluate ``when`` and
+    pause or resume the timer with the remaining time (holds, dunning holds).
+    """
+
+    name: str
+    event: str
+    after: str | None = None
+    at: str | None = None
+    before: str | None = None
+    when: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class State:
+    """One state of a governor. ``attention`` is a bool or the name of a guard deciding it."""
+
+    name: str
+    description: str
+    terminal: bool = False
+    attention: bool | str = False
+    attention_reason: str = ""
+    timers: tuple[Timer, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One numbered row of GOVERNORS.md (or an [I] addition, ids like ``Ex1``).
+
+    Rows sharing a (state, event) pair are tried in definition order; every row but the last must
+    carry guards that tell them apart.
+    """
+
+    id: str
+    events: tuple[str, ...]
+    src: tuple[str, ...]
+    dst: str
+    by: tuple[str, ...]
+    guards: tuple[str, ...] = ()
+    requesters: tuple[str, ...] = ()
+    four_eyes: FourEyes | None = None
+    inputs: tuple[Input, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    set: Mapping[str, Any] = field(default_factory=frozen_map)
+    updates: tuple[str, ...] = ()
+    rearm: tuple[str, ...] = ()
+    reenter: bool = False
+    dst_choices: tuple[str, ...] = ()
+    title: str = ""
+    doc: str = ""
+
+    @property
+    def manual(self) -> bool:
+        """True when some staff role may trigger or request this row."""
+        return any(r in STAFF_ROLES for r in self.by + self.requesters)
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """A cascade row of GOVERNORS.md §10: when source rows ``on`` apply, send ``event`` to ``target``.
+
+    ``select`` picks the target instances among the customer's:
+
+    * ``each``: every instance of the target governor, filtered by the ``where`` guard (evaluated on
+      the target instance, with the source available as facts ``source_*``);
+    * ``new``: ``event`` is a creation row of the target and makes a new instance;
+    * ``upsert``: the customer's single instance of the target gets ``event``; when there is none,
+      a new one is created with ``create_event``;
+    * ``self``: the source instance itself (a follow-up, e.g. an automatic approval).
+
+    ``fan_out`` names a list (a ``$`` reference) and sends one event per item, with the item in the
+    payload under ``item``. ``when`` is a guard on the source context after the transition.
+    ``must`` marks must-apply cascades: a rejection is a critical alert, not a no-op.
+    """
+
+    id: str
+    on: tuple[str, ...]
+    target: str
+    event: str
+    select: str = "each"
+    where: str | None = None
+    when: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=frozen_map)
+    must: bool = False
+    create_event: str | None = None
+    fan_out: str | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Governor:
+    """A whole governor: states, transitions and outgoing cascades, plus how it is instantiated."""
+
+    name: str
+    title: str
+    description: str
+    instance_of: str
+    states: tuple[State, ...]
+    transitions: tuple[Transition, ...]
+    cascades: tuple[Cascade, ...] = ()
+    multiple: bool = False
+    badge_order: tuple[str, ...] = ()
+
+    def state(self, name: str) -> State:
+        """Return the named state (KeyError if absent)."""
+        for s in self.states:
+            if s.name == name:
+                return s
+        raise KeyError(f"{self.name}: no state {name!r}")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """All state names in definition order."""
+        return tuple(s.name for s in self.states)
+
+    @property
+    def terminal_states(self) -> frozenset[str]:
+        """States with no way out."""
+        return frozenset(s.name for s in self.states if s.terminal)
+
+    @property
+    def initial_states(self) -> tuple[str, ...]:
+        """Targets of the creation rows, in order."""
+        out: list[str] = []
+        for t in self.transitions:
+            if not t.src:
+                for d in t.dst_choices or (t.dst,):
+                    if d not in out:
+                        out.append(d)
+        return tuple(out)
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        """Every event name the governor understands (rows and timers)."""
+        seen: dict[str, None] = {}
+        for t in self.transitions:
+            for e in t.events:
+                seen.setdefault(e, None)
+        return tuple(seen)
