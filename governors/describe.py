@@ -54,7 +54,9 @@ def describe(gov: Governor, settings: Settings | None = None) -> dict[str, Any]:
                 "roles": list(t.by),
                 "requesters": list(t.requesters),
                 "four_eyes": (
-                    {"approvers": list(t.four_eyes.approvers), "when": t.four_eyes.when} if t.four_eyes else None
+                    {"approvers": list(t.four_eyes.approvers), "when": t.four_eyes.when}
+                    if t.four_eyes
+                    else None
                 ),
                 "inputs": [
                     {"name": i.name, "kind": i.kind, "required": i.required, "choices": list(i.choices)}
@@ -77,7 +79,14 @@ def describe(gov: Governor, settings: Settings | None = None) -> dict[str, Any]:
             for t in s.timers
         ],
         "cascades": [
-            {"id": c.id, "on": list(c.on), "target": c.target, "event": c.event, "select": c.select, "must": c.must}
+            {
+                "id": c.id,
+                "on": list(c.on),
+                "target": c.target,
+                "event": c.event,
+                "select": c.select,
+                "must": c.must,
+            }
             for c in gov.cascades
         ],
     }
@@ -102,11 +111,17 @@ def markdown(settings: Settings | None = None) -> str:
         for s in d["states"]:
             attention = s["attention"] if isinstance(s["attention"], bool) else f"when {s['attention']}"
             flags = ["yes" if s["initial"] else "", "yes" if s["terminal"] else "", attention or ""]
-            out.append(f"| {s['name']} | " + " | ".join(_cell(f) for f in flags) + f" | {_cell(s['description'])} |")
+            out.append(
+                f"| {s['name']} | " + " | ".join(_cell(f) for f in flags) + f" | {_cell(s['description'])} |"
+            )
         out.append("\n| # | From | Event | To | Guards | Roles | Four-eyes |\n|---|---|---|---|---|---|---|")
         for t in d["transitions"]:
             fe = t["four_eyes"]
-            four = "" if fe is None else ", ".join(fe["approvers"]) + (f" (when {fe['when']})" if fe["when"] else "")
+            four = (
+                ""
+                if fe is None
+                else ", ".join(fe["approvers"]) + (f" (when {fe['when']})" if fe["when"] else "")
+            )
             out.append(
                 f"| {t['id']} | {_cell(t['source'])} | {_cell(t['events'])} | {_cell(t['target'])} | "
                 f"{_cell(t['guards'])} | {_cell(t['roles'] + [r + ' (request)' for r in t['requesters']])} | "
@@ -115,8 +130,10 @@ def markdown(settings: Settings | None = None) -> str:
         if d["timers"]:
             out.append("\n| State | Timer | Event | When |\n|---|---|---|---|")
             for tm in d["timers"]:
-                due = f"after {tm['after']}" if tm["after"] else f"at {tm['at']}" + (
-                    f" − {tm['before']}" if tm["before"] else ""
+                due = (
+                    f"after {tm['after']}"
+                    if tm["after"]
+                    else f"at {tm['at']}" + (f" − {tm['before']}" if tm["before"] else "")
                 )
                 out.append(f"| {tm['state']} | {tm['name']} | {tm['event']} | {due} |")
         out.append("")

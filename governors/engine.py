@@ -12,9 +12,10 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
-from governors.facts import Context, Facts, GuardFailed, Instance, NeedsInput, TimerState
+from governors.facts import Context, Facts, GuardFailed, Instance, NeedsInput, TimerState, as_datetime
 from governors.outcomes import (
     AllowedEvent,
     CascadeEmit,
@@ -27,21 +28,20 @@ from governors.outcomes import (
 )
 from governors.rules.base import GUARDS, UPDATERS
 from governors.settings import Settings, default_settings
-from governors.spec import ANY, SAME, STAFF_ROLES, Cascade, FourEyes, Governor, Input, Timer, Transition, frozen_map
+from governors.spec import (
+    ANY,
+    SAME,
+    STAFF_ROLES,
+    Cascade,
+    FourEyes,
+    Governor,
+    Input,
+    Timer,
+    Transition,
+    frozen_map,
+)
 
 _ZERO = timedelta(0)
-
-
-def as_datetime(value: Any) -> datetime | None:
-    """A datetime from a datetime or an ISO 8601 string (as stored in JSON data), else None."""
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
 
 
 @dataclass
@@ -54,6 +54,7 @@ class _Compiled:
     timers: dict[str, tuple[Timer, ...]] = field(default_factory=dict)
     cascades: dict[str, list[Cascade]] = field(default_factory=dict)
     manual: dict[str, list[str]] = field(default_factory=dict)
+    timer_only: set[tuple[str, str]] = field(default_factory=set)
     events: frozenset[str] = frozenset()
     terminal: frozenset[str] = frozenset()
     states: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +84,14 @@ def compile_governor(gov: Governor) -> _Compiled:
                         listed.append(event)
     for s in gov.states:
         comp.timers[s.name] = s.timers
+        # A row like "resume, or pause_expired (timer)" lists a staff event and a timer event: the
+        # event the state's own timer fires is not a staff action there.
+        for t in s.timers:
+            rows = comp.rows.get((s.name, t.event), [])
+            if rows and all(len(r.events) > 1 for r in rows):
+                comp.timer_only.add((s.name, t.event))
+                if t.event in comp.manual.get(s.name, []):
+                    comp.manual[s.name].remove(t.event)
     for c in gov.cascades:
         for row_id in c.on:
             comp.cascades.setdefault(row_id, []).append(c)
@@ -93,9 +102,10 @@ def compile_governor(gov: Governor) -> _Compiled:
 def _governor(governor: Governor | str) -> Governor:
     if isinstance(governor, Governor):
         return governor
-    from governors.registry import get_governor
+    from governors.registry import GOVERNORS, get_governor
 
-    return get_governor(governor)
+    found = GOVERNORS.get(governor)
+    return found if found is not None else get_governor(governor)
 
 
 def _instance(gov: Governor, instance: Instance | str | None) -> Instance:
@@ -240,14 +250,22 @@ def _candidate_rows(comp: _Compiled, inst: Instance, event: str) -> list[Transit
         if not rows:
             starts = ", ".join(comp.creation) or "nothing"
             return _reject(
-                gov, inst, event, "not_created", f"this {gov.title} instance does not exist yet; it starts with {starts}"
+                gov,
+                inst,
+                event,
+                "not_created",
+                f"this {gov.title} instance does not exist yet; it starts with {starts}",
             )
         return rows
     if inst.state not in comp.states:
         return _reject(gov, inst, event, "unknown_state", f"{gov.title} has no state '{inst.state}'")
     if inst.state in comp.terminal:
         return _reject(
-            gov, inst, event, "terminal_state", f"{gov.title} is {inst.state}, a final state: nothing can change it"
+            gov,
+            inst,
+            event,
+            "terminal_state",
+            f"{gov.title} is {inst.state}, a final state: nothing can change it",
         )
     rows = comp.rows.get((inst.state, event))
     if not rows:
@@ -277,7 +295,20 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
         return rows
     if facts.role == "timer" and facts.timer_seq is not None and facts.timer_seq != inst.state_seq:
         return _reject(
-            gov, inst, event, "stale_timer", "the timer belongs to an earlier entry into this state and is ignored"
+            gov,
+            inst,
+            event,
+            "stale_timer",
+            "the timer belongs to an earlier entry into this state and is ignored",
+        )
+    if facts.role in STAFF_ROLES and (inst.state, event) in comp.timer_only:
+        return _reject(
+            gov,
+            inst,
+            event,
+            "role_not_allowed",
+            f"'{event}' is fired by the {inst.state} timer, not by staff",
+            rows[0].id,
         )
     permitted = [r for r in rows if facts.role in r.by or facts.role in r.requesters]
     if not permitted:
@@ -299,18 +330,53 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
         ctx = Context(gov, inst, event, facts, settings, inst.data, row)
         try:
             failed = _failing_guard(row.guards, ctx)
+            if failed is None:
+                return _build(comp, inst, row, event, facts, settings, ctx)
         except NeedsInput as missing:
             return _reject(
-                gov, inst, event, "invalid_input", f"{missing.name.replace('_', ' ')} is required", row.id,
+                gov,
+                inst,
+                event,
+                "invalid_input",
+                f"{missing.name.replace('_', ' ')} is required",
+                row.id,
                 field=missing.name,
             )
-        if failed is None:
-            return _build(comp, inst, row, event, facts, settings, ctx)
         failures.append((row.id, *failed))
     row_id, guard_name, code, message = failures[0]
     return _reject(
         gov, inst, event, code, message, row_id, guard=guard_name, failed=tuple(f[1] for f in failures)
     )
+
+
+@dataclass(frozen=True)
+class _RowPlan:
+    """What can be known about a row before any event: whether its data needs resolving."""
+
+    dynamic_set: bool
+    dynamic_effects: bool
+
+
+_ROW_PLANS: dict[int, tuple[Transition, _RowPlan]] = {}
+
+
+def _has_refs(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("$")
+    if isinstance(value, Mapping):
+        return any(_has_refs(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_refs(v) for v in value)
+    return False
+
+
+def _row_plan(row: Transition) -> _RowPlan:
+    hit = _ROW_PLANS.get(id(row))
+    if hit is not None and hit[0] is row:
+        return hit[1]
+    compiled = _RowPlan(_has_refs(row.set), any(_has_refs(e.args) for e in row.effects))
+    _ROW_PLANS[id(row)] = (row, compiled)
+    return compiled
 
 
 def _target_state(row: Transition, inst: Instance) -> str | None:
@@ -338,7 +404,10 @@ def _build(
             gov, inst, event, "invalid_data", f"{gov.title} has no valid '{row.dst[1:]}' to return to", row.id
         )
     entering = inst.state is None or to != inst.state or row.reenter
-    changes: dict[str, Any] = {k: resolve(v, ctx) for k, v in row.set.items()}
+    compiled = _row_plan(row)
+    changes: dict[str, Any] = (
+        {k: resolve(v, ctx) for k, v in row.set.items()} if compiled.dynamic_set else dict(row.set)
+    )
     for name in row.updates:
         changes.update(UPDATERS[name](ctx))
     new_data = dict(inst.data)
@@ -348,7 +417,19 @@ def _build(
         else:
             new_data[key] = value
     seq = inst.state_seq + 1 if entering else inst.state_seq
-    after = Context(gov, replace(inst, state=to, state_seq=seq), event, facts, settings, new_data, row, to)
+    moved = Instance(
+        inst.governor,
+        inst.id,
+        to,
+        seq,
+        inst.version,
+        inst.entered_at,
+        inst.customer_id,
+        inst.subject_id,
+        new_data,
+        inst.timers,
+    )
+    after = Context(gov, moved, event, facts, settings, new_data, row, to)
     timer_ops = _timer_ops(comp, inst, row, to, entering, seq, after)
 
     needs: FourEyes | None = None
@@ -370,7 +451,9 @@ def _build(
         for item in items:
             body = dict(payload) if item is None else {**payload, "item": item}
             cascades.append(
-                CascadeEmit(c.id, c.target, c.event, frozen_map(body), c.select, c.where, c.must, c.create_event)
+                CascadeEmit(
+                    c.id, c.target, c.event, frozen_map(body), c.select, c.where, c.must, c.create_event
+                )
             )
 
     state = comp.states[to]
@@ -388,8 +471,12 @@ def _build(
         role=facts.role,
         at=facts.now,
         payload=facts.payload,
-        changes=frozen_map(changes),
-        effects=tuple(replace(e, args=frozen_map(resolve(e.args, after))) for e in row.effects),
+        changes=MappingProxyType(changes),
+        effects=(
+            tuple(replace(e, args=frozen_map(resolve(e.args, after))) for e in row.effects)
+            if compiled.dynamic_effects
+            else row.effects
+        ),
         timer_ops=tuple(timer_ops),
         cascades=tuple(cascades),
         needs_approval=needs,
@@ -424,9 +511,14 @@ def _timer_ops(
             if armed is not None:
                 ops.append(TimerOp("arm", armed))
         return ops
+    fired = after.facts.timer if after.facts.role == "timer" else None
     for t in comp.timers[to]:
         existing = inst.timers.get(t.name)
         moved = t.at is not None and after.data.get(t.at) != inst.data.get(t.at)
+        if t.name == fired and existing is not None and t.name not in row.rearm and not moved:
+            # A timer that fired into a self-transition is used up (unless the row re-arms it).
+            ops.append(TimerOp("cancel", existing))
+            continue
         if t.name in row.rearm or (moved and (existing is not None or t.name not in inst.timers)):
             armed = _arm(t, seq, after)
             if armed is not None:
@@ -474,7 +566,9 @@ def apply(instance: Instance, decision: Decision) -> Instance:
     )
 
 
-def timer_facts(instance: Instance, timer: TimerState, now: datetime, settings: Settings | None = None) -> Facts:
+def timer_facts(
+    instance: Instance, timer: TimerState, now: datetime, settings: Settings | None = None
+) -> Facts:
     """Facts for firing ``timer`` on ``instance`` as the system (GOVERNORS.md §0.3)."""
     return Facts(
         now=now,
@@ -499,7 +593,10 @@ def manual_actions(
     inst = _instance(gov, instance)
     if inst.state is None or inst.state in comp.terminal:
         return ()
-    probe = replace(facts, role=role)
+    # The reason is typed when the action is submitted; probe with a placeholder so that guards,
+    # not the missing reason, decide whether the button is enabled.
+    placeholder = "?" * int((facts.settings or default_settings())["engine.min_reason_length"])
+    probe = replace(facts, role=role, payload=frozen_map({"reason": placeholder, **facts.payload}))
     out: list[AllowedEvent] = []
     for event in comp.manual.get(inst.state, ()):
         rows = [r for r in comp.rows[(inst.state, event)] if r.manual]
@@ -510,8 +607,16 @@ def manual_actions(
         if not mine:
             roles = sorted({x for r in rows for x in r.by + r.requesters if x in STAFF_ROLES})
             out.append(
-                AllowedEvent(event, tuple(r.id for r in rows), title, "direct", (), inputs, False,
-                             f"needs {' or '.join(roles)}; you have {role}")
+                AllowedEvent(
+                    event,
+                    tuple(r.id for r in rows),
+                    title,
+                    "direct",
+                    (),
+                    inputs,
+                    False,
+                    f"needs {' or '.join(roles)}; you have {role}",
+                )
             )
             continue
         if all(role in r.requesters and role not in r.by for r in mine):
@@ -528,7 +633,9 @@ def manual_actions(
             allowed, reason = False, outcome.message
         elif isinstance(outcome, Decision) and mode == "four_eyes" and outcome.needs_approval is None:
             mode, approvers = "direct", ()
-        out.append(AllowedEvent(event, tuple(r.id for r in mine), title, mode, approvers, inputs, allowed, reason))
+        out.append(
+            AllowedEvent(event, tuple(r.id for r in mine), title, mode, approvers, inputs, allowed, reason)
+        )
     return tuple(out)
 
 
@@ -593,21 +700,57 @@ def plan(
         index = len(steps)
         target = working.get(item.instance_id)
         if target is None:
-            steps.append(PlanStep(index, "?", item.instance_id, item.event, None, "rejected", item.depth,
-                                  item.cause, item.cascade, item.facts.payload))
+            steps.append(
+                PlanStep(
+                    index,
+                    "?",
+                    item.instance_id,
+                    item.event,
+                    None,
+                    "rejected",
+                    item.depth,
+                    item.cause,
+                    item.cascade,
+                    item.facts.payload,
+                )
+            )
             alerts.append(f"unknown instance {item.instance_id}")
             break
         if len(steps) >= max_steps:
             alerts.append(f"plan stopped after {max_steps} steps")
             break
         if (item.instance_id, item.event) in item.chain:
-            steps.append(PlanStep(index, target.governor, item.instance_id, item.event, None, "cycle", item.depth,
-                                  item.cause, item.cascade, item.facts.payload))
+            steps.append(
+                PlanStep(
+                    index,
+                    target.governor,
+                    item.instance_id,
+                    item.event,
+                    None,
+                    "cycle",
+                    item.depth,
+                    item.cause,
+                    item.cascade,
+                    item.facts.payload,
+                )
+            )
             alerts.append(f"cascade cycle: {item.event} on {item.instance_id} via {item.cascade}")
             continue
         if item.depth > max_depth:
-            steps.append(PlanStep(index, target.governor, item.instance_id, item.event, None, "depth_exceeded",
-                                  item.depth, item.cause, item.cascade, item.facts.payload))
+            steps.append(
+                PlanStep(
+                    index,
+                    target.governor,
+                    item.instance_id,
+                    item.event,
+                    None,
+                    "depth_exceeded",
+                    item.depth,
+                    item.cause,
+                    item.cascade,
+                    item.facts.payload,
+                )
+            )
             alerts.append(f"cascade depth over {max_depth} at {item.event} on {item.instance_id}")
             continue
         step_facts = replace(item.facts, peers=_peers(working, item.instance_id))
@@ -617,16 +760,42 @@ def plan(
                 status = "rejected"
             elif item.must:
                 status = "failed"
-                alerts.append(f"must-apply cascade {item.cascade} rejected on {item.instance_id}: {outcome.message}")
+                alerts.append(
+                    f"must-apply cascade {item.cascade} rejected on {item.instance_id}: {outcome.message}"
+                )
             else:
                 status = "ignored"
-            steps.append(PlanStep(index, target.governor, item.instance_id, item.event, outcome, status, item.depth,
-                                  item.cause, item.cascade, item.facts.payload))
+            steps.append(
+                PlanStep(
+                    index,
+                    target.governor,
+                    item.instance_id,
+                    item.event,
+                    outcome,
+                    status,
+                    item.depth,
+                    item.cause,
+                    item.cascade,
+                    item.facts.payload,
+                )
+            )
             if item.cause is None:
                 break
             continue
-        steps.append(PlanStep(index, target.governor, item.instance_id, item.event, outcome, "applied", item.depth,
-                              item.cause, item.cascade, item.facts.payload))
+        steps.append(
+            PlanStep(
+                index,
+                target.governor,
+                item.instance_id,
+                item.event,
+                outcome,
+                "applied",
+                item.depth,
+                item.cause,
+                item.cascade,
+                item.facts.payload,
+            )
+        )
         after = apply(target, outcome)
         working[item.instance_id] = after
         chain = (*item.chain, (item.instance_id, item.event))
@@ -659,8 +828,14 @@ def plan(
                     new_ids += 1
                     new_id = f"new:{emit.target}:{new_ids}"
                     working[new_id] = Instance(governor=emit.target, id=new_id, customer_id=after.customer_id)
-                    targets.append((new_id, emit.create_event if emit.select == "upsert" and emit.create_event
-                                    else emit.event))
+                    targets.append(
+                        (
+                            new_id,
+                            emit.create_event
+                            if emit.select == "upsert" and emit.create_event
+                            else emit.event,
+                        )
+                    )
             else:
                 for cand in sorted(working.values(), key=lambda i: i.id):
                     if cand.governor != emit.target or cand.state is None:
@@ -672,6 +847,16 @@ def plan(
                             continue
                     targets.append((cand.id, emit.event))
             for target_id, target_event in targets:
-                queue.append(_Pending(target_id, target_event, cascade_facts, item.depth + 1, index, emit.id,
-                                      emit.must, chain))
+                queue.append(
+                    _Pending(
+                        target_id,
+                        target_event,
+                        cascade_facts,
+                        item.depth + 1,
+                        index,
+                        emit.id,
+                        emit.must,
+                        chain,
+                    )
+                )
     return Plan(tuple(steps), tuple(alerts), frozen_map(working))

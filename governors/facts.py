@@ -18,6 +18,18 @@ if TYPE_CHECKING:
     from governors.spec import Governor, Transition
 
 
+def as_datetime(value: Any) -> datetime | None:
+    """A datetime from a datetime or an ISO 8601 string (as stored in JSON data), else None."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
 class NeedsInput(Exception):
     """Raised by ``Context.arg`` when a guard needs a payload value that was not given."""
 
@@ -97,22 +109,38 @@ class Facts:
         return replace(self, payload=frozen_map(payload))
 
 
-@dataclass(frozen=True)
 class Context:
     """What guards and updaters read: one instance, one event, its facts and the settings.
 
     ``data`` is the instance data the guard should look at: the current data while deciding, the
-    changed data when timers and cascades are evaluated after the transition.
+    changed data when timers and cascades are evaluated after the transition. Treat it as read-only
+    (a plain slotted class rather than a frozen dataclass: the engine builds two per decision).
     """
 
-    governor: Governor
-    instance: Instance
-    event: str
-    facts: Facts
-    settings: Settings
-    data: Mapping[str, Any]
-    row: Transition | None = None
-    target: str | None = None
+    __slots__ = ("governor", "instance", "event", "facts", "settings", "data", "row", "target")
+
+    def __init__(
+        self,
+        governor: Governor,
+        instance: Instance,
+        event: str,
+        facts: Facts,
+        settings: Settings,
+        data: Mapping[str, Any],
+        row: Transition | None = None,
+        target: str | None = None,
+    ) -> None:
+        self.governor = governor
+        self.instance = instance
+        self.event = event
+        self.facts = facts
+        self.settings = settings
+        self.data = data
+        self.row = row
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"Context({self.governor.name}, {self.instance.id}, {self.event!r}, state={self.instance.state})"
 
     @property
     def now(self) -> datetime:
@@ -163,7 +191,7 @@ class Context:
 
     def since(self, field_name: str) -> timedelta | None:
         """Time elapsed since a datetime stored in the data, or None when the field is unset."""
-        value = self.data.get(field_name)
-        if not isinstance(value, datetime):
+        value = as_datetime(self.data.get(field_name))
+        if value is None:
             return None
         return self.now - value

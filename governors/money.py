@@ -20,7 +20,9 @@ def period_charge(monthly_cents: int, discount_pct: int | Decimal, days: int) ->
     return round_cents(Decimal(monthly_cents) * factor * Decimal(days) / Decimal(30))
 
 
-def prorate(old_monthly_cents: int, new_monthly_cents: int, discount_pct: int | Decimal, remaining_days: int) -> int:
+def prorate(
+    old_monthly_cents: int, new_monthly_cents: int, discount_pct: int | Decimal, remaining_days: int
+) -> int:
     """Proration for a tier change (S11): (new − old) × remaining_days / 30 on cycle-discounted prices.
 
     Positive for an upgrade (a charge), negative for a downgrade (a credit note on the next invoice).
@@ -52,7 +54,11 @@ def sla_credit_percent(
     credit = min(uptime_cap_pct, uptime_factor * shortfall)
     if p99_ms is not None and p99_target_ms is not None and p99_ms > p99_target_ms:
         credit += p99_penalty_pct
-    if error_rate_pct is not None and error_rate_target_pct is not None and error_rate_pct > error_rate_target_pct:
+    if (
+        error_rate_pct is not None
+        and error_rate_target_pct is not None
+        and error_rate_pct > error_rate_target_pct
+    ):
         credit += error_penalty_pct
     return min(total_cap_pct, credit)
 

@@ -153,4 +153,6 @@ class Plan:
     @property
     def decisions(self) -> tuple[Decision, ...]:
         """The decisions to execute, in order."""
-        return tuple(s.outcome for s in self.steps if s.status == "applied" and isinstance(s.outcome, Decision))
+        return tuple(
+            s.outcome for s in self.steps if s.status == "applied" and isinstance(s.outcome, Decision)
+        )

@@ -136,7 +136,8 @@ def validate(gov: Governor, settings: Settings | None = None) -> None:
         for r in rows[:-1]:
             if not r.guards:
                 raise InvalidGovernor(
-                    f"{where} row {r.id}: shares ({s}, {e}) with row {rows[-1].id} without a distinguishing guard"
+                    f"{where} row {r.id}: shares ({s}, {e}) with row {rows[-1].id} "
+                    "without a distinguishing guard"
                 )
         if len(set(guard_sets)) != len(guard_sets):
             ids = ", ".join(r.id for r in rows)
@@ -158,7 +159,8 @@ def validate(gov: Governor, settings: Settings | None = None) -> None:
             if t.event not in events:
                 raise InvalidGovernor(f"{at}: fires unknown event {t.event!r}")
             if not any(
-                t.event in r.events and "timer" in r.by and st.name in _sources(gov, r) for r in gov.transitions
+                t.event in r.events and "timer" in r.by and st.name in _sources(gov, r)
+                for r in gov.transitions
             ):
                 raise InvalidGovernor(f"{at}: no row accepts timer event {t.event!r} in state {st.name!r}")
             _check_refs(at, t.payload, settings)

@@ -7,6 +7,7 @@ timers firing as time advances) deterministically.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from random import Random
@@ -28,9 +29,13 @@ class World:
     settings: Settings = field(default_factory=default_settings)
     instances: dict[str, Instance] = field(default_factory=dict)
     plans: list[Plan] = field(default_factory=list)
+    on_commit: Callable[[Mapping[str, Instance], Plan], None] | None = None
+    """Called with the instances as they were before each committed plan (checks, tracing)."""
     _next_id: int = 0
 
     def _commit(self, result: Plan) -> Plan:
+        if self.on_commit is not None:
+            self.on_commit(dict(self.instances), result)
         renames: dict[str, str] = {}
         for inst_id, inst in result.instances.items():
             if inst_id.startswith("new:") and inst.state is not None:
@@ -46,18 +51,33 @@ class World:
 
     def facts(self, role: str = "sys", actor: str = "system", **payload: Any) -> Facts:
         """Facts at the world's current time."""
-        return Facts(now=self.now, role=role, actor=actor, payload=frozen_map(payload), settings=self.settings)
+        return Facts(
+            now=self.now, role=role, actor=actor, payload=frozen_map(payload), settings=self.settings
+        )
 
-    def create(self, governor: str, event: str, *, subject_id: str | None = None, role: str = "sys",
-               **payload: Any) -> Plan:
+    def create(
+        self, governor: str, event: str, *, subject_id: str | None = None, role: str = "sys", **payload: Any
+    ) -> Plan:
         """Create a new instance with a creation event (and run its cascades)."""
         self._next_id += 1
-        new = Instance(governor=governor, id=f"new:{governor}:root{self._next_id}", customer_id=self.customer_id,
-                       subject_id=subject_id)
+        new = Instance(
+            governor=governor,
+            id=f"new:{governor}:root{self._next_id}",
+            customer_id=self.customer_id,
+            subject_id=subject_id,
+        )
         return self._commit(plan(self.instances, new, event, self.facts(role, **payload)))
 
-    def fire(self, instance_id: str, event: str, *, role: str = "sys", actor: str = "system",
-             approved_by: str | None = None, **payload: Any) -> Plan:
+    def fire(
+        self,
+        instance_id: str,
+        event: str,
+        *,
+        role: str = "sys",
+        actor: str = "system",
+        approved_by: str | None = None,
+        **payload: Any,
+    ) -> Plan:
         """Fire an event on an instance and execute its plan when it applies."""
         facts = replace(self.facts(role, actor, **payload), approved_by=approved_by)
         result = plan(self.instances, instance_id, event, facts)
@@ -83,7 +103,9 @@ class World:
             due_at, inst_id, timer = pending[0]
             self.now = max(self.now, due_at)
             inst = self.instances[inst_id]
-            result = plan(self.instances, inst_id, timer.event, timer_facts(inst, timer, self.now, self.settings))
+            result = plan(
+                self.instances, inst_id, timer.event, timer_facts(inst, timer, self.now, self.settings)
+            )
             if result.root is not None and result.root.ok:
                 fired.append(self._commit(result))
             else:
@@ -127,14 +149,16 @@ def random_step(world: World, rng: Random, governor: str | None = None) -> Plan 
     from governors.registry import GOVERNORS
 
     pool = sorted(
-        (i for i in world.instances.values() if governor is None or i.governor == governor), key=lambda i: i.id
+        (i for i in world.instances.values() if governor is None or i.governor == governor),
+        key=lambda i: i.id,
     )
     if not pool:
         return None
     inst = rng.choice(pool)
     gov = GOVERNORS[inst.governor]
     rows = [
-        r for r in gov.transitions
+        r
+        for r in gov.transitions
         if r.src and (inst.state in r.src or ANY in r.src) and any(x in r.by for x in (*STAFF_ROLES, "sys"))
     ]
     if not rows:
@@ -144,5 +168,6 @@ def random_step(world: World, rng: Random, governor: str | None = None) -> Plan 
     payload: dict[str, Any] = {i.name: sample_input(i, rng, world.now) for i in row.inputs}
     if role in STAFF_ROLES:
         payload["reason"] = "simulated staff action"
-    return world.fire(inst.id, rng.choice(row.events), role=role, actor="sim", approved_by="sim-approver",
-                      **payload)
+    return world.fire(
+        inst.id, rng.choice(row.events), role=role, actor="sim", approved_by="sim-approver", **payload
+    )

@@ -64,20 +64,45 @@ TOY = Governor(
             "held",
             "held",
             attention=True,
-            timers=(Timer("expire", "expire", after="entitlement.suspension_timeout", when="toy_timer_runs"),),
+            timers=(
+                Timer("expire", "expire", after="entitlement.suspension_timeout", when="toy_timer_runs"),
+            ),
         ),
         State("closed", "closed", terminal=True),
     ),
     transitions=(
         T("T01", ("create",), (), "open", ("sys",)),
-        T("T02", ("hold",), ("open", "held"), "held", ("manager", "cascade"), updates=("toy_add_hold",),
-          inputs=(Input("hold", "code", choices=("pay", "freeze")),)),
-        T("T03", ("lift",), ("held",), "open", ("manager",), guards=("toy_no_holds",),
-          updates=("toy_remove_hold",), inputs=(Input("hold", "code"),)),
+        T(
+            "T02",
+            ("hold",),
+            ("open", "held"),
+            "held",
+            ("manager", "cascade"),
+            updates=("toy_add_hold",),
+            inputs=(Input("hold", "code", choices=("pay", "freeze")),),
+        ),
+        T(
+            "T03",
+            ("lift",),
+            ("held",),
+            "open",
+            ("manager",),
+            guards=("toy_no_holds",),
+            updates=("toy_remove_hold",),
+            inputs=(Input("hold", "code"),),
+        ),
         T("T04", ("expire",), ("held",), "closed", ("timer",)),
-        T("T05", ("refund",), ("open",), SAME, ("finance",), requesters=("support",),
-          four_eyes=FourEyes(("manager",), when="toy_big_amount"), inputs=(Input("amount", "cents", min=1),),
-          effects=(fx("notify_customer", amount="$payload.amount"),)),
+        T(
+            "T05",
+            ("refund",),
+            ("open",),
+            SAME,
+            ("finance",),
+            requesters=("support",),
+            four_eyes=FourEyes(("manager",), when="toy_big_amount"),
+            inputs=(Input("amount", "cents", min=1),),
+            effects=(fx("notify_customer", amount="$payload.amount"),),
+        ),
         T("T06", ("close",), (ANY,), "closed", ("admin",)),
     ),
 )
@@ -88,7 +113,7 @@ def facts(role: str = "sys", **payload: object) -> Facts:
 
 
 def staff(role: str, **payload: object) -> Facts:
-    return facts(role, reason="customer called in", **payload)
+    return facts(role, **{"reason": "customer called in", **payload})
 
 
 def test_toy_definition_validates() -> None:
@@ -135,7 +160,9 @@ def test_staff_need_a_reason_and_valid_inputs() -> None:
 def test_guard_failure_gives_guard_message() -> None:
     held = Instance("toy", "t1", state="held", state_seq=2, data={"holds": ["pay", "freeze"]})
     out = decide(TOY, held, "lift", staff("manager", hold="pay"))
-    assert isinstance(out, Rejection) and out.code == "guard_failed" and out.message == "lift every hold first"
+    assert (
+        isinstance(out, Rejection) and out.code == "guard_failed" and out.message == "lift every hold first"
+    )
 
 
 def _held(holds: list[str]) -> Instance:
@@ -159,7 +186,9 @@ def test_entering_a_state_arms_its_timer_keyed_by_state_seq() -> None:
 def test_freezing_hold_pauses_and_release_resumes_with_remaining_time() -> None:
     inst = _held(["pay"])
     later = NOW + timedelta(hours=10)
-    d = decide(TOY, inst, "hold", Facts(now=later, role="manager", payload={"hold": "freeze", "reason": "x" * 10}))
+    d = decide(
+        TOY, inst, "hold", Facts(now=later, role="manager", payload={"hold": "freeze", "reason": "x" * 10})
+    )
     assert isinstance(d, Decision) and d.self_transition
     assert [op.op for op in d.timer_ops] == ["pause"]
     inst = apply(inst, d)
@@ -172,7 +201,9 @@ def test_freezing_hold_pauses_and_release_resumes_with_remaining_time() -> None:
     only_freeze = _held(["freeze"])
     assert only_freeze.timers["expire"].paused
     assert only_freeze.timers["expire"].remaining == timedelta(hours=72), "armed paused with full duration"
-    d2 = decide(TOY, inst, "hold", Facts(now=much_later, role="manager", payload={"hold": "pay", "reason": "x" * 10}))
+    d2 = decide(
+        TOY, inst, "hold", Facts(now=much_later, role="manager", payload={"hold": "pay", "reason": "x" * 10})
+    )
     assert isinstance(d2, Decision) and d2.timer_ops == (), "still frozen: nothing to pause or resume"
 
 
@@ -180,13 +211,27 @@ def test_resume_restores_exact_remaining_time() -> None:
     gov = TOY
     inst = _held(["pay"])
     t1 = NOW + timedelta(hours=5)
-    inst = apply(inst, decide(gov, inst, "hold", Facts(now=t1, role="manager",  # type: ignore[arg-type]
-                                                        payload={"hold": "freeze", "reason": "x" * 10})))
+    inst = apply(
+        inst,
+        decide(
+            gov,
+            inst,
+            "hold",
+            Facts(
+                now=t1,
+                role="manager",  # type: ignore[arg-type]
+                payload={"hold": "freeze", "reason": "x" * 10},
+            ),
+        ),
+    )
     # Remove the freezing hold through data (as an E10 row would) and re-evaluate with a self event.
-    unfrozen = Instance("toy", "t1", state="held", state_seq=inst.state_seq,
-                        data={"holds": ["pay"]}, timers=inst.timers)
+    unfrozen = Instance(
+        "toy", "t1", state="held", state_seq=inst.state_seq, data={"holds": ["pay"]}, timers=inst.timers
+    )
     t2 = NOW + timedelta(days=3)
-    d = decide(gov, unfrozen, "hold", Facts(now=t2, role="manager", payload={"hold": "pay", "reason": "x" * 10}))
+    d = decide(
+        gov, unfrozen, "hold", Facts(now=t2, role="manager", payload={"hold": "pay", "reason": "x" * 10})
+    )
     assert isinstance(d, Decision)
     assert [op.op for op in d.timer_ops] == ["resume"]
     assert d.timer_ops[0].timer.due_at == t2 + timedelta(hours=67)
@@ -214,15 +259,29 @@ def test_four_eyes_when_guard_and_requests() -> None:
     assert isinstance(small, Decision) and small.needs_approval is None
     request = decide(TOY, "open", "refund", staff("support", amount=50))
     assert isinstance(request, Decision) and request.needs_approval == FourEyes(("finance",))
-    approved = decide(TOY, "open", "refund", Facts(now=NOW, role="finance", payload={"amount": 500, "reason": "r" * 10},
-                                                   approved_by="u2", settings=SETTINGS))
+    approved = decide(
+        TOY,
+        "open",
+        "refund",
+        Facts(
+            now=NOW,
+            role="finance",
+            payload={"amount": 500, "reason": "r" * 10},
+            approved_by="u2",
+            settings=SETTINGS,
+        ),
+    )
     assert isinstance(approved, Decision) and approved.needs_approval is None
     assert approved.effects[0].args == {"amount": 500}
 
 
 def test_allowed_events_and_disabled_reasons() -> None:
     acts = {a.event: a for a in manual_actions(TOY, "open", facts(), "support")}
-    assert acts["refund"].allowed and acts["refund"].mode == "request" and acts["refund"].approvers == ("finance",)
+    assert (
+        acts["refund"].allowed
+        and acts["refund"].mode == "request"
+        and acts["refund"].approvers == ("finance",)
+    )
     assert not acts["hold"].allowed and acts["hold"].reason == "needs manager; you have support"
     assert not acts["close"].allowed and acts["close"].reason == "needs admin; you have support"
     assert {a.event for a in allowed_events(TOY, "open", facts(), "support")} == {"refund"}
@@ -252,24 +311,68 @@ def _bad(**changes: object) -> Governor:
     ("transitions", "states", "message"),
     [
         ((T("T01", ("create",), (), "nowhere", ("sys",)),), None, "row T01: unknown target state 'nowhere'"),
-        ((T("T01", ("create",), (), "open", ("sys",)), T("T02", ("x",), ("closed",), "open", ("sys",))),
-         None, "row T02: exit from terminal state 'closed'"),
-        ((T("T01", ("create",), (), "open", ("sys",)), T("T02", ("x",), ("open",), "held", ("sys",)),
-          T("T03", ("x",), ("open",), "closed", ("sys",))), None,
-         "row T02: shares (open, x) with row T03 without a distinguishing guard"),
-        ((T("T01", ("create",), (), "open", ("sys",), guards=("no_such_guard",)),), None,
-         "row T01: unknown guard 'no_such_guard'"),
-        ((T("T01", ("create",), (), "open", ("sys",), effects=(fx("teleport"),)),), None,
-         "row T01: unknown effect 'teleport'"),
-        ((T("T01", ("create",), (), "open", ("sys",), updates=("nope",)),), None, "row T01: unknown updater 'nope'"),
+        (
+            (T("T01", ("create",), (), "open", ("sys",)), T("T02", ("x",), ("closed",), "open", ("sys",))),
+            None,
+            "row T02: exit from terminal state 'closed'",
+        ),
+        (
+            (
+                T("T01", ("create",), (), "open", ("sys",)),
+                T("T02", ("x",), ("open",), "held", ("sys",)),
+                T("T03", ("x",), ("open",), "closed", ("sys",)),
+            ),
+            None,
+            "row T02: shares (open, x) with row T03 without a distinguishing guard",
+        ),
+        (
+            (T("T01", ("create",), (), "open", ("sys",), guards=("no_such_guard",)),),
+            None,
+            "row T01: unknown guard 'no_such_guard'",
+        ),
+        (
+            (T("T01", ("create",), (), "open", ("sys",), effects=(fx("teleport"),)),),
+            None,
+            "row T01: unknown effect 'teleport'",
+        ),
+        (
+            (T("T01", ("create",), (), "open", ("sys",), updates=("nope",)),),
+            None,
+            "row T01: unknown updater 'nope'",
+        ),
         ((T("T01", ("create",), (), "open", ("pirate",)),), None, "row T01: unknown role 'pirate'"),
-        ((T("T01", ("create",), (), "open", ("sys",)),), None, "unreachable states ['closed', 'held']"),
-        ((T("T01", ("create",), (), "open", ("sys",)), T("T02", ("go",), ("open",), "held", ("sys",)),
-          T("T03", ("end",), ("held",), "closed", ("sys",))), None,
-         "timer expire: no row accepts timer event 'expire' in state 'held'"),
+        (
+            (
+                T("T01", ("create",), (), "open", ("sys",)),
+                T("T04", ("expire",), ("held",), "closed", ("timer",)),
+            ),
+            None,
+            "unreachable states ['closed', 'held']",
+        ),
+        (
+            (
+                T("T01", ("create",), (), "open", ("sys",)),
+                T("T02", ("go",), ("open",), "held", ("sys",)),
+                T("T03", ("end",), ("held",), "closed", ("sys",)),
+            ),
+            None,
+            "timer expire: fires unknown event 'expire'",
+        ),
+        (
+            (
+                T("T01", ("create",), (), "open", ("sys",)),
+                T("T02", ("go",), ("open",), "held", ("sys",)),
+                T("T03", ("expire",), ("open",), "closed", ("timer",)),
+                T("T05", ("end",), ("held",), "closed", ("sys",)),
+            ),
+            None,
+            "timer expire: no row accepts timer event 'expire' in state 'held'",
+        ),
     ],
 )
-def test_bad_definitions_fail_loudly(transitions: tuple[Transition, ...], states: object, message: str) -> None:
+def test_bad_definitions_fail_loudly(
+    transitions: tuple[Transition, ...], states: object, message: str
+) -> None:
     with pytest.raises(InvalidGovernor) as err:
         validate(_bad(transitions=transitions))
     assert message in str(err.value)
@@ -284,11 +387,22 @@ def test_plan_on_real_governors_follows_cascades_in_order() -> None:
 
     assert "customer_account" in GOVERNORS
     account = Instance("customer_account", "acct", state="active", state_seq=3, customer_id="c1", data={})
-    ent = Instance("entitlement", "ent", state="active", state_seq=2, customer_id="c1", subject_id="sku-core",
-                   data={"sku_id": "sku-core", "holds": []})
+    ent = Instance(
+        "entitlement",
+        "ent",
+        state="active",
+        state_seq=2,
+        customer_id="c1",
+        subject_id="sku-core",
+        data={"sku_id": "sku-core", "holds": []},
+    )
     snapshot = {"acct": account, "ent": ent}
-    p = plan(snapshot, "acct", "lock", staff("support", reason_code="compromised_account",
-                                              reason="customer reports account takeover"))
+    p = plan(
+        snapshot,
+        "acct",
+        "lock",
+        staff("support", reason_code="compromised_account", reason="customer reports account takeover"),
+    )
     assert p.root is not None and isinstance(p.root, Decision), p.root
     assert p.steps[0].outcome.to_state == "locked"  # type: ignore[union-attr]
     ent_steps = [s for s in p.steps if s.instance_id == "ent"]

@@ -14,8 +14,14 @@ from governors.settings import SettingsError, default_settings, load_settings, p
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("90s", timedelta(seconds=90)), ("5m", timedelta(minutes=5)), ("24h", timedelta(hours=24)),
-     ("7d", timedelta(days=7)), ("2w", timedelta(days=14)), ("1d12h", timedelta(hours=36))],
+    [
+        ("90s", timedelta(seconds=90)),
+        ("5m", timedelta(minutes=5)),
+        ("24h", timedelta(hours=24)),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(days=14)),
+        ("1d12h", timedelta(hours=36)),
+    ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -29,30 +35,45 @@ def test_parse_duration_refuses_garbage(text: str) -> None:
 
 def test_every_default_duration_parses_and_keys_are_namespaced() -> None:
     s = default_settings()
-    prefixes = {"engine", "entitlement", "billing", "catalog", "subscription", "customer_account", "quota_sla",
-                "compliance_audit", "multi_tenant"}
+    prefixes = {
+        "engine",
+        "entitlement",
+        "billing",
+        "catalog",
+        "subscription",
+        "customer_account",
+        "quota_sla",
+        "compliance_audit",
+        "multi_tenant",
+    }
     for key in s:
         assert key.split(".")[0] in prefixes, key
 
 
 def test_toml_overrides_and_rejects_unknown_or_mistyped(tmp_path: Path) -> None:
     good = tmp_path / "s.toml"
-    good.write_text('[engine]\nmax_cascade_depth = 5\n')
+    good.write_text("[engine]\nmax_cascade_depth = 5\n")
     assert load_settings(good)["engine.max_cascade_depth"] == 5
     assert default_settings()["engine.max_cascade_depth"] == 8, "defaults are not mutated"
     unknown = tmp_path / "u.toml"
-    unknown.write_text('[engine]\nmax_cascade_dept = 5\n')
-    with pytest.raises(SettingsError, match="unknown setting 'engine.max_cascade_dept'"):
+    unknown.write_text("[engine]\nmax_cascade_dept = 5\n")
+    with pytest.raises(SettingsError, match=r"unknown setting 'engine\.max_cascade_dept'"):
         load_settings(unknown)
     wrong = tmp_path / "w.toml"
     wrong.write_text('[engine]\nmax_cascade_depth = "deep"\n')
-    with pytest.raises(SettingsError, match="engine.max_cascade_depth"):
+    with pytest.raises(SettingsError, match=r"engine\.max_cascade_depth"):
         load_settings(wrong)
 
 
 @pytest.mark.parametrize(
     ("amount", "cents"),
-    [(Decimal("0.5"), 1), (Decimal("-0.5"), -1), (Decimal("1.49"), 1), (Decimal("2.5"), 3), (Decimal("-2.5"), -3)],
+    [
+        (Decimal("0.5"), 1),
+        (Decimal("-0.5"), -1),
+        (Decimal("1.49"), 1),
+        (Decimal("2.5"), 3),
+        (Decimal("-2.5"), -3),
+    ],
 )
 def test_round_cents_ties_away_from_zero(amount: Decimal, cents: int) -> None:
     assert round_cents(amount) == cents
@@ -75,10 +96,22 @@ def test_prorate_upgrade_and_downgrade_are_symmetric() -> None:
 
 
 def test_sla_credit_formula() -> None:
-    pct = sla_credit_percent(uptime_pct=Decimal("99.4"), uptime_target_pct=Decimal("99.9"), p99_ms=700,
-                             p99_target_ms=500, error_rate_pct=Decimal("0.05"), error_rate_target_pct=Decimal("0.1"))
+    pct = sla_credit_percent(
+        uptime_pct=Decimal("99.4"),
+        uptime_target_pct=Decimal("99.9"),
+        p99_ms=700,
+        p99_target_ms=500,
+        error_rate_pct=Decimal("0.05"),
+        error_rate_target_pct=Decimal("0.1"),
+    )
     assert pct == Decimal("10.0")  # min(10, 10 × 0.5) = 5, + 5 for p99
-    capped = sla_credit_percent(uptime_pct=Decimal("90"), uptime_target_pct=Decimal("99.99"), p99_ms=500,
-                                p99_target_ms=100, error_rate_pct=Decimal("1"), error_rate_target_pct=Decimal("0.01"))
+    capped = sla_credit_percent(
+        uptime_pct=Decimal("90"),
+        uptime_target_pct=Decimal("99.99"),
+        p99_ms=500,
+        p99_target_ms=100,
+        error_rate_pct=Decimal("1"),
+        error_rate_target_pct=Decimal("0.01"),
+    )
     assert capped == Decimal(20)
     assert percent_of(10000, Decimal("12.5")) == 1250

@@ -1,0 +1,28 @@
+"""SQLAlchemy 2 typed models, one module per aggregate; import from here."""
+
+from __future__ import annotations
+
+from webapp.models.audit import AuditEntry, AuditHead
+from webapp.models.base import Base
+from webapp.models.governance import DueTimer, GovernorInstance, StateSnapshot, TransitionRecord
+from webapp.models.staff import ApiToken, Approval, RoleGrant, StaffUser
+from webapp.models.tenancy import Customer, Tenant
+from webapp.models.work import IdempotencyRecord, OutboxMessage
+
+__all__ = [
+    "ApiToken",
+    "Approval",
+    "AuditEntry",
+    "AuditHead",
+    "Base",
+    "Customer",
+    "DueTimer",
+    "GovernorInstance",
+    "IdempotencyRecord",
+    "OutboxMessage",
+    "RoleGrant",
+    "StaffUser",
+    "StateSnapshot",
+    "Tenant",
+    "TransitionRecord",
+]

@@ -1,0 +1,94 @@
+"""Conversions between database rows and the engine's frozen Instance snapshots.
+
+JSON columns hold datetimes as ISO 8601 text; ``revive`` turns them back into timezone-aware
+datetimes so guards see the same values whether an instance came from memory or from the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from governors import Instance, TimerState
+from governors.spec import frozen_map
+from webapp.models import GovernorInstance
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}:\d{2}|Z)$")
+
+
+def revive(value: Any) -> Any:
+    """Recursively turn ISO 8601 timestamps (with an offset) back into datetimes."""
+    if isinstance(value, str) and _ISO.match(value):
+        return datetime.fromisoformat(value)
+    if isinstance(value, dict):
+        return {k: revive(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [revive(v) for v in value]
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy: datetimes as ISO text, timedeltas as seconds, tuples as lists."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return int(value.total_seconds())
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def timers_to_json(timers: Mapping[str, TimerState]) -> dict[str, Any]:
+    """The engine's timers as JSON."""
+    return {
+        name: {
+            "event": t.event,
+            "state_seq": t.state_seq,
+            "due_at": t.due_at.isoformat() if t.due_at else None,
+            "remaining": int(t.remaining.total_seconds()) if t.remaining is not None else None,
+            "payload": jsonable(t.payload),
+        }
+        for name, t in sorted(timers.items())
+    }
+
+
+def timers_from_json(raw: Mapping[str, Any]) -> dict[str, TimerState]:
+    """Timers stored by ``timers_to_json`` back as TimerState objects."""
+    out: dict[str, TimerState] = {}
+    for name, t in raw.items():
+        out[name] = TimerState(
+            name=name,
+            event=t["event"],
+            state_seq=int(t["state_seq"]),
+            due_at=datetime.fromisoformat(t["due_at"]) if t.get("due_at") else None,
+            remaining=timedelta(seconds=int(t["remaining"])) if t.get("remaining") is not None else None,
+            payload=frozen_map(revive(t.get("payload") or {})),
+        )
+    return out
+
+
+def to_instance(row: GovernorInstance) -> Instance:
+    """The engine's view of a row."""
+    return Instance(
+        governor=row.governor,
+        id=row.id,
+        state=row.state,
+        state_seq=row.state_seq,
+        version=row.version,
+        entered_at=row.entered_at,
+        customer_id=row.customer_id,
+        subject_id=row.subject_id,
+        data=frozen_map(revive(dict(row.data or {}))),
+        timers=frozen_map(timers_from_json(row.timers or {})),
+    )
+
+
+def next_due(timers: Mapping[str, TimerState]) -> datetime | None:
+    """The earliest due time of the running timers (the row's ``timeout_at``)."""
+    due = [t.due_at for t in timers.values() if t.due_at is not None]
+    return min(due) if due else None
