@@ -9,7 +9,7 @@ lives only in its definition (data) and in the named guards and updaters of ``go
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -33,6 +33,7 @@ from governors.spec import (
     SAME,
     STAFF_ROLES,
     Cascade,
+    Effect,
     FourEyes,
     Governor,
     Input,
@@ -99,13 +100,19 @@ def compile_governor(gov: Governor) -> _Compiled:
     return comp
 
 
-def _governor(governor: Governor | str) -> Governor:
-    if isinstance(governor, Governor):
-        return governor
-    from governors.registry import GOVERNORS, get_governor
+_REGISTRY: dict[str, Governor] = {}
 
-    found = GOVERNORS.get(governor)
-    return found if found is not None else get_governor(governor)
+
+def _governor(governor: Governor | str) -> Governor:
+    if type(governor) is Governor:
+        return governor
+    found = _REGISTRY.get(governor)  # type: ignore[arg-type]
+    if found is None:
+        from governors.registry import GOVERNORS, get_governor
+
+        _REGISTRY.update(GOVERNORS)
+        found = _REGISTRY.get(governor) or get_governor(str(governor))  # type: ignore[arg-type]
+    return found
 
 
 def _instance(gov: Governor, instance: Instance | str | None) -> Instance:
@@ -117,30 +124,51 @@ def _instance(gov: Governor, instance: Instance | str | None) -> Instance:
 # --------------------------------------------------------------------------- references
 
 
+Resolver = Callable[[Context], Any]
+
+
+def _ref(value: str) -> Resolver:
+    head, _, rest = value[1:].partition(".")
+    if head == "now":
+        return lambda ctx: ctx.facts.now
+    if head == "payload":
+        return lambda ctx: ctx.facts.payload.get(rest)
+    if head == "data":
+        return lambda ctx: ctx.data.get(rest)
+    if head == "instance":
+        return lambda ctx: getattr(ctx.instance, rest)
+    if head == "event":
+        return lambda ctx: ctx.event
+    if head == "state":
+        return lambda ctx: ctx.target or ctx.instance.state
+    if head == "setting":
+        return lambda ctx: ctx.settings[rest]
+    raise ValueError(f"unknown reference {value!r}")
+
+
+def compile_value(value: Any) -> Resolver:
+    """Turn a literal/list/mapping with ``$`` references into a function of the context (done once)."""
+    if isinstance(value, str) and value.startswith("$"):
+        return _ref(value)
+    if isinstance(value, Mapping):
+        parts = [(k, compile_value(v)) for k, v in value.items()]
+        return lambda ctx: {k: f(ctx) for k, f in parts}
+    if isinstance(value, list | tuple):
+        items = [compile_value(v) for v in value]
+        return lambda ctx: [f(ctx) for f in items]
+    return lambda ctx: value
+
+
+_COMPILED_VALUES: dict[int, tuple[Any, Resolver]] = {}
+
+
 def resolve(value: Any, ctx: Context) -> Any:
     """Resolve ``$`` references (see ``governors.spec``) inside a literal, list or mapping."""
-    if isinstance(value, str) and value.startswith("$"):
-        head, _, rest = value[1:].partition(".")
-        if head == "now":
-            return ctx.now
-        if head == "payload":
-            return ctx.payload.get(rest)
-        if head == "data":
-            return ctx.data.get(rest)
-        if head == "instance":
-            return getattr(ctx.instance, rest)
-        if head == "event":
-            return ctx.event
-        if head == "state":
-            return ctx.target or ctx.instance.state
-        if head == "setting":
-            return ctx.settings[rest]
-        raise ValueError(f"unknown reference {value!r}")
-    if isinstance(value, Mapping):
-        return {k: resolve(v, ctx) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [resolve(v, ctx) for v in value]
-    return value
+    hit = _COMPILED_VALUES.get(id(value))
+    if hit is None or hit[0] is not value:
+        hit = (value, compile_value(value))
+        _COMPILED_VALUES[id(value)] = hit
+    return hit[1](ctx)
 
 
 REFERENCE_HEADS = ("now", "payload", "data", "instance", "event", "state", "setting")
@@ -213,6 +241,8 @@ def _input_error(inp: Input, value: Any, settings: Settings) -> str | None:
 
 def _check_inputs(row: Transition, facts: Facts, settings: Settings) -> tuple[str, str] | None:
     """(field, message) for the first invalid input, including the staff reason rule (§0.2)."""
+    if not row.inputs and facts.role not in STAFF_ROLES:
+        return None
     if facts.role in STAFF_ROLES:
         reason = facts.payload.get("reason")
         minimum = int(settings["engine.min_reason_length"])
@@ -349,6 +379,46 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     )
 
 
+class _Overlay(Mapping[str, Any]):
+    """Data after a transition without copying it: changes over the base (None deletes a key)."""
+
+    __slots__ = ("_base", "_changes")
+
+    def __init__(self, changes: Mapping[str, Any], base: Mapping[str, Any]) -> None:
+        self._changes = changes
+        self._base = base
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._changes:
+            value = self._changes[key]
+            if value is None:
+                raise KeyError(key)
+            return value
+        return self._base[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._changes:
+            value = self._changes[key]
+            return default if value is None else value
+        return self._base.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._changes:
+            return self._changes[key] is not None  # type: ignore[index]
+        return key in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._base:
+            if key not in self._changes or self._changes[key] is not None:
+                yield key
+        for key, value in self._changes.items():
+            if key not in self._base and value is not None:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass(frozen=True)
 class _RowPlan:
     """What can be known about a row before any event: whether its data needs resolving."""
@@ -410,26 +480,10 @@ def _build(
     )
     for name in row.updates:
         changes.update(UPDATERS[name](ctx))
-    new_data = dict(inst.data)
-    for key, value in changes.items():
-        if value is None:
-            new_data.pop(key, None)
-        else:
-            new_data[key] = value
+    new_data: Mapping[str, Any] = _Overlay(changes, inst.data) if changes else inst.data
     seq = inst.state_seq + 1 if entering else inst.state_seq
-    moved = Instance(
-        inst.governor,
-        inst.id,
-        to,
-        seq,
-        inst.version,
-        inst.entered_at,
-        inst.customer_id,
-        inst.subject_id,
-        new_data,
-        inst.timers,
-    )
-    after = Context(gov, moved, event, facts, settings, new_data, row, to)
+    # ``after`` shows guards the data as the transition leaves it; ``target`` is the new state.
+    after = Context(gov, inst, event, facts, settings, new_data, row, to)
     timer_ops = _timer_ops(comp, inst, row, to, entering, seq, after)
 
     needs: FourEyes | None = None
@@ -449,10 +503,10 @@ def _build(
             listed = resolve(c.fan_out, after)
             items = list(listed) if isinstance(listed, list | tuple) else []
         for item in items:
-            body = dict(payload) if item is None else {**payload, "item": item}
+            body = payload if item is None else {**payload, "item": item}
             cascades.append(
                 CascadeEmit(
-                    c.id, c.target, c.event, frozen_map(body), c.select, c.where, c.must, c.create_event
+                    c.id, c.target, c.event, MappingProxyType(body), c.select, c.where, c.must, c.create_event
                 )
             )
 
@@ -473,7 +527,7 @@ def _build(
         payload=facts.payload,
         changes=MappingProxyType(changes),
         effects=(
-            tuple(replace(e, args=frozen_map(resolve(e.args, after))) for e in row.effects)
+            tuple(Effect(e.name, MappingProxyType(resolve(e.args, after))) for e in row.effects)
             if compiled.dynamic_effects
             else row.effects
         ),
@@ -494,8 +548,8 @@ def _arm(t: Timer, seq: int, ctx: Context) -> TimerState | None:
         if anchor is None:
             return None
         due = anchor - ctx.settings.duration(t.before) if t.before else anchor
-    payload = frozen_map(resolve(t.payload, ctx))
-    if _holds(t.when, ctx):
+    payload = frozen_map(resolve(t.payload, ctx)) if t.payload else t.payload
+    if t.when is None or _holds(t.when, ctx):
         return TimerState(t.name, t.event, seq, due_at=due, payload=payload)
     return TimerState(t.name, t.event, seq, remaining=max(_ZERO, due - ctx.now), payload=payload)
 

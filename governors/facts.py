@@ -6,10 +6,10 @@ the guards only ever read them. ``Context`` is the one object guards and updater
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from governors.spec import frozen_map
 
@@ -30,6 +30,9 @@ def as_datetime(value: Any) -> datetime | None:
     return None
 
 
+T = TypeVar("T")
+
+
 class NeedsInput(Exception):
     """Raised by ``Context.arg`` when a guard needs a payload value that was not given."""
 
@@ -46,11 +49,12 @@ class GuardFailed(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TimerState:
     """An armed timer of one instance, keyed by the state entry (``state_seq``) that armed it.
 
-    Running timers have ``due_at``; paused ones (holds) keep ``remaining`` instead.
+    Running timers have ``due_at``; paused ones (holds) keep ``remaining`` instead. Read-only by
+    convention (slotted, not frozen: the engine creates these on every state entry).
     """
 
     name: str
@@ -117,7 +121,7 @@ class Context:
     (a plain slotted class rather than a frozen dataclass: the engine builds two per decision).
     """
 
-    __slots__ = ("governor", "instance", "event", "facts", "settings", "data", "row", "target")
+    __slots__ = ("_memo", "data", "event", "facts", "governor", "instance", "row", "settings", "target")
 
     def __init__(
         self,
@@ -138,9 +142,20 @@ class Context:
         self.data = data
         self.row = row
         self.target = target
+        self._memo: dict[str, Any] | None = None
+
+    def cached(self, key: str, compute: Callable[[Context], T]) -> T:
+        """``compute(self)`` once per context: for derived views several guards of one row share."""
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        if key not in memo:
+            memo[key] = compute(self)
+        return memo[key]  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
-        return f"Context({self.governor.name}, {self.instance.id}, {self.event!r}, state={self.instance.state})"
+        inst = self.instance
+        return f"Context({self.governor.name}, {inst.id}, {self.event!r}, state={inst.state})"
 
     @property
     def now(self) -> datetime:

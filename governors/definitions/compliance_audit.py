@@ -173,7 +173,7 @@ TRANSITIONS: Final = (
         ("verification_pending",),
         "non_compliant",
         ("sys", "compliance", "timer"),
-        guards=("compliance_timer_event_not_manual", "compliance_staff_inputs_given"),
+        guards=("compliance_staff_inputs_given",),
         inputs=(Input("provider_ref", "code", required=False),),
         set={
             "verification_failed_at": "$now",
@@ -345,7 +345,6 @@ TRANSITIONS: Final = (
         ("remediation_in_progress",),
         "non_compliant",
         ("compliance", "timer"),
-        guards=("compliance_timer_event_not_manual",),
         set={
             "non_compliant_cause": "remediation_failed",
             "remediation_failed_at": "$now",

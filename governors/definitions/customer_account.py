@@ -462,7 +462,6 @@ TRANSITIONS: Final = (
         "archived",
         ("timer", "compliance"),
         guards=(
-            "account_timer_event_not_manual",
             "account_no_open_invoice",
             "account_no_open_dispute",
             "account_no_legal_hold",

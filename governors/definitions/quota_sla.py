@@ -21,6 +21,8 @@ from typing import Final
 from governors.spec import ANY, SAME, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
 
 TIERS: Final = ("free", "trial", "starter", "professional", "enterprise")
+# §6 Evaluation [S,C]: soft metrics set the state (overage), hard metrics refuse at admission. Trials also
+# count report runs (D-32). Not settings: the metric names are the vocabulary of the samples.
 SOFT_METRICS: Final = ("api_requests", "data_transfer_gb", "cpu_hours", "report_runs")
 HARD_METRICS: Final = ("concurrent_calls", "storage_gb", "deployments")
 METRICS: Final = SOFT_METRICS + HARD_METRICS
@@ -29,8 +31,6 @@ _STARTER_HARD: Final = {"concurrent_calls": 100, "storage_gb": 100}
 
 SETTINGS: dict[str, object] = {
     # Evaluation (§6, §6.1): utilisation thresholds in percent of the effective limit.
-    "quota_sla.soft_metrics": list(SOFT_METRICS),
-    "quota_sla.hard_metrics": list(HARD_METRICS),
     "quota_sla.warning_pct": 80,
     "quota_sla.exceeded_pct": 100,
     # Noise filters (§6.4, D-28 from G): warning entry 5 min, exceeded entry 1 min, recovery 5 min.
@@ -44,8 +44,8 @@ SETTINGS: dict[str, object] = {
     "quota_sla.retry_after": "1h",
     "quota_sla.backoff_base_ms": 100,
     "quota_sla.backoff_cap_ms": 10000,
-    # Burst (self-event): 2× rate for at most 300 s [S,C]; overage during a burst costs 1.5× (not metered
-    # separately here: the metering job applies it).
+    # Burst (self-event): 2× rate for at most 300 s [S,C]; overage during a burst costs 1.5× (passed to the
+    # enforcement and metering layer in the quota_activate_burst effect).
     "quota_sla.burst_max": "5m",
     "quota_sla.burst_rate_factor": 2.0,
     "quota_sla.burst_cost_factor": 1.5,
@@ -544,6 +544,7 @@ TRANSITIONS: Final = (
                 "quota_activate_burst",
                 until="$data.burst_until",
                 rate_factor="$setting.quota_sla.burst_rate_factor",
+                cost_factor="$setting.quota_sla.burst_cost_factor",
             ),
         ),
         title="Activate burst",

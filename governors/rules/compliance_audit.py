@@ -96,13 +96,6 @@ def compliance_staff_inputs_given(ctx: Context) -> bool:
     return True
 
 
-@guard("compliance_timer_event_not_manual", "this event is sent by the timer; staff use the manual event")
-def compliance_timer_event_not_manual(ctx: Context) -> bool:
-    """Rows with a timer event and a manual event (C04, C16): staff may only send the manual one."""
-    timer_events = {t.event for s in ctx.governor.states for t in s.timers}
-    return not (_is_staff(ctx) and ctx.event in timer_events)
-
-
 # --------------------------------------------------------------------------- enrolment and KYC
 
 

@@ -152,15 +152,6 @@ def account_staff_inputs_given(ctx: Context) -> bool:
     return True
 
 
-@guard(
-    "account_timer_event_not_manual", "this event is sent by the timer; staff use the manual event of the row"
-)
-def account_timer_event_not_manual(ctx: Context) -> bool:
-    """Rows with a timer event and a manual event (A25): staff may only send the manual one."""
-    timer_events = {t.event for s in ctx.governor.states for t in s.timers}
-    return not (_is_staff(ctx) and ctx.event in timer_events)
-
-
 # --------------------------------------------------------------------------- onboarding / KYC
 
 

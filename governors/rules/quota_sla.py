@@ -18,12 +18,13 @@ without a state change; ``throttle_delay_ms`` and ``token_bucket_rate`` serve th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from governors.definitions.quota_sla import HARD_METRICS, SOFT_METRICS
 from governors.facts import Context, GuardFailed, as_datetime
 from governors.money import sla_credit_percent
 from governors.rules.base import declare_effects, guard, updater
@@ -113,7 +114,7 @@ def tier_limits(settings: Settings, tier: str, base_tier: str | None = None) -> 
     limits = _limits(table.get(tier))
     if tier == "trial":
         base = _limits(table.get(base_tier or str(settings["quota_sla.trial_base_tier"])))
-        limits = {**{k: v for k, v in base.items() if k in settings["quota_sla.hard_metrics"]}, **limits}
+        limits = {**{k: v for k, v in base.items() if k in HARD_METRICS}, **limits}
     return limits
 
 
@@ -131,7 +132,7 @@ def effective_limits(
 
 
 def utilisation(
-    usage: Mapping[str, float], limits: Mapping[str, int], metrics: list[str]
+    usage: Mapping[str, float], limits: Mapping[str, int], metrics: Sequence[str]
 ) -> tuple[float, str | None]:
     """(percent, metric) of the most constrained metric among ``metrics``; unlimited ones are skipped."""
     best: tuple[float, str | None] = (0.0, None)
@@ -158,7 +159,7 @@ def band(pct: float, warning_pct: float, exceeded_pct: float) -> str:
 def hard_limit_breach(
     usage: Mapping[str, float],
     limits: Mapping[str, int],
-    hard_metrics: list[str],
+    hard_metrics: Sequence[str],
     request: Mapping[str, float],
 ) -> str | None:
     """The first hard metric that ``request`` (extra units per metric) would take over its limit, or None."""
@@ -186,7 +187,7 @@ def token_bucket_rate(settings: Settings, tier: str, burst_until: datetime | Non
 def overage_lines(
     usage: Mapping[str, float],
     limits: Mapping[str, int],
-    metrics: list[str],
+    metrics: Sequence[str],
     prices: Mapping[str, Any],
     previous: Mapping[str, Any],
 ) -> dict[str, dict[str, Any]]:
@@ -208,10 +209,6 @@ def overage_lines(
 
 def _lines_total(lines: Mapping[str, Any]) -> int:
     return sum(_int(_mapping(v).get("cents")) for v in lines.values())
-
-
-def _metrics(ctx: Context, key: str) -> list[str]:
-    return [str(m) for m in ctx.setting(key)]
 
 
 @dataclass(frozen=True)
@@ -261,10 +258,15 @@ def _new_overrides(ctx: Context) -> dict[str, Any]:
 
 
 def _view(ctx: Context) -> _View:
+    """The sample's view (usage, limits, utilisation, band), computed once per context."""
+    return ctx.cached("quota_view", _compute_view)
+
+
+def _compute_view(ctx: Context) -> _View:
     ts = as_datetime(ctx.payload.get("sample_ts")) or ctx.now
     usage = {**_numbers(ctx.data.get("usage")), **_numbers(ctx.payload.get("metrics"))}
     limits = effective_limits(_new_limits(ctx), _new_overrides(ctx), ts)
-    pct, metric = utilisation(usage, limits, _metrics(ctx, "quota_sla.soft_metrics"))
+    pct, metric = utilisation(usage, limits, SOFT_METRICS)
     which = band(
         pct, float(ctx.setting("quota_sla.warning_pct")), float(ctx.setting("quota_sla.exceeded_pct"))
     )
@@ -300,7 +302,7 @@ def _held(ctx: Context, field: str, setting: str) -> bool:
 def quota_sample_fresh(ctx: Context) -> bool:
     """§6.4: samples older than (or as old as) the last one processed are dropped."""
     last = as_datetime(ctx.data.get("last_sample_ts"))
-    return last is None or _view(ctx).ts > last
+    return last is None or (as_datetime(ctx.payload.get("sample_ts")) or ctx.now) > last
 
 
 @guard("quota_warning_held", "utilisation has not stayed in [80 %, 100 %) for 5 minutes yet")
@@ -348,7 +350,7 @@ def _metered(ctx: Context, view: _View) -> dict[str, Any]:
     lines = overage_lines(
         view.usage,
         view.limits,
-        _metrics(ctx, "quota_sla.soft_metrics"),
+        SOFT_METRICS,
         _mapping(ctx.setting("quota_sla.overage_prices")),
         _mapping(ctx.data.get("overage_lines")),
     )
@@ -433,7 +435,7 @@ def quota_approve_overage(ctx: Context) -> dict[str, Any]:
 def quota_hard_limit_observed(ctx: Context) -> bool:
     """Q10: an observed hard metric (sample or stored usage) is above its effective limit."""
     view = _view(ctx)
-    return hard_limit_breach(view.usage, view.limits, _metrics(ctx, "quota_sla.hard_metrics"), {}) is not None
+    return hard_limit_breach(view.usage, view.limits, HARD_METRICS, {}) is not None
 
 
 @guard("quota_no_hard_breach", "a hard metric is over its limit")
@@ -557,7 +559,7 @@ def quota_roll_period(ctx: Context) -> dict[str, Any]:
     lines = _mapping(ctx.data.get("overage_lines"))
     to_bill = max(0, _lines_total(lines) - _int(ctx.data.get("billed_overage_cents")))
     end = as_datetime(ctx.data.get("period_ends_at")) or ctx.now
-    soft = set(_metrics(ctx, "quota_sla.soft_metrics"))
+    soft = set(SOFT_METRICS)
     usage = {k: v for k, v in _numbers(ctx.data.get("usage")).items() if k not in soft}
     return {
         "overage_bill_cents": to_bill,
@@ -739,7 +741,7 @@ def quota_admission_within_hard_limits(ctx: Context) -> bool:
     """Admission (request path): payload ``request`` (metric → extra units) passes no hard limit."""
     view = _view(ctx)
     request = _numbers(ctx.payload.get("request"))
-    metric = hard_limit_breach(view.usage, view.limits, _metrics(ctx, "quota_sla.hard_metrics"), request)
+    metric = hard_limit_breach(view.usage, view.limits, HARD_METRICS, request)
     if metric is not None:
         raise GuardFailed(f"{metric} would pass its hard limit of {view.limits[metric]}: request refused")
     return True

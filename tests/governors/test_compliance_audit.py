@@ -465,7 +465,7 @@ CASES: tuple[Case, ...] = (
     # C16 remediation failed / deadline
     Case("C16", "remediation_in_progress", "remediation_failed", "non_compliant", role="compliance"),
     Case("C16", "remediation_in_progress", "remediation_deadline", "non_compliant", role="timer", timer=True),
-    Case("C16", "remediation_in_progress", "remediation_deadline", "!guard_failed", role="compliance"),
+    Case("C16", "remediation_in_progress", "remediation_deadline", "!role_not_allowed", role="compliance"),
     # C17 start retention
     Case("C17", "compliant", "start_retention", "data_retention", role="cascade", peers=ARCHIVED_ACCOUNT),
     Case(
@@ -907,7 +907,8 @@ def test_verification_pending_arms_deadline_and_reminder() -> None:
     )
     assert isinstance(reminded, Decision)
     assert reminded.attention is True
-    assert reminded.timer_ops == ()
+    # The fired reminder is consumed; the 30 d deadline keeps running.
+    assert [(op.op, op.timer.name) for op in reminded.timer_ops] == [("cancel", "verification_reminder")]
 
 
 def test_kyc_verified_moves_the_verification_timer() -> None:

@@ -677,7 +677,7 @@ CASES: tuple[Case, ...] = (
         "A25",
         "deactivated",
         "retention_complete",
-        "!guard_failed",
+        "!role_not_allowed",
         role="compliance",
         payload=ERASE,
         peers=SETTLED,

@@ -1156,7 +1156,11 @@ def test_burst_until() -> None:
         )
     )
     assert d.changes["burst_until"] == NOW + timedelta(seconds=120)
-    assert d.effects[0].args == {"until": NOW + timedelta(seconds=120), "rate_factor": 2.0}
+    assert d.effects[0].args == {
+        "until": NOW + timedelta(seconds=120),
+        "rate_factor": 2.0,
+        "cost_factor": 1.5,
+    }
 
 
 # --------------------------------------------------------------------------- SLA credits (§6.3, D-30)

@@ -22,14 +22,14 @@ def database(pg_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def db(database: Database) -> Iterator[Database]:
+def db(database: Database) -> Database:
     """The database, emptied before each test (append-only audit rows need TRUNCATE's trigger off)."""
     tables = ", ".join(f'"{t.name}"' for t in reversed(Base.metadata.sorted_tables))
     with database.engine.begin() as conn:
         conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER USER"))
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         conn.execute(text("ALTER TABLE audit_entries ENABLE TRIGGER USER"))
-    yield database
+    return database
 
 
 @pytest.fixture
@@ -42,8 +42,15 @@ def make_customer(db: Database) -> Callable[..., str]:
             ensure_tenant(session, tenant_id, NOW)
             ensure_catalog(session, NOW)
         with db.session() as session:
-            signup_customer(session, tenant_id, customer_id, name="Ada Example", email=f"{customer_id}@example.test",
-                            tier=tier, now=NOW)
+            signup_customer(
+                session,
+                tenant_id,
+                customer_id,
+                name="Ada Example",
+                email=f"{customer_id}@example.test",
+                tier=tier,
+                now=NOW,
+            )
         return customer_id
 
     return make
