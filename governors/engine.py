@@ -195,8 +195,8 @@ def _holds(name: str | None, ctx: Context) -> bool:
     if name is None:
         return True
     try:
-        return _failing_guard((name,), ctx) is None
-    except NeedsInput:
+        return bool(GUARDS[name].fn(ctx))
+    except (GuardFailed, NeedsInput):
         return False
 
 
@@ -550,8 +550,8 @@ def _arm(t: Timer, seq: int, ctx: Context) -> TimerState | None:
         due = anchor - ctx.settings.duration(t.before) if t.before else anchor
     payload = frozen_map(resolve(t.payload, ctx)) if t.payload else t.payload
     if t.when is None or _holds(t.when, ctx):
-        return TimerState(t.name, t.event, seq, due_at=due, payload=payload)
-    return TimerState(t.name, t.event, seq, remaining=max(_ZERO, due - ctx.now), payload=payload)
+        return TimerState(t.name, t.event, seq, due, None, payload)
+    return TimerState(t.name, t.event, seq, None, max(_ZERO, due - ctx.now), payload)
 
 
 def _timer_ops(
@@ -559,7 +559,7 @@ def _timer_ops(
 ) -> list[TimerOp]:
     ops: list[TimerOp] = []
     if entering:
-        ops.extend(TimerOp("cancel", ts) for ts in inst.timers.values())
+        ops = [TimerOp("cancel", ts) for ts in inst.timers.values()]
         for t in comp.timers[to]:
             armed = _arm(t, seq, after)
             if armed is not None:
@@ -567,13 +567,15 @@ def _timer_ops(
         return ops
     fired = after.facts.timer if after.facts.role == "timer" else None
     for t in comp.timers[to]:
+        if t.when is None and t.at is None and t.name != fired and t.name not in row.rearm:
+            continue  # nothing on this row can change a plain running timer
         existing = inst.timers.get(t.name)
         moved = t.at is not None and after.data.get(t.at) != inst.data.get(t.at)
         if t.name == fired and existing is not None and t.name not in row.rearm and not moved:
             # A timer that fired into a self-transition is used up (unless the row re-arms it).
             ops.append(TimerOp("cancel", existing))
             continue
-        if t.name in row.rearm or (moved and (existing is not None or t.name not in inst.timers)):
+        if t.name in row.rearm or moved:
             armed = _arm(t, seq, after)
             if armed is not None:
                 ops.append(TimerOp("arm", armed))

@@ -66,6 +66,20 @@ def publish_sku(sku_id: str) -> Sequence[Step]:
     )
 
 
+def onboard(provider_request_id: str) -> Sequence[Step]:
+    """Email and profile confirmed, KYC passed by the provider (A02, A03 → X18 starts approvals)."""
+    return (
+        Step("customer_account", "email_verified"),
+        Step("customer_account", "profile_completed"),
+        Step("customer_account", "kyc_passed", payload={"provider_request_id": provider_request_id,
+                                                          "provider_result": "passed"}),
+    )
+
+
+APPROVE_ENTITLEMENT = Step("entitlement", "approve")
+"""The approval service grants a pending entitlement (E02 → X04 allocates quota and tenant weight)."""
+
+
 def signup(email: str, tier: str = "starter", cycle: str = "monthly") -> Sequence[Step]:
     """A customer signs up (A01: account, trial subscription, compliance record and what they cascade)."""
     return (Step("customer_account", "signup", "sys", {"email": email, "tier": tier, "cycle": cycle}),)

@@ -18,6 +18,18 @@ def main() -> None:
     """Marketplace Governance Console."""
 
 
+def _register_commands() -> None:
+    """Attach every command module found in ``webapp.commands`` (each defines ``register``)."""
+    import importlib
+    import pkgutil
+
+    import webapp.commands as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"webapp.commands.{info.name}")
+        module.register(main)
+
+
 @main.command("governors")
 @click.option("--json", "as_json", is_flag=True, help="Every definition as JSON.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Every definition as Markdown tables.")
@@ -37,3 +49,6 @@ def governors_command(as_json: bool, as_markdown: bool) -> None:
         click.echo(json.dumps({"governors": describe_all(settings)}, indent=2, sort_keys=False, default=str))
     else:
         click.echo(markdown(settings))
+
+
+_register_commands()

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any
 
 from governors.definitions.quota_sla import HARD_METRICS, SOFT_METRICS
@@ -53,17 +54,23 @@ _SUBSCRIPTION_KINDS = frozenset({"initial", "renewal"})
 # --------------------------------------------------------------------------- pure helpers
 
 
+_isfinite = math.isfinite
+
+
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is float:
+        return value if _isfinite(value) else None
+    if kind is bool:
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        return float(value) if _isfinite(value) else None
     if isinstance(value, str):
         try:
             parsed = float(value)
         except ValueError:
             return None
-        return parsed if math.isfinite(parsed) else None
+        return parsed if _isfinite(parsed) else None
     return None
 
 
@@ -78,26 +85,49 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return 0
+    return value if isinstance(value, int) else 0
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
+    kind = type(value)
+    if kind is dict or kind is MappingProxyType:
+        return value  # type: ignore[no-any-return]
     return value if isinstance(value, Mapping) else {}
 
 
-def _numbers(value: Any) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _add_numbers(out: dict[str, float], value: Any) -> dict[str, float]:
+    """Add the finite numbers of the mapping ``value`` to ``out`` (keys as strings); returns ``out``."""
     for key, raw in _mapping(value).items():
-        number = _number(raw)
-        if number is not None:
-            out[str(key)] = number
+        if type(raw) is float:
+            if not _isfinite(raw):
+                continue
+            number: float | None = raw
+        else:
+            number = _number(raw)
+            if number is None:
+                continue
+        out[key if type(key) is str else str(key)] = number  # type: ignore[assignment]
     return out
 
 
+def _numbers(value: Any) -> dict[str, float]:
+    return _add_numbers({}, value)
+
+
 def _limits(value: Any) -> dict[str, int]:
-    return {
-        str(k): int(v) for k, v in _mapping(value).items() if isinstance(v, int) and not isinstance(v, bool)
-    }
+    out: dict[str, int] = {}
+    for k, v in _mapping(value).items():
+        kind = type(v)
+        if kind is int:
+            out[k if type(k) is str else str(k)] = v
+        elif kind is not bool and isinstance(v, int):
+            out[str(k)] = int(v)
+    return out
 
 
 def next_month_start(moment: datetime) -> datetime:

@@ -35,9 +35,11 @@ def db(database: Database) -> Database:
 @pytest.fixture
 def make_customer(db: Database) -> Callable[..., str]:
     """Create a tenant (once) and a signed-up customer through the real service; returns the customer id."""
-    from webapp.services.setup import ensure_catalog, ensure_tenant, signup_customer
+    from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 
-    def make(customer_id: str = "c-1", tenant_id: str = "t-1", tier: str = "starter") -> str:
+    def make(
+        customer_id: str = "c-1", tenant_id: str = "t-1", tier: str = "starter", active: bool = False
+    ) -> str:
         with db.session() as session:
             ensure_tenant(session, tenant_id, NOW)
             ensure_catalog(session, NOW)
@@ -51,6 +53,9 @@ def make_customer(db: Database) -> Callable[..., str]:
                 tier=tier,
                 now=NOW,
             )
+        if active:
+            with db.session() as session:
+                activate_customer(session, tenant_id, customer_id, now=NOW)
         return customer_id
 
     return make

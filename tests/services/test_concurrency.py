@@ -1,0 +1,234 @@
+"""Races against the real PostgreSQL: row locks, optimistic versions and idempotency keys.
+
+Each contender runs in its own thread with its own connection; a barrier releases them together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from tests.services.conftest import NOW
+from webapp.audit import verify_tenant
+from webapp.db import Database
+from webapp.models import AuditEntry, GovernorInstance, OutboxMessage, TransitionRecord
+from webapp.services.transitions import Actor, EventRequest, EventResult, fire_event
+
+SUPPORT = Actor("u-support", "support")
+MANAGER = Actor("u-manager", "manager")
+
+
+def _race(db: Database, calls: list[Callable[[Any], EventResult]]) -> list[EventResult]:
+    """Run each call in its own thread and transaction, all released at once; results in call order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[EventResult | None] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int, call: Callable[[Any], EventResult]) -> None:
+        try:
+            with db.session() as session:
+                barrier.wait(timeout=30)
+                results[i] = call(session)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def _one(db: Database, customer: str, governor: str) -> GovernorInstance:
+    with db.session() as s:
+        return s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.customer_id == customer, GovernorInstance.governor == governor
+            )
+        ).one()
+
+
+def test_two_concurrent_transitions_one_wins_the_other_is_stale(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer(active=True)
+    account = _one(db, customer, "customer_account")
+    lock = {"reason_code": "manual", "reason": "suspicious login pattern"}
+    abuse = {
+        "reason": "abuse reported by a seller",
+        "report_id": "r-1",
+        "evidence": "ticket 77",
+        "abuse_reason": "spam",
+    }
+    results = _race(
+        db,
+        [
+            lambda s: fire_event(
+                s,
+                EventRequest("t-1", "lock", account.id, lock, expected_version=account.version),
+                SUPPORT,
+                NOW,
+            ),
+            lambda s: fire_event(
+                s,
+                EventRequest("t-1", "abuse_report", account.id, abuse, expected_version=account.version),
+                SUPPORT,
+                NOW,
+            ),
+        ],
+    )
+    statuses = sorted(r.status for r in results)
+    assert statuses == [200, 409], [r.body for r in results]
+    loser = next(r for r in results if r.status == 409)
+    assert loser.body["error"]["code"] == "stale_version"
+    with db.session() as s:
+        row = s.get(GovernorInstance, account.id)
+        assert row is not None and row.version == account.version + 1, "exactly one update, none lost"
+        applied = s.scalar(
+            select(func.count())
+            .select_from(TransitionRecord)
+            .where(
+                TransitionRecord.instance_id == account.id,
+                TransitionRecord.occurred_at == NOW + timedelta(0),
+                TransitionRecord.event.in_(("lock", "abuse_report")),
+            )
+        )
+        assert applied == 1
+        assert verify_tenant(s, "t-1").ok
+
+
+def test_twenty_concurrent_requests_with_one_key_apply_once(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer(active=True)
+    account = _one(db, customer, "customer_account")
+    body = {"reason_code": "compromised_account", "reason": "customer reports a takeover"}
+    with db.session() as s:
+        audit_before = s.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.tenant_id == "t-1")
+        )
+        outbox_before = s.scalar(select(func.count()).select_from(OutboxMessage))
+    results = _race(
+        db,
+        [
+            (
+                lambda s: fire_event(
+                    s,
+                    EventRequest("t-1", "lock", account.id, body, idempotency_key="lock-once"),
+                    SUPPORT,
+                    NOW,
+                )
+            )
+            for _ in range(20)
+        ],
+    )
+    assert {r.status for r in results} == {200}
+    assert sum(1 for r in results if not r.replayed) == 1
+    assert all(r.body == results[0].body for r in results), "every caller sees the first response"
+    with db.session() as s:
+        locks = s.scalar(
+            select(func.count()).select_from(TransitionRecord).where(TransitionRecord.event == "lock")
+        )
+        assert locks == 1
+        audit_after = s.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.tenant_id == "t-1")
+        )
+        applied = len([d for d in results[0].body["decisions"] if d["status"] in ("applied", "ignored")])
+        assert audit_after == audit_before + applied, "one audit entry per applied step, once"
+        effects = s.scalar(select(func.count()).select_from(OutboxMessage))
+        assert effects > outbox_before
+        assert len({m.job_id for m in s.scalars(select(OutboxMessage))}) == effects
+        assert verify_tenant(s, "t-1").ok
+
+
+def test_same_key_with_a_different_body_is_409_and_changes_nothing(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer(active=True)
+    account = _one(db, customer, "customer_account")
+    with db.session() as s:
+        first = fire_event(
+            s,
+            EventRequest(
+                "t-1",
+                "lock",
+                account.id,
+                {"reason_code": "manual", "reason": "suspicious login pattern"},
+                idempotency_key="k1",
+            ),
+            SUPPORT,
+            NOW,
+        )
+    assert first.status == 200
+    from webapp.services.transitions import TransitionError
+
+    with db.session() as s:
+        try:
+            fire_event(
+                s,
+                EventRequest(
+                    "t-1",
+                    "lock",
+                    account.id,
+                    {"reason_code": "chargeback", "reason": "suspicious login pattern"},
+                    idempotency_key="k1",
+                ),
+                SUPPORT,
+                NOW,
+            )
+        except TransitionError as exc:
+            assert exc.status == 409 and exc.code == "idempotency_key_reused"
+        else:  # pragma: no cover
+            raise AssertionError("a reused key with another body must be refused")
+
+
+def test_timer_and_staff_action_race_always_end_in_a_legal_serial_outcome(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    """trial_expired (timer) against a support cancel of the same trial, many times over."""
+    outcomes: set[tuple[str, int, int]] = set()
+    for n in range(12):
+        customer = make_customer(customer_id=f"c-race-{n}")
+        sub = _one(db, customer, "subscription")
+        timer = sub.timers["trial_expired"]
+        due = NOW + timedelta(days=15)
+        cancel = {
+            "reason": "customer changed their mind",
+            "reason_code": "too_expensive",
+            "churn_offer_outcome": "declined",
+        }
+        timer_req = EventRequest(
+            "t-1",
+            timer["event"],
+            sub.id,
+            dict(timer.get("payload") or {}),
+            timer="trial_expired",
+            timer_seq=int(timer["state_seq"]),
+        )
+        cancel_req = EventRequest("t-1", "cancel", sub.id, cancel)
+        calls = [
+            lambda s, r=timer_req: fire_event(s, r, Actor("timer", "timer"), due),
+            lambda s, r=cancel_req: fire_event(s, r, SUPPORT, due),
+        ]
+        if n % 2:
+            calls.reverse()
+        results = _race(db, calls)
+        timer_result, cancel_result = results if n % 2 == 0 else results[::-1]
+        final = _one(db, customer, "subscription").state
+        outcomes.add((final, timer_result.status, cancel_result.status))
+        # Legal serial outcomes: the timer first (trial ended; cancel no longer valid from trial_ended)
+        # or the cancel first (cancelled; the timer belongs to an earlier state entry and is stale).
+        assert (final, timer_result.status, cancel_result.status) in {
+            ("trial_ended", 200, 409),
+            ("cancelled", 409, 200),
+        }, (final, timer_result.body, cancel_result.body)
+        if final == "cancelled":
+            assert timer_result.body["error"]["code"] in ("stale_timer", "invalid_transition")
+    assert outcomes, "the race ran"

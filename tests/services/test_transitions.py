@@ -1,0 +1,131 @@
+"""The one transition service against PostgreSQL: persistence, history, audit, timers, outbox, idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+
+from tests.services.conftest import NOW
+from webapp.audit import verify_tenant
+from webapp.db import Database
+from webapp.models import AuditEntry, DueTimer, GovernorInstance, OutboxMessage, TransitionRecord
+from webapp.services.transitions import Actor, EventRequest, fire_event
+
+SUPPORT = Actor("u-support", "support")
+
+
+def _instance(db: Database, customer: str, governor: str) -> GovernorInstance:
+    with db.session() as s:
+        return s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.customer_id == customer, GovernorInstance.governor == governor
+            )
+        ).one()
+
+
+def test_signup_builds_every_governor_through_cascades(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer()
+    with db.session() as s:
+        rows = s.scalars(select(GovernorInstance).where(GovernorInstance.customer_id == customer)).all()
+        by_gov = {r.governor: r.state for r in rows}
+        assert by_gov == {
+            "customer_account": "onboarding",
+            "subscription": "trial",
+            "compliance_audit": "compliant",
+            "entitlement": "pending_approval",
+            "quota_sla": "within_limits",
+        }
+        history = s.scalars(
+            select(TransitionRecord)
+            .where(TransitionRecord.customer_id == customer)
+            .order_by(TransitionRecord.id)
+        ).all()
+        assert history[0].governor == "customer_account" and history[0].cause_id is None
+        assert all(h.cause_id is not None for h in history[1:]), "every other row was caused by a cascade"
+        timers = s.scalars(select(DueTimer).where(DueTimer.customer_id == customer)).all()
+        assert {t.name for t in timers} >= {"onboarding_timeout", "trial_expired", "approval_final_timeout"}
+        assert verify_tenant(s, "t-1").ok
+
+
+def test_lock_applies_cascade_and_writes_history_audit_outbox(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer(active=True)
+    account = _instance(db, customer, "customer_account")
+    with db.session() as s:
+        audit_before = s.scalar(select(func.count()).select_from(AuditEntry))
+        result = fire_event(
+            s,
+            EventRequest(
+                "t-1",
+                "lock",
+                account.id,
+                {"reason_code": "compromised_account", "reason": "customer reports a takeover"},
+                expected_version=account.version,
+                idempotency_key="k-lock-1",
+            ),
+            SUPPORT,
+            NOW,
+        )
+    assert result.status == 200, result.body
+    events = [(d["governor"], d["event"], d["status"]) for d in result.body["decisions"]]
+    assert events[0] == ("customer_account", "lock", "applied")
+    assert ("entitlement", "suspend", "applied") in events
+    with db.session() as s:
+        assert s.get(GovernorInstance, account.id).state == "locked"  # type: ignore[union-attr]
+        assert _instance(db, customer, "entitlement").state == "suspended"
+        audit_after = s.scalar(select(func.count()).select_from(AuditEntry))
+        assert audit_after == audit_before + len([e for e in events if e[2] == "applied"]) + sum(
+            1 for e in events if e[2] == "ignored"
+        )
+        assert s.scalar(select(func.count()).select_from(OutboxMessage)) > 0
+        assert verify_tenant(s, "t-1").ok
+
+
+def test_replay_with_same_key_returns_stored_response(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer()
+    account = _instance(db, customer, "customer_account")
+    body = {"reason_code": "manual", "reason": "suspicious activity seen"}
+    with db.session() as s:
+        first = fire_event(
+            s, EventRequest("t-1", "lock", account.id, body, idempotency_key="same"), SUPPORT, NOW
+        )
+    with db.session() as s:
+        history = s.scalar(select(func.count()).select_from(TransitionRecord))
+        again = fire_event(
+            s, EventRequest("t-1", "lock", account.id, body, idempotency_key="same"), SUPPORT, NOW
+        )
+        assert again.replayed and again.status == 200 and again.body == first.body
+        assert s.scalar(select(func.count()).select_from(TransitionRecord)) == history
+
+
+def test_stale_version_is_409_audited_and_changes_nothing(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    customer = make_customer()
+    account = _instance(db, customer, "customer_account")
+    with db.session() as s:
+        result = fire_event(
+            s,
+            EventRequest(
+                "t-1",
+                "lock",
+                account.id,
+                {"reason_code": "manual", "reason": "suspicious activity seen"},
+                expected_version=account.version - 1,
+            ),
+            SUPPORT,
+            NOW,
+        )
+    assert result.status == 409 and result.body["error"]["code"] == "stale_version"
+    with db.session() as s:
+        assert s.get(GovernorInstance, account.id).state == account.state  # type: ignore[union-attr]
+        last = s.scalars(
+            select(AuditEntry).where(AuditEntry.tenant_id == "t-1").order_by(AuditEntry.seq.desc())
+        ).first()
+        assert last is not None and last.action == "transition.rejected"
