@@ -152,7 +152,11 @@ def effective_limits(
     limits: Mapping[str, int], overrides: Mapping[str, Any], now: datetime
 ) -> dict[str, int]:
     """Tier allocation overlaid by the overrides that have not expired (auto-revert at expiry, Q17)."""
-    out = dict(limits)
+    return _overlay_overrides(dict(limits), overrides, now)
+
+
+def _overlay_overrides(out: dict[str, int], overrides: Mapping[str, Any], now: datetime) -> dict[str, int]:
+    """``out`` overlaid in place by the overrides that have not expired at ``now``; returns ``out``."""
     for metric, spec in overrides.items():
         entry = _mapping(spec)
         expires = as_datetime(entry.get("expires_at"))
@@ -241,16 +245,34 @@ def _lines_total(lines: Mapping[str, Any]) -> int:
     return sum(_int(_mapping(v).get("cents")) for v in lines.values())
 
 
-@dataclass(frozen=True)
 class _View:
-    """The prospective evaluation of one event: usage, limits, the top soft metric and its band."""
+    """The prospective evaluation of one event: usage, limits, the top soft metric and its band.
 
-    ts: datetime
-    usage: dict[str, float]
-    limits: dict[str, int]
-    pct: float
-    metric: str | None
-    band: str
+    A plain slotted class (built on every sample, read-only by convention); ``warning`` and
+    ``exceeded`` are the band thresholds it was evaluated with.
+    """
+
+    __slots__ = ("band", "exceeded", "limits", "metric", "pct", "ts", "usage", "warning")
+
+    def __init__(
+        self,
+        ts: datetime,
+        usage: dict[str, float],
+        limits: dict[str, int],
+        pct: float,
+        metric: str | None,
+        band: str,
+        warning: float,
+        exceeded: float,
+    ) -> None:
+        self.ts = ts
+        self.usage = usage
+        self.limits = limits
+        self.pct = pct
+        self.metric = metric
+        self.band = band
+        self.warning = warning
+        self.exceeded = exceeded
 
 
 def _tier_choice(ctx: Context) -> tuple[str, str | None]:
@@ -268,8 +290,11 @@ def _tier_choice(ctx: Context) -> tuple[str, str | None]:
     return tier, None
 
 
+_TIER_EVENTS = frozenset({"tier_upgraded", "allocate"})
+
+
 def _new_limits(ctx: Context) -> dict[str, int]:
-    if ctx.event in ("tier_upgraded", "allocate") and isinstance(ctx.payload.get("tier"), str):
+    if ctx.event in _TIER_EVENTS and isinstance(ctx.payload.get("tier"), str):
         tier, base = _tier_choice(ctx)
         return {**tier_limits(ctx.settings, tier, base), **_limits(ctx.payload.get("limits"))}
     return _limits(ctx.data.get("limits"))
@@ -293,36 +318,48 @@ def _view(ctx: Context) -> _View:
 
 
 def _compute_view(ctx: Context) -> _View:
-    ts = as_datetime(ctx.payload.get("sample_ts")) or ctx.now
-    usage = {**_numbers(ctx.data.get("usage")), **_numbers(ctx.payload.get("metrics"))}
-    limits = effective_limits(_new_limits(ctx), _new_overrides(ctx), ts)
+    data = ctx.data
+    facts = ctx.facts
+    payload = facts.payload
+    ts = as_datetime(payload.get("sample_ts")) or facts.now
+    usage = _add_numbers(_numbers(data.get("usage")), payload.get("metrics"))
+    event = ctx.event
+    if event in _TIER_EVENTS and isinstance(payload.get("tier"), str):
+        limits = _new_limits(ctx)
+    else:
+        limits = _limits(data.get("limits"))
+    # The stored overrides are only read here, so no copy unless the event adds one.
+    overrides = _new_overrides(ctx) if event == "quota_override" else _mapping(data.get("overrides"))
+    limits = _overlay_overrides(limits, overrides, ts)
     pct, metric = utilisation(usage, limits, SOFT_METRICS)
-    which = band(
-        pct, float(ctx.setting("quota_sla.warning_pct")), float(ctx.setting("quota_sla.exceeded_pct"))
-    )
-    return _View(ts, usage, limits, pct, metric, which)
+    settings = ctx.settings
+    warning = float(settings["quota_sla.warning_pct"])
+    exceeded = float(settings["quota_sla.exceeded_pct"])
+    return _View(ts, usage, limits, pct, metric, band(pct, warning, exceeded), warning, exceeded)
 
 
 def _crossings(ctx: Context, view: _View) -> dict[str, datetime | None]:
     """First-crossing timestamps after this sample: each is kept while its condition holds."""
-    warning = float(ctx.setting("quota_sla.warning_pct"))
-    exceeded = float(ctx.setting("quota_sla.exceeded_pct"))
-
-    def keep(field: str, holds: bool) -> datetime | None:
-        if not holds:
-            return None
-        return as_datetime(ctx.data.get(field)) or view.ts
-
+    data = ctx.data
+    pct = view.pct
+    ts = view.ts
     return {
-        "over_warning_since": keep("over_warning_since", view.pct >= warning),
-        "over_limit_since": keep("over_limit_since", view.pct >= exceeded),
-        "under_warning_since": keep("under_warning_since", view.pct < warning),
+        "over_warning_since": (as_datetime(data.get("over_warning_since")) or ts)
+        if pct >= view.warning
+        else None,
+        "over_limit_since": (as_datetime(data.get("over_limit_since")) or ts) if pct >= view.exceeded else None,
+        "under_warning_since": (as_datetime(data.get("under_warning_since")) or ts)
+        if pct < view.warning
+        else None,
     }
 
 
-def _held(ctx: Context, field: str, setting: str) -> bool:
-    since = _crossings(ctx, _view(ctx))[field]
-    return since is not None and _view(ctx).ts - since > ctx.duration(setting)
+def _held(ctx: Context, view: _View, field: str, holds: bool, setting: str) -> bool:
+    """The crossing ``field`` (kept while ``holds``, see ``_crossings``) is older than the ``setting`` hold."""
+    if not holds:
+        return False
+    since = as_datetime(ctx.data.get(field)) or view.ts
+    return view.ts - since > ctx.settings.duration(setting)
 
 
 # --------------------------------------------------------------------------- samples and bands
@@ -332,25 +369,37 @@ def _held(ctx: Context, field: str, setting: str) -> bool:
 def quota_sample_fresh(ctx: Context) -> bool:
     """§6.4: samples older than (or as old as) the last one processed are dropped."""
     last = as_datetime(ctx.data.get("last_sample_ts"))
-    return last is None or (as_datetime(ctx.payload.get("sample_ts")) or ctx.now) > last
+    if last is None:
+        return True
+    facts = ctx.facts
+    return (as_datetime(facts.payload.get("sample_ts")) or facts.now) > last
 
 
 @guard("quota_warning_held", "utilisation has not stayed in [80 %, 100 %) for 5 minutes yet")
 def quota_warning_held(ctx: Context) -> bool:
     """Q01: 80 % ≤ u < 100 % now, and u ≥ 80 % held for more than the warning filter (5 min)."""
-    return _view(ctx).band == "warning" and _held(ctx, "over_warning_since", "quota_sla.warning_hold")
+    view = _view(ctx)
+    return view.band == "warning" and _held(
+        ctx, view, "over_warning_since", view.pct >= view.warning, "quota_sla.warning_hold"
+    )
 
 
 @guard("quota_exceeded_held", "utilisation has not stayed at or above 100 % for 1 minute yet")
 def quota_exceeded_held(ctx: Context) -> bool:
     """Q02: u ≥ 100 % held for more than the exceeded filter (1 min)."""
-    return _view(ctx).band == "exceeded" and _held(ctx, "over_limit_since", "quota_sla.exceeded_hold")
+    view = _view(ctx)
+    return view.band == "exceeded" and _held(
+        ctx, view, "over_limit_since", view.pct >= view.exceeded, "quota_sla.exceeded_hold"
+    )
 
 
 @guard("quota_recovered_held", "utilisation has not stayed under 80 % for 5 minutes yet")
 def quota_recovered_held(ctx: Context) -> bool:
     """Q03: u < 80 % held for more than the recovery filter (5 min)."""
-    return _view(ctx).band == "within_limits" and _held(ctx, "under_warning_since", "quota_sla.recovery_hold")
+    view = _view(ctx)
+    return view.band == "within_limits" and _held(
+        ctx, view, "under_warning_since", view.pct < view.warning, "quota_sla.recovery_hold"
+    )
 
 
 @guard("quota_band_within", "utilisation is not under 80 %")
@@ -376,14 +425,18 @@ def _top(view: _View) -> dict[str, Any]:
     return {"top_metric": view.metric, "top_utilisation_pct": pct}
 
 
-def _metered(ctx: Context, view: _View) -> dict[str, Any]:
-    lines = overage_lines(
+def _overage(ctx: Context, view: _View) -> dict[str, dict[str, Any]]:
+    return overage_lines(
         view.usage,
         view.limits,
         SOFT_METRICS,
-        _mapping(ctx.setting("quota_sla.overage_prices")),
+        _mapping(ctx.settings["quota_sla.overage_prices"]),
         _mapping(ctx.data.get("overage_lines")),
     )
+
+
+def _metered(ctx: Context, view: _View) -> dict[str, Any]:
+    lines = _overage(ctx, view)
     return {"overage_lines": lines, "overage_cents": _lines_total(lines)}
 
 
@@ -391,12 +444,26 @@ def _metered(ctx: Context, view: _View) -> dict[str, Any]:
 def quota_record_sample(ctx: Context) -> dict[str, Any]:
     """Every usage_sample row: usage, sample time, crossings, top metric and the overage lines."""
     view = _view(ctx)
+    data = ctx.data
+    pct = view.pct
+    ts = view.ts
+    lines = _overage(ctx, view)
     return {
         "usage": view.usage,
-        "last_sample_ts": view.ts,
-        **_crossings(ctx, view),
-        **_top(view),
-        **_metered(ctx, view),
+        "last_sample_ts": ts,
+        # the first-crossing timestamps (as ``_crossings``)
+        "over_warning_since": (as_datetime(data.get("over_warning_since")) or ts)
+        if pct >= view.warning
+        else None,
+        "over_limit_since": (as_datetime(data.get("over_limit_since")) or ts) if pct >= view.exceeded else None,
+        "under_warning_since": (as_datetime(data.get("under_warning_since")) or ts)
+        if pct < view.warning
+        else None,
+        # the top metric (as ``_top``)
+        "top_metric": view.metric,
+        "top_utilisation_pct": round(pct, 2) if _isfinite(pct) else None,
+        "overage_lines": lines,
+        "overage_cents": _lines_total(lines),
     }
 
 
