@@ -10,13 +10,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from tests.services.conftest import NOW
 from webapp.audit import verify_tenant
 from webapp.db import Database
 from webapp.models import AuditEntry, GovernorInstance, OutboxMessage, TransitionRecord
-from webapp.services.transitions import Actor, EventRequest, EventResult, fire_event
+from webapp.services.transitions import Actor, EventRequest, EventResult, TransitionError, fire_event
 
 SUPPORT = Actor("u-support", "support")
 MANAGER = Actor("u-manager", "manager")
@@ -167,26 +168,25 @@ def test_same_key_with_a_different_body_is_409_and_changes_nothing(
             NOW,
         )
     assert first.status == 200
-    from webapp.services.transitions import TransitionError
-
+    with pytest.raises(TransitionError) as refused, db.session() as s:
+        fire_event(
+            s,
+            EventRequest(
+                "t-1",
+                "lock",
+                account.id,
+                {"reason_code": "chargeback", "reason": "suspicious login pattern"},
+                idempotency_key="k1",
+            ),
+            SUPPORT,
+            NOW,
+        )
+    assert refused.value.status == 409 and refused.value.code == "idempotency_key_reused"
     with db.session() as s:
-        try:
-            fire_event(
-                s,
-                EventRequest(
-                    "t-1",
-                    "lock",
-                    account.id,
-                    {"reason_code": "chargeback", "reason": "suspicious login pattern"},
-                    idempotency_key="k1",
-                ),
-                SUPPORT,
-                NOW,
-            )
-        except TransitionError as exc:
-            assert exc.status == 409 and exc.code == "idempotency_key_reused"
-        else:  # pragma: no cover
-            raise AssertionError("a reused key with another body must be refused")
+        locks = s.scalar(
+            select(func.count()).select_from(TransitionRecord).where(TransitionRecord.event == "lock")
+        )
+        assert locks == 1
 
 
 def test_timer_and_staff_action_race_always_end_in_a_legal_serial_outcome(
@@ -214,8 +214,8 @@ def test_timer_and_staff_action_race_always_end_in_a_legal_serial_outcome(
         )
         cancel_req = EventRequest("t-1", "cancel", sub.id, cancel)
         calls = [
-            lambda s, r=timer_req: fire_event(s, r, Actor("timer", "timer"), due),
-            lambda s, r=cancel_req: fire_event(s, r, SUPPORT, due),
+            lambda s, r=timer_req, at=due: fire_event(s, r, Actor("timer", "timer"), at),
+            lambda s, r=cancel_req, at=due: fire_event(s, r, SUPPORT, at),
         ]
         if n % 2:
             calls.reverse()
