@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from governors.definitions.billing import CYCLE_KINDS, DUNNING_STATES
@@ -80,11 +81,60 @@ def receipt_hash(fields: Mapping[str, Any]) -> str:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return 0
+    return value if isinstance(value, int) else 0
 
 
 def _strings(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list | tuple) else []
+    kind = type(value)
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        return [v if type(v) is str else str(v) for v in value]
+    return []
+
+
+_TEN_POW = tuple(10**k for k in range(31))
+
+
+@lru_cache(maxsize=256, typed=True)
+def _rate_fraction(value: Any) -> tuple[int, int] | None:
+    """A tax rate as an exact fraction ``(numerator, power of ten of the denominator)``.
+
+    ``_decimal(value) or Decimal(0)`` as ``n / 10**k``; None when it does not fit the integer fast path
+    (the caller then computes with Decimal).
+    """
+    rate = _decimal(value) or Decimal(0)
+    sign, digits, exponent = rate.as_tuple()
+    if not isinstance(exponent, int) or not -30 <= exponent <= 0 or len(digits) > 28:
+        return None
+    numerator = int("".join(map(str, digits)) or "0")
+    return (-numerator if sign else numerator), -exponent
+
+
+def _tax_cents(amount: int, tax_rate: Any) -> int:
+    """``round_cents(Decimal(amount) * (_decimal(tax_rate) or Decimal(0)))`` in exact integer arithmetic.
+
+    The Decimal product is exact while it has at most 28 digits, and ROUND_HALF_UP rounds ties away
+    from zero: the integer computation below gives the same cents. Anything else goes through Decimal.
+    """
+    try:
+        fraction = _rate_fraction(tax_rate)
+    except TypeError:  # unhashable
+        fraction = None
+    if fraction is not None and type(amount) is int:
+        numerator, power = fraction
+        product = amount * numerator
+        if -(10**27) < product < 10**27:
+            denominator = _TEN_POW[power]
+            quotient, remainder = divmod(abs(product), denominator)
+            if 2 * remainder >= denominator:
+                quotient += 1
+            return -quotient if product < 0 else quotient
+    rate = _decimal(tax_rate) or Decimal(0)
+    return round_cents(Decimal(amount) * rate)
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -143,6 +193,12 @@ def _credit_key(ctx: Context) -> str:
 def billing_amount_positive(ctx: Context) -> bool:
     """B01/B09c/B18: amount_cents > 0."""
     return _int(ctx.arg("amount_cents")) > 0
+
+
+@lru_cache(maxsize=256)
+def _currency_code(text: str) -> bool:
+    """True when ``text`` is 3 upper-case letters [C] (memoised: a handful of currencies recur)."""
+    return bool(_CURRENCY.fullmatch(text))
 
 
 @guard("billing_currency_valid", "the currency must be an ISO 4217 code of 3 upper-case letters")
@@ -204,26 +260,31 @@ def billing_generation_due(ctx: Context) -> bool:
 @guard("billing_template_valid", "the invoice template is not valid for this invoice")
 def billing_template_valid(ctx: Context) -> bool:
     """B02: kind, currency and amount are present and fact ``invoice_template_valid`` (default True) holds."""
+    data = ctx.data
     complete = (
-        ctx.data.get("kind") in CYCLE_KINDS
-        and bool(_CURRENCY.fullmatch(str(ctx.data.get("currency"))))
-        and _int(ctx.data.get("amount_cents")) > 0
+        data.get("kind") in CYCLE_KINDS
+        and _currency_code(str(data.get("currency")))
+        and _int(data.get("amount_cents")) > 0
     )
-    return complete and bool(ctx.fact("invoice_template_valid", True))
+    return complete and bool(ctx.facts.extra.get("invoice_template_valid", True))
 
 
 @updater("billing_issue_invoice")
 def billing_issue_invoice(ctx: Context) -> dict[str, Any]:
     """B02: total = base + tax (rate 0–1) − credits already applied; due_date = issue + 30 d."""
-    amount = _int(ctx.data.get("amount_cents"))
-    rate = _decimal(ctx.data.get("tax_rate")) or Decimal(0)
-    tax = round_cents(Decimal(amount) * rate)
-    credits = sum(_int(c.get("cents")) for c in ctx.data.get("credits", ()) if isinstance(c, Mapping))
+    data = ctx.data
+    amount = _int(data.get("amount_cents"))
+    tax = _tax_cents(amount, data.get("tax_rate"))
+    credits = 0
+    for credit in data.get("credits", ()):
+        if isinstance(credit, Mapping):
+            credits += _int(credit.get("cents"))
+    now = ctx.facts.now
     return {
         "tax_cents": tax,
         "total_cents": max(0, amount + tax - credits),
-        "issued_at": ctx.now,
-        "due_date": ctx.now + ctx.duration("billing.due_after"),
+        "issued_at": now,
+        "due_date": now + ctx.settings.duration("billing.due_after"),
     }
 
 
@@ -254,6 +315,11 @@ def billing_open_payment_window(ctx: Context) -> dict[str, Any]:
 
 
 def _payment_key(ctx: Context) -> str:
+    """The payment key of this event (computed once per context: guard and updater share it)."""
+    return ctx.cached("billing_payment_key", _compute_payment_key)
+
+
+def _compute_payment_key(ctx: Context) -> str:
     paid_at = as_datetime(ctx.payload.get("paid_at")) or ctx.now
     return payment_key(
         ctx.instance.customer_id or "",
@@ -374,7 +440,10 @@ def billing_record_window_expiry(ctx: Context) -> dict[str, Any]:
 @guard("billing_ladder_runs", "dunning is on hold for this invoice")
 def billing_ladder_runs(ctx: Context) -> bool:
     """B06/B10/B14–B16 timers and rows: no dunning hold is present (B23)."""
-    holds = _holds(ctx.data)
+    raw = ctx.data.get("dunning_holds")
+    if raw is None or (type(raw) is list and not raw):
+        return True
+    holds = _strings(raw)
     if holds:
         raise GuardFailed(f"dunning is on hold ({', '.join(holds)})")
     return True

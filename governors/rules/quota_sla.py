@@ -303,13 +303,18 @@ def _new_limits(ctx: Context) -> dict[str, int]:
 def _new_overrides(ctx: Context) -> dict[str, Any]:
     overrides = dict(_mapping(ctx.data.get("overrides")))
     if ctx.event == "quota_override":
-        metric = str(ctx.arg("metric"))
-        overrides[metric] = {
-            "limit": int(ctx.arg("limit")),
-            "expires_at": as_datetime(ctx.arg("expires_at")),
-            "above_tier": _above_tier(ctx),
-        }
+        metric, entry = ctx.cached("quota_override_entry", _override_entry)
+        overrides[metric] = entry
     return overrides
+
+
+def _override_entry(ctx: Context) -> tuple[str, dict[str, Any]]:
+    """(metric, stored override) a quota_override asks for; ``above_tier`` as ``_above_tier``."""
+    metric = str(ctx.arg("metric"))
+    limit = int(ctx.arg("limit"))
+    expires = as_datetime(ctx.arg("expires_at"))
+    allocation = _limits(ctx.data.get("limits")).get(metric)
+    return metric, {"limit": limit, "expires_at": expires, "above_tier": allocation is not None and limit > allocation}
 
 
 def _view(ctx: Context) -> _View:

@@ -39,6 +39,7 @@ from webapp.models import (
     StateSnapshot,
     TransitionRecord,
 )
+from webapp.services.facts import world_facts
 from webapp.services.instances import jsonable, next_due, timers_to_json, to_instance
 
 SNAPSHOT_EVERY = 20
@@ -327,7 +328,7 @@ def fire_event(
             ),
         )
 
-    extra = dict(facts_hook(session, snapshot, target, req.event)) if facts_hook else {}
+    extra = dict((facts_hook or world_facts)(session, snapshot, target, req.event))
     payload = dict(req.payload)
     facts = Facts(
         now=now,
@@ -808,7 +809,7 @@ def preview(
     else:
         snapshot.setdefault(target_row.id, to_instance(target_row))
         target = snapshot[target_row.id]
-    extra = dict(facts_hook(session, snapshot, target, req.event)) if facts_hook else {}
+    extra = dict((facts_hook or world_facts)(session, snapshot, target, req.event))
     facts = Facts(
         now=now,
         role=actor.role,

@@ -1,0 +1,1 @@
+"""Blueprints, one module each (``bp``); ``create_app`` registers every module found here."""
