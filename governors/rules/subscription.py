@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from governors.facts import Context, GuardFailed
@@ -48,7 +49,34 @@ def _dt(value: Any) -> datetime | None:
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return 0
+    return value if isinstance(value, int) else 0
+
+
+# ``governors.money`` is pure and its Decimal arithmetic dominates the cost of a charge; the handful of
+# (price, discount, days) combinations recur, so the results are memoised (typed: 1 and 1.0 are kept apart).
+_cached_period_charge = lru_cache(maxsize=1024, typed=True)(period_charge)
+_cached_prorate = lru_cache(maxsize=1024, typed=True)(prorate)
+
+
+def _period_charge(monthly_cents: int, discount_pct: int, days: int) -> int:
+    """``period_charge`` (memoised)."""
+    try:
+        return _cached_period_charge(monthly_cents, discount_pct, days)
+    except TypeError:  # an unhashable argument: compute (and raise) as period_charge does
+        return period_charge(monthly_cents, discount_pct, days)
+
+
+def _prorate(old: int, new: int, discount_pct: int, remaining_days: int) -> int:
+    """``prorate`` (memoised)."""
+    try:
+        return _cached_prorate(old, new, discount_pct, remaining_days)
+    except TypeError:  # an unhashable argument: compute (and raise) as prorate does
+        return prorate(old, new, discount_pct, remaining_days)
 
 
 def _tiers(ctx: Context) -> list[str]:
@@ -66,15 +94,15 @@ def _list_price(ctx: Context, tier: str | None) -> int | None:
 
 
 def _cycle(ctx: Context) -> str:
-    return str(ctx.data.get("billing_cycle") or ctx.setting("subscription.default_cycle"))
+    return str(ctx.data.get("billing_cycle") or ctx.settings["subscription.default_cycle"])
 
 
 def _cycle_days(ctx: Context, cycle: str) -> int:
-    return int(ctx.setting("subscription.cycle_days")[cycle])
+    return int(ctx.settings["subscription.cycle_days"][cycle])
 
 
 def _discount(ctx: Context, cycle: str) -> int:
-    return int(ctx.setting("subscription.cycle_discount_pct")[cycle])
+    return int(ctx.settings["subscription.cycle_discount_pct"][cycle])
 
 
 def _skus(ctx: Context, tier: str) -> list[str]:
@@ -97,7 +125,7 @@ def _period(ctx: Context, start: datetime, cycle: str) -> dict[str, Any]:
 
 def _full_cycle_charge(ctx: Context, monthly: int | None, cycle: str, kind: str) -> dict[str, Any]:
     """charge_kind/charge_cents for one whole cycle (§4: monthly × (1 − discount) × days / 30)."""
-    amount = period_charge(monthly or 0, _discount(ctx, cycle), _cycle_days(ctx, cycle))
+    amount = _period_charge(monthly or 0, _discount(ctx, cycle), _cycle_days(ctx, cycle))
     return {"charge_kind": kind, "charge_cents": amount}
 
 
@@ -239,7 +267,7 @@ def subscription_auto_renew_off(ctx: Context) -> bool:
 @guard("subscription_long_cycle", "not an annual or longer cycle with auto-renew on")
 def subscription_long_cycle(ctx: Context) -> bool:
     """Sx5 and its timer: the −30 d reminder is for annual and longer cycles that will renew (D-18)."""
-    minimum = int(ctx.setting("subscription.renewal_reminder_min_cycle_days"))
+    minimum = int(ctx.settings["subscription.renewal_reminder_min_cycle_days"])
     return bool(ctx.data.get("auto_renew")) and _cycle_days(ctx, _cycle(ctx)) >= minimum
 
 
@@ -477,7 +505,7 @@ def subscription_renewal_invoice(ctx: Context) -> dict[str, Any]:
     """S08: the renewal charge (a price change of X37 applies now), less any downgrade credit (S11)."""
     cycle = _cycle(ctx)
     monthly = ctx.data.get("next_monthly_price_cents") or ctx.data.get("monthly_price_cents")
-    full = period_charge(_int(monthly), _discount(ctx, cycle), _cycle_days(ctx, cycle))
+    full = _period_charge(_int(monthly), _discount(ctx, cycle), _cycle_days(ctx, cycle))
     credit = _int(ctx.data.get("credit_cents"))
     net = max(0, full - credit)
     return {
@@ -534,7 +562,7 @@ def subscription_apply_tier_change(ctx: Context) -> dict[str, Any]:
     end = _dt(ctx.data.get("current_period_end"))
     left = (end - ctx.now) if end is not None else timedelta(0)
     remaining = max(0, math.ceil(left / timedelta(days=1)))
-    amount = prorate(old, new, _discount(ctx, cycle), remaining)
+    amount = _prorate(old, new, _discount(ctx, cycle), remaining)
     requests = [*(ctx.data.get("applied_tier_requests") or ()), ctx.data.get("tier_change_request_id")]
     changes: dict[str, Any] = {
         "previous_tier": ctx.data.get("tier"),
