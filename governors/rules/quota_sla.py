@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
@@ -49,6 +48,7 @@ _BANDS = ("within_limits", "warning", "exceeded")
 _NOT_NOTIFIABLE_ACCOUNT = frozenset({"deactivated", "archived"})
 _OPEN_INVOICE_STATES = frozenset({"awaiting_invoice", "invoice_issued", "payment_pending"})
 _SUBSCRIPTION_KINDS = frozenset({"initial", "renewal"})
+_SOFT_METRIC_SET = frozenset(SOFT_METRICS)
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -229,8 +229,10 @@ def overage_lines(
     lines: dict[str, dict[str, Any]] = {k: dict(_mapping(v)) for k, v in previous.items()}
     for metric in metrics:
         limit = limits.get(metric)
+        if limit is None:
+            continue
         price = _mapping(prices.get(metric))
-        if limit is None or not price:
+        if not price:
             continue
         units = max(0.0, usage.get(metric, 0.0) - limit)
         per = max(1, _int(price.get("per")))
@@ -281,6 +283,10 @@ def _tier_choice(ctx: Context) -> tuple[str, str | None]:
     X02 sends the trial's chosen tier with ``trial: true``: trial limits on that base tier. An X04
     re-allocation during a trial keeps the trial (the conversion arrives as X30 tier_upgraded).
     """
+    return ctx.cached("quota_tier_choice", _compute_tier_choice)
+
+
+def _compute_tier_choice(ctx: Context) -> tuple[str, str | None]:
     tier = str(ctx.arg("tier"))
     if tier == "trial":
         return "trial", str(ctx.data.get("base_tier") or ctx.setting("quota_sla.trial_base_tier"))
@@ -314,7 +320,11 @@ def _override_entry(ctx: Context) -> tuple[str, dict[str, Any]]:
     limit = int(ctx.arg("limit"))
     expires = as_datetime(ctx.arg("expires_at"))
     allocation = _limits(ctx.data.get("limits")).get(metric)
-    return metric, {"limit": limit, "expires_at": expires, "above_tier": allocation is not None and limit > allocation}
+    return metric, {
+        "limit": limit,
+        "expires_at": expires,
+        "above_tier": allocation is not None and limit > allocation,
+    }
 
 
 def _view(ctx: Context) -> _View:
@@ -352,7 +362,9 @@ def _crossings(ctx: Context, view: _View) -> dict[str, datetime | None]:
         "over_warning_since": (as_datetime(data.get("over_warning_since")) or ts)
         if pct >= view.warning
         else None,
-        "over_limit_since": (as_datetime(data.get("over_limit_since")) or ts) if pct >= view.exceeded else None,
+        "over_limit_since": (as_datetime(data.get("over_limit_since")) or ts)
+        if pct >= view.exceeded
+        else None,
         "under_warning_since": (as_datetime(data.get("under_warning_since")) or ts)
         if pct < view.warning
         else None,
@@ -360,7 +372,7 @@ def _crossings(ctx: Context, view: _View) -> dict[str, datetime | None]:
 
 
 def _held(ctx: Context, view: _View, field: str, holds: bool, setting: str) -> bool:
-    """The crossing ``field`` (kept while ``holds``, see ``_crossings``) is older than the ``setting`` hold."""
+    """The crossing ``field`` (kept while ``holds``, as ``_crossings``) is older than the ``setting`` hold."""
     if not holds:
         return False
     since = as_datetime(ctx.data.get(field)) or view.ts
@@ -460,7 +472,9 @@ def quota_record_sample(ctx: Context) -> dict[str, Any]:
         "over_warning_since": (as_datetime(data.get("over_warning_since")) or ts)
         if pct >= view.warning
         else None,
-        "over_limit_since": (as_datetime(data.get("over_limit_since")) or ts) if pct >= view.exceeded else None,
+        "over_limit_since": (as_datetime(data.get("over_limit_since")) or ts)
+        if pct >= view.exceeded
+        else None,
         "under_warning_since": (as_datetime(data.get("under_warning_since")) or ts)
         if pct < view.warning
         else None,
@@ -661,8 +675,7 @@ def quota_roll_period(ctx: Context) -> dict[str, Any]:
     lines = _mapping(ctx.data.get("overage_lines"))
     to_bill = max(0, _lines_total(lines) - _int(ctx.data.get("billed_overage_cents")))
     end = as_datetime(ctx.data.get("period_ends_at")) or ctx.now
-    soft = set(SOFT_METRICS)
-    usage = {k: v for k, v in _numbers(ctx.data.get("usage")).items() if k not in soft}
+    usage = {k: v for k, v in _numbers(ctx.data.get("usage")).items() if k not in _SOFT_METRIC_SET}
     return {
         "overage_bill_cents": to_bill,
         "overage_bill_lines": dict(lines) if to_bill else None,
@@ -705,7 +718,10 @@ def quota_override_above_tier(ctx: Context) -> bool:
 def quota_override_expiry_ok(ctx: Context) -> bool:
     """Q17: now < expires_at ≤ now + 30 d."""
     expires = as_datetime(ctx.arg("expires_at"))
-    return expires is not None and ctx.now < expires <= ctx.now + ctx.duration("quota_sla.override_max")
+    if expires is None:
+        return False
+    now = ctx.facts.now
+    return now < expires <= now + ctx.settings.duration("quota_sla.override_max")
 
 
 @updater("quota_set_override")
