@@ -353,11 +353,13 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
             allowed_roles=roles,
         )
     failures: list[tuple[str, str, str, str]] = []
+    # One context for all candidate rows, so views derived with ctx.cached are computed once.
+    ctx = Context(gov, inst, event, facts, settings, inst.data)
     for row in permitted:
         bad_input = _check_inputs(row, facts, settings)
         if bad_input:
             return _reject(gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0])
-        ctx = Context(gov, inst, event, facts, settings, inst.data, row)
+        ctx.row = row
         try:
             failed = _failing_guard(row.guards, ctx)
             if failed is None:

@@ -6,6 +6,10 @@ to one tenant's chain are serialized by locking that tenant's ``audit_heads`` ro
 HMAC-keyed chain heads written outside the database, so that a truncated tail or a chain re-hashed
 from scratch is caught too. Payloads never carry PII (names, emails, card data): erasure must leave
 the chain verifiable.
+
+Verification streams a chain once, in sequence order. On PostgreSQL it reads through a server-side
+cursor of the raw psycopg connection (no ORM rows) with the timestamp already rendered as the
+ISO 8601 text the hash covers, so the client only formats, hashes and compares.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from webapp.models import AuditEntry, AuditHead
@@ -37,6 +43,25 @@ FIELDS = (
     "seq",
     "tenant_id",
 )
+EXPORT_FIELDS = (
+    "tenant_id",
+    "seq",
+    "occurred_at",
+    "actor",
+    "role",
+    "action",
+    "customer_id",
+    "instance_id",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+"""The columns of an export (JSON Lines keys, CSV header), in row order."""
+
+# json.dumps(s) is exactly these C encoders for a str (ASCII-escaping, or not); calling them directly
+# skips the encoder set-up json.dumps pays on every call, which dominates a million-row verification.
+_ASCII = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_UTF8 = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def canonical_payload(payload: Mapping[str, Any]) -> str:
@@ -62,17 +87,22 @@ def canonical_entry(
     prev_hash: str,
 ) -> bytes:
     """The canonical JSON of a whole entry, built directly (equal to json.dumps(sort_keys=True))."""
-    d = json.dumps
+    a = _ASCII
+    cid = "null" if customer_id is None else a(customer_id)
+    iid = "null" if instance_id is None else a(instance_id)
     return (
-        f'{{"action":{d(action)},"actor":{d(actor, ensure_ascii=False)},"customer_id":{d(customer_id)},'
-        f'"instance_id":{d(instance_id)},"occurred_at":{d(_iso(occurred_at))},"payload":{payload_json},'
-        f'"prev_hash":{d(prev_hash)},"role":{d(role)},"seq":{seq},"tenant_id":{d(tenant_id)}}}'
+        f'{{"action":{a(action)},"actor":{_UTF8(actor)},"customer_id":{cid},'
+        f'"instance_id":{iid},"occurred_at":{a(_iso(occurred_at))},"payload":{payload_json},'
+        f'"prev_hash":{a(prev_hash)},"role":{a(role)},"seq":{seq},"tenant_id":{a(tenant_id)}}}'
     ).encode()
 
 
 def entry_hash(**fields: Any) -> str:
     """SHA-256 (hex) of the canonical entry."""
     return hashlib.sha256(canonical_entry(**fields)).hexdigest()
+
+
+# --------------------------------------------------------------------------- appending
 
 
 def append(
@@ -89,11 +119,7 @@ def append(
 ) -> AuditEntry:
     """Append one entry to the tenant's chain inside the caller's transaction (locks the head)."""
     occurred_at = occurred_at.astimezone(UTC)
-    head = session.get(AuditHead, tenant_id, with_for_update=True)
-    if head is None:
-        _create_head(session, tenant_id)
-        head = session.get(AuditHead, tenant_id, with_for_update=True, populate_existing=True)
-        assert head is not None
+    head = _locked_head(session, tenant_id)
     payload_json = canonical_payload(payload or {})
     seq = head.seq + 1
     digest = entry_hash(
@@ -126,6 +152,32 @@ def append(
     return entry
 
 
+def _locked_head(session: Session, tenant_id: str) -> AuditHead:
+    """The tenant's head row, locked FOR UPDATE once per (sub)transaction.
+
+    A cascade appends many entries in one transaction; the row lock taken by the first append is
+    held until the transaction ends, so later appends reuse the locked row instead of asking the
+    database again. The cache is keyed by the innermost transaction object: a savepoint (whose
+    rollback would release a lock taken inside it) or a new transaction locks afresh.
+    """
+    txn = session.get_nested_transaction() or session.get_transaction()
+    cache = session.info.get("_audit_locked_heads")
+    if cache is None or cache[0] is not txn:
+        cache = (txn, {})
+        session.info["_audit_locked_heads"] = cache
+    locked: dict[str, AuditHead] = cache[1]
+    head = locked.get(tenant_id)
+    if head is not None:
+        return head
+    head = session.get(AuditHead, tenant_id, with_for_update=True)
+    if head is None:
+        _create_head(session, tenant_id)
+        head = session.get(AuditHead, tenant_id, with_for_update=True, populate_existing=True)
+        assert head is not None
+    locked[tenant_id] = head
+    return head
+
+
 def _create_head(session: Session, tenant_id: str) -> None:
     """Create a tenant's head row once, even when two transactions race to do it."""
     dialect = session.get_bind().dialect.name
@@ -146,7 +198,11 @@ def _create_head(session: Session, tenant_id: str) -> None:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The outcome of checking one chain: ``first_broken_seq`` is None when it is intact."""
+    """The outcome of checking one chain: ``first_broken_seq`` is None when it is intact.
+
+    ``head_seq``/``head_hash`` are the last entry that verified; ``first_seq`` is where checking
+    started (1 for a whole chain, later for a partial export).
+    """
 
     ok: bool
     checked: int
@@ -154,18 +210,48 @@ class VerifyResult:
     problem: str = ""
     head_seq: int = 0
     head_hash: str = GENESIS
+    first_seq: int = 1
+    anchors_checked: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as the API and the audit entry record it."""
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "first_broken_seq": self.first_broken_seq,
+            "problem": self.problem,
+            "head_seq": self.head_seq,
+            "anchors_checked": self.anchors_checked,
+        }
 
 
 Row = tuple[str, int, Any, str, str, str, str | None, str | None, str, str, str]
 """(tenant_id, seq, occurred_at, actor, role, action, customer_id, instance_id, payload, prev_hash, hash)"""
 
 
-def verify_rows(rows: Iterable[Row]) -> VerifyResult:
-    """Stream one tenant's rows in seq order and name the first broken sequence number."""
-    prev = GENESIS
-    expected = 1
+def verify_rows(rows: Iterable[Row], start: tuple[int, str] | None = (1, GENESIS)) -> VerifyResult:
+    """Stream one tenant's rows in seq order and name the first broken sequence number.
+
+    ``start`` is the (seq, previous hash) the first row must carry: (1, genesis) for a whole chain.
+    ``None`` trusts the first row's own seq and previous hash (a partial export, whose link to the
+    entries before it cannot be checked offline).
+    """
+    iterator = iter(rows)
+    if start is None:
+        first = next(iterator, None)
+        if first is None:
+            return VerifyResult(True, 0)
+        expected, prev = int(first[1]), first[9]
+        iterator = _chain((first,), iterator)
+    else:
+        expected, prev = start
+    first_seq = expected
     checked = 0
     sha = hashlib.sha256
+    a = _ASCII
+    u = _UTF8
+    # The hot loop of a million-row verification: the canonical text is built inline (the same
+    # bytes as canonical_entry) and every name is a local.
     for (
         tenant_id,
         seq,
@@ -178,34 +264,74 @@ def verify_rows(rows: Iterable[Row]) -> VerifyResult:
         payload,
         prev_hash,
         digest,
-    ) in rows:
+    ) in iterator:
         if seq != expected:
             problem = "missing entry" if seq > expected else "entries out of order"
-            return VerifyResult(False, checked, expected, problem, expected - 1, prev)
+            return VerifyResult(False, checked, expected, problem, expected - 1, prev, first_seq)
         if prev_hash != prev:
-            return VerifyResult(False, checked, seq, "previous hash does not match", seq - 1, prev)
-        body = canonical_entry(
-            tenant_id=tenant_id,
-            seq=seq,
-            occurred_at=occurred_at,
-            actor=actor,
-            role=role,
-            action=action,
-            customer_id=customer_id,
-            instance_id=instance_id,
-            payload_json=payload,
-            prev_hash=prev_hash,
+            return VerifyResult(
+                False, checked, seq, "previous hash does not match", seq - 1, prev, first_seq
+            )
+        if occurred_at.__class__ is not str:
+            occurred_at = occurred_at.isoformat()
+        body = (
+            f'{{"action":{a(action)},"actor":{u(actor)},'
+            f'"customer_id":{"null" if customer_id is None else a(customer_id)},'
+            f'"instance_id":{"null" if instance_id is None else a(instance_id)},'
+            f'"occurred_at":{a(occurred_at)},"payload":{payload},'
+            f'"prev_hash":{a(prev_hash)},"role":{a(role)},"seq":{seq},"tenant_id":{a(tenant_id)}}}'
         )
-        if sha(body).hexdigest() != digest:
-            return VerifyResult(False, checked, seq, "entry hash does not match its content", seq - 1, prev)
+        if sha(body.encode()).hexdigest() != digest:
+            return VerifyResult(
+                False, checked, seq, "entry hash does not match its content", seq - 1, prev, first_seq
+            )
         prev = digest
         expected += 1
         checked += 1
-    return VerifyResult(True, checked, None, "", expected - 1, prev)
+    return VerifyResult(True, checked, None, "", expected - 1, prev, first_seq)
 
 
-def stream_rows(session: Session, tenant_id: str, batch: int = 5000) -> Iterator[Row]:
+def _chain(head: Iterable[Row], rest: Iterator[Row]) -> Iterator[Row]:
+    yield from head
+    yield from rest
+
+
+# PostgreSQL renders the timestamp exactly as Python's isoformat() of the UTC datetime (microseconds
+# only when non-zero), so the client never builds datetime objects it would only turn back into text.
+_PG_CHAIN_SQL = """
+SELECT tenant_id, seq,
+       CASE WHEN date_trunc('second', t) = t
+            THEN to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')
+            ELSE to_char(t, 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') END,
+       actor, role, action, customer_id, instance_id, payload, prev_hash, hash
+FROM (SELECT *, occurred_at AT TIME ZONE 'UTC' AS t
+      FROM audit_entries WHERE tenant_id = %s AND seq >= %s AND seq <= %s) AS e
+ORDER BY seq
+"""
+
+
+def pg_chain_rows(
+    connection: Any, tenant_id: str, from_seq: int = 1, to_seq: int = 2**62, batch: int = 20_000
+) -> Iterator[Row]:
+    """A tenant's rows in seq order through a psycopg server-side cursor (inside its transaction)."""
+    with connection.cursor(name=f"audit_{uuid.uuid4().hex[:12]}") as cursor:
+        cursor.execute(_PG_CHAIN_SQL, (tenant_id, from_seq, to_seq))
+        fetch = cursor.fetchmany
+        while True:
+            chunk = fetch(batch)
+            if not chunk:
+                return
+            yield from chunk
+
+
+def stream_rows(
+    session: Session, tenant_id: str, batch: int = 20_000, from_seq: int = 1, to_seq: int = 2**62
+) -> Iterator[Row]:
     """All rows of a tenant's chain in seq order, streamed (server-side cursor on PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        driver = session.connection().connection.driver_connection
+        yield from pg_chain_rows(driver, tenant_id, from_seq, to_seq, batch)
+        return
     query = (
         select(
             AuditEntry.tenant_id,
@@ -220,7 +346,7 @@ def stream_rows(session: Session, tenant_id: str, batch: int = 5000) -> Iterator
             AuditEntry.prev_hash,
             AuditEntry.hash,
         )
-        .where(AuditEntry.tenant_id == tenant_id)
+        .where(AuditEntry.tenant_id == tenant_id, AuditEntry.seq >= from_seq, AuditEntry.seq <= to_seq)
         .order_by(AuditEntry.seq)
         .execution_options(yield_per=batch)
     )
@@ -235,23 +361,54 @@ def tenants_with_chains(session: Session) -> list[str]:
     return sorted(heads)
 
 
-def verify_tenant(session: Session, tenant_id: str) -> VerifyResult:
-    """Verify a tenant's chain against itself and against its head row."""
+def head_of(session: Session, tenant_id: str) -> tuple[int, str] | None:
+    """The recorded (seq, hash) head of a tenant's chain, or None when it has none."""
+    row = session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.tenant_id == tenant_id)
+    ).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+def first_seq_since(session: Session, tenant_id: str, since: datetime) -> int | None:
+    """The first sequence number of the tenant's chain recorded at or after ``since``."""
+    found = session.scalar(
+        select(func.min(AuditEntry.seq)).where(
+            AuditEntry.tenant_id == tenant_id, AuditEntry.occurred_at >= since
+        )
+    )
+    return int(found) if found is not None else None
+
+
+def verify_tenant(
+    session: Session, tenant_id: str, anchors: Sequence[Mapping[str, Any]] = ()
+) -> VerifyResult:
+    """Verify a tenant's chain against itself, its head row and (when given) its anchors.
+
+    Run it in one snapshot (REPEATABLE READ on PostgreSQL) when appends may be running: the head and
+    the entries are then read as of the same instant.
+    """
     result = verify_rows(stream_rows(session, tenant_id))
     if not result.ok:
         return result
-    head = session.get(AuditHead, tenant_id)
-    if head is not None and (head.seq != result.head_seq or head.hash != result.head_hash):
-        first = result.head_seq + 1 if head.seq > result.head_seq else head.seq
-        return VerifyResult(
-            False,
-            result.checked,
-            first,
-            "chain does not reach its recorded head",
-            result.head_seq,
-            result.head_hash,
+    head = head_of(session, tenant_id)
+    if head is not None and head != (result.head_seq, result.head_hash):
+        first = result.head_seq + 1 if head[0] > result.head_seq else head[0]
+        return replace(
+            result, ok=False, first_broken_seq=first, problem="chain does not reach its recorded head"
         )
-    return result
+    if not anchors:
+        return result
+    hashes = anchor_hashes(session, tenant_id, (int(a["seq"]) for a in anchors))
+    broken = check_anchors(hashes, result.head_seq, anchors)
+    checked = replace(result, anchors_checked=len(anchors))
+    if broken is None:
+        return checked
+    problem = (
+        "chain ends before an anchored entry (truncated tail)"
+        if broken > result.head_seq
+        else "entry differs from its anchor (chain rewritten and re-hashed)"
+    )
+    return replace(checked, ok=False, first_broken_seq=broken, problem=problem)
 
 
 # --------------------------------------------------------------------------- anchors
@@ -261,41 +418,70 @@ def _mac(key: bytes, tenant_id: str, seq: int, digest: str, at: str) -> str:
     return hmac.new(key, f"{tenant_id}|{seq}|{digest}|{at}".encode(), hashlib.sha256).hexdigest()
 
 
+def anchor_path(directory: Path, tenant_id: str) -> Path:
+    """The file that holds a tenant's anchors (the tenant id made safe as a file name)."""
+    return directory / f"{quote(tenant_id, safe='')}.jsonl"
+
+
 def write_anchor(
     directory: Path, key: bytes, tenant_id: str, seq: int, digest: str, at: datetime
 ) -> dict[str, Any]:
     """Append an HMAC-keyed record of a chain head to ``directory/<tenant>.jsonl``."""
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = at.isoformat()
+    stamp = at.astimezone(UTC).isoformat()
     record: dict[str, Any] = {"tenant_id": tenant_id, "seq": seq, "hash": digest, "at": stamp}
     record["mac"] = _mac(key, tenant_id, seq, digest, stamp)
-    with open(directory / f"{tenant_id}.jsonl", "a", encoding="utf-8") as handle:
+    with open(anchor_path(directory, tenant_id), "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
     return record
 
 
-def read_anchors(directory: Path, key: bytes, tenant_id: str) -> list[dict[str, Any]]:
-    """The tenant's anchors; a record whose HMAC does not verify raises ValueError."""
-    path = directory / f"{tenant_id}.jsonl"
-    if not path.exists():
-        return []
+class AnchorForgery(ValueError):
+    """An anchor record whose HMAC does not verify: forged, edited, or checked with the wrong key."""
+
+
+def parse_anchor_lines(lines: Iterable[str], key: bytes, source: str = "anchors") -> list[dict[str, Any]]:
+    """Anchor records from JSON Lines; a record whose HMAC does not verify raises AnchorForgery."""
     anchors = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        expected = _mac(key, record["tenant_id"], record["seq"], record["hash"], record["at"])
-        if not hmac.compare_digest(expected, record.get("mac", "")):
-            raise ValueError(f"{path}:{number}: anchor HMAC does not verify (forged or wrong key)")
+        try:
+            record = json.loads(line)
+            expected = _mac(key, record["tenant_id"], int(record["seq"]), record["hash"], record["at"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AnchorForgery(f"{source}:{number}: not an anchor record ({exc})") from None
+        if not hmac.compare_digest(expected, str(record.get("mac", ""))):
+            raise AnchorForgery(f"{source}:{number}: anchor HMAC does not verify (forged or wrong key)")
         anchors.append(record)
     return anchors
+
+
+def read_anchors(directory: Path, key: bytes, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's anchors; a record whose HMAC does not verify raises AnchorForgery."""
+    path = anchor_path(directory, tenant_id)
+    if not path.exists():
+        return []
+    anchors = parse_anchor_lines(path.read_text(encoding="utf-8").splitlines(), key, str(path))
+    if any(a["tenant_id"] != tenant_id for a in anchors):
+        raise AnchorForgery(f"{path}: holds an anchor of another tenant")
+    return anchors
+
+
+def anchored_tenants(directory: Path) -> list[str]:
+    """Tenants that have an anchor file in ``directory``."""
+    from urllib.parse import unquote
+
+    if not directory.is_dir():
+        return []
+    return sorted(unquote(p.stem) for p in directory.glob("*.jsonl"))
 
 
 def check_anchors(
     rows_by_seq: Mapping[int, str], head_seq: int, anchors: Iterable[Mapping[str, Any]]
 ) -> int | None:
     """First sequence number where the chain disagrees with an anchor (truncated or re-hashed), else None."""
-    for anchor in sorted(anchors, key=lambda a: a["seq"]):
+    for anchor in sorted(anchors, key=lambda a: int(a["seq"])):
         seq = int(anchor["seq"])
         if seq > head_seq:
             return head_seq + 1
@@ -322,44 +508,77 @@ def anchor_hashes(session: Session, tenant_id: str, seqs: Iterable[int]) -> dict
 
 def export_record(row: Row) -> dict[str, Any]:
     """One exported entry (JSON Lines): every hashed field, the payload as its canonical text, the hash."""
-    tenant_id, seq, occurred_at, actor, role, action, customer_id, instance_id, payload, prev_hash, digest = (
-        row
+    return dict(zip(EXPORT_FIELDS, (_iso(row[2]) if i == 2 else v for i, v in enumerate(row)), strict=True))
+
+
+def export_line(row: Row) -> str:
+    """One JSON Lines line of an export (no trailing newline)."""
+    return json.dumps(export_record(row), ensure_ascii=False, separators=(",", ":"))
+
+
+def _row_of(record: Mapping[str, Any]) -> Row:
+    return (
+        str(record["tenant_id"]),
+        int(record["seq"]),
+        str(record["occurred_at"]),
+        record["actor"],
+        record["role"],
+        record["action"],
+        record["customer_id"],
+        record["instance_id"],
+        record["payload"],
+        record["prev_hash"],
+        record["hash"],
     )
-    return {
-        "tenant_id": tenant_id,
-        "seq": seq,
-        "occurred_at": occurred_at,
-        "actor": actor,
-        "role": role,
-        "action": action,
-        "customer_id": customer_id,
-        "instance_id": instance_id,
-        "payload": payload,
-        "prev_hash": prev_hash,
-        "hash": digest,
-    }
 
 
-def verify_export_lines(lines: Iterable[str]) -> dict[str, VerifyResult]:
-    """Verify an exported JSON Lines file offline, chain by chain (no database needed)."""
+def parse_export_lines(lines: Iterable[str]) -> dict[str, list[Row]]:
+    """An exported JSON Lines file as rows per tenant, in file order (ValueError on a malformed line)."""
     by_tenant: dict[str, list[Row]] = {}
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        r = json.loads(line)
-        by_tenant.setdefault(r["tenant_id"], []).append(
-            (
-                r["tenant_id"],
-                int(r["seq"]),
-                r["occurred_at"],
-                r["actor"],
-                r["role"],
-                r["action"],
-                r["customer_id"],
-                r["instance_id"],
-                r["payload"],
-                r["prev_hash"],
-                r["hash"],
-            )
-        )
-    return {tenant: verify_rows(rows) for tenant, rows in sorted(by_tenant.items())}
+        try:
+            row = _row_of(json.loads(line))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"line {number}: not an audit export record ({exc})") from None
+        by_tenant.setdefault(row[0], []).append(row)
+    return by_tenant
+
+
+def verify_export_rows(rows: Sequence[Row], anchors: Sequence[Mapping[str, Any]] = ()) -> VerifyResult:
+    """Verify one tenant's exported rows offline; a partial (``--since``) export starts where it starts.
+
+    Anchors that fall inside the exported range must match it; an anchor past its end means the
+    export (or the chain it came from) lost its tail.
+    """
+    whole = bool(rows) and rows[0][1] == 1
+    result = verify_rows(rows, (1, GENESIS) if whole or not rows else None)
+    if not result.ok or not anchors:
+        return result
+    covered = [a for a in anchors if int(a["seq"]) >= result.first_seq]
+    hashes = {r[1]: r[10] for r in rows}
+    broken = check_anchors(hashes, result.head_seq, covered)
+    checked = replace(result, anchors_checked=len(covered))
+    if broken is None:
+        return checked
+    problem = (
+        "export ends before an anchored entry (truncated tail)"
+        if broken > result.head_seq
+        else "entry differs from its anchor (chain rewritten and re-hashed)"
+    )
+    return replace(checked, ok=False, first_broken_seq=broken, problem=problem)
+
+
+def verify_export_lines(
+    lines: Iterable[str], anchors: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, VerifyResult]:
+    """Verify an exported JSON Lines file offline, chain by chain (no database needed)."""
+    by_tenant = parse_export_lines(lines)
+    anchored: dict[str, list[Mapping[str, Any]]] = {}
+    for anchor in anchors:
+        anchored.setdefault(str(anchor["tenant_id"]), []).append(anchor)
+    results = {}
+    for tenant in sorted(set(by_tenant) | set(anchored)):
+        results[tenant] = verify_export_rows(by_tenant.get(tenant, []), anchored.get(tenant, ()))
+    return results

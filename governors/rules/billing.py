@@ -96,7 +96,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-_TEN_POW = tuple(10**k for k in range(31))
+_TEN_POW: tuple[int, ...] = tuple(10**k for k in range(31))
 
 
 @lru_cache(maxsize=256, typed=True)

@@ -1,0 +1,429 @@
+"""Staff accounts: creation, role grants (separation of duties), passwords, lockout, TOTP, API tokens.
+
+Rules from CONSOLE.md §1.3–§1.4, each a named constant below so a reviewer finds them in one place:
+
+- passwords are hashed with Argon2id (``argon2-cffi``); there are no default accounts, a new user gets
+  the password typed on standard input or a generated one printed once;
+- 6 failed sign-ins lock the account for 30 minutes (counted on the user row); every refusal uses one
+  message, so the page never says whether an email exists;
+- ``admin`` and ``compliance`` need a TOTP second factor; four-eyes approvals need a fresh TOTP code
+  (step-up);
+- no user holds ``admin`` with ``compliance`` or ``auditor`` (``webapp.policy.role_conflicts``), and
+  nobody grants a role to themselves;
+- every change that must sign a user out everywhere (password, roles, disabling, signing out) bumps
+  ``session_version``; the session loader refuses a cookie carrying an older version;
+- API tokens are random, shown once, stored as SHA-256 and expire after 90 days.
+
+The caller owns the transaction (``with runtime().db.session() as s:``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from webapp.models import ApiToken, RoleGrant, StaffUser
+from webapp.policy import ROLES, role_conflicts
+
+MIN_PASSWORD_LENGTH = 12
+"""CONSOLE.md §1.4 asks for ≥ 8 characters (PCI req 8); we require 12, which NIST 800-63B prefers."""
+MAX_PASSWORD_LENGTH = 256
+LOCKOUT_THRESHOLD = 6
+"""Failed sign-ins that lock an account (CONSOLE.md §1.4: PCI 8.2.3)."""
+LOCKOUT_DURATION = timedelta(minutes=30)
+"""Automatic lockout release (CONSOLE.md §1.4)."""
+IDLE_TIMEOUT = timedelta(minutes=15)
+"""Session idle timeout (CONSOLE.md §1.4)."""
+ABSOLUTE_TIMEOUT = timedelta(hours=8)
+"""Session absolute lifetime (CONSOLE.md §1.4)."""
+API_TOKEN_TTL = timedelta(days=90)
+"""API key rotation period (CONSOLE.md §1.4: SOC2 CC6.1)."""
+TOTP_REQUIRED_ROLES = frozenset({"admin", "compliance"})
+"""Roles that cannot use the console without a second factor (CONSOLE.md §1.4, issue 4)."""
+TOTP_ISSUER = "Marketplace Console"
+SIGN_IN_REFUSED = "Sign-in failed: the email or password is wrong, or the account is locked for a while."
+"""The one message for every refused sign-in (unknown email, wrong password, locked, disabled)."""
+STEP_UP_NOT_ENROLLED = "enrol a second factor to approve"
+STEP_UP_WRONG_CODE = "the authenticator code is wrong or expired"
+
+_EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,}$")
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+"""Verified against when the email is unknown, so a refusal takes as long either way."""
+
+
+class UserError(ValueError):
+    """Bad input for an account operation; ``field`` names the form field the message belongs to."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class StepUpError(Exception):
+    """A four-eyes approval was attempted without a valid fresh second-factor code."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    """Outcome of a password check: the user on success, else ``message`` (always SIGN_IN_REFUSED)."""
+
+    user: StaffUser | None
+    message: str = ""
+    locked_now: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when the password was right and the account may sign in."""
+        return self.user is not None
+
+
+# --- passwords -------------------------------------------------------------------------------------
+
+
+def normalize_email(email: str) -> str:
+    """Emails compare case-insensitively: stored lower-case and trimmed."""
+    return email.strip().lower()
+
+
+def check_email(email: str) -> str:
+    """The normalized email, or UserError for something that is not an address."""
+    value = normalize_email(email)
+    if not _EMAIL.match(value):
+        raise UserError("enter a valid email address", "email")
+    return value
+
+
+def check_password(password: str) -> None:
+    """UserError unless the password meets the policy (length; CONSOLE.md §1.4)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters", "password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise UserError(f"the password may have at most {MAX_PASSWORD_LENGTH} characters", "password")
+    if not password.strip():
+        raise UserError("the password cannot be blank", "password")
+
+
+def hash_password(password: str) -> str:
+    """Argon2id hash with the library's current parameters."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """True when ``password`` matches; False for a mismatch or a corrupt hash."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def generate_password() -> str:
+    """A strong random password (about 144 bits), printed once to whoever created the account."""
+    return secrets.token_urlsafe(18)
+
+
+# --- users and roles -------------------------------------------------------------------------------
+
+
+def find_user(session: Session, email: str) -> StaffUser | None:
+    """The user with that email (case-insensitive), or None."""
+    return session.scalar(select(StaffUser).where(func.lower(StaffUser.email) == normalize_email(email)))
+
+
+def check_roles(roles: Iterable[str]) -> frozenset[str]:
+    """The roles as a set; UserError for an unknown role, none at all, or a separation-of-duties conflict."""
+    held = frozenset(roles)
+    unknown = sorted(held - set(ROLES))
+    if unknown:
+        raise UserError(f"unknown role {', '.join(unknown)}; roles are {', '.join(ROLES)}", "roles")
+    if not held:
+        raise UserError("give at least one role", "roles")
+    conflicts = role_conflicts(held)
+    if conflicts:
+        raise UserError(
+            f"separation of duties: nobody may hold {'; '.join(conflicts)} together (CONSOLE.md §1.3)",
+            "roles",
+        )
+    return held
+
+
+def create_user(
+    session: Session,
+    email: str,
+    roles: Iterable[str],
+    password: str,
+    *,
+    granted_by: str,
+    now: datetime,
+    display_name: str | None = None,
+) -> StaffUser:
+    """Create an active staff user with ``roles``; UserError on bad input or an existing email."""
+    address = check_email(email)
+    held = check_roles(roles)
+    check_password(password)
+    if find_user(session, address) is not None:
+        raise UserError("a user with this email already exists", "email")
+    user = StaffUser(
+        id=f"u-{secrets.token_hex(8)}",
+        email=address,
+        display_name=(display_name or address.split("@", 1)[0])[:200],
+        password_hash=hash_password(password),
+        active=True,
+        failed_logins=0,
+        locked_until=None,
+        totp_secret=None,
+        session_version=1,
+        password_changed_at=now,
+        created_at=now,
+    )
+    if granted_by in (user.id, address):
+        raise UserError("nobody may grant a role to themselves", "roles")
+    user.grants = [RoleGrant(role=r, granted_by=granted_by, granted_at=now) for r in sorted(held)]
+    session.add(user)
+    session.flush()
+    return user
+
+
+def _get(session: Session, user_id: str) -> StaffUser:
+    user = session.get(StaffUser, user_id, with_for_update=True)
+    if user is None:
+        raise UserError("no such user", "user")
+    return user
+
+
+def revoke_sessions(session: Session, user_id: str) -> None:
+    """Sign the user out everywhere: every cookie carrying the old ``session_version`` is refused."""
+    _get(session, user_id).session_version += 1
+
+
+def grant_role(session: Session, user_id: str, role: str, *, granted_by: str, now: datetime) -> StaffUser:
+    """Grant ``role``; refuses self-grants, unknown roles and separation-of-duties conflicts.
+
+    The user must sign in again afterwards (their sessions are revoked).
+    """
+    if granted_by == user_id:
+        raise UserError("nobody may grant a role to themselves", "roles")
+    user = _get(session, user_id)
+    if role in user.roles:
+        return user
+    check_roles(user.roles | {role})
+    user.grants.append(RoleGrant(role=role, granted_by=granted_by, granted_at=now))
+    user.session_version += 1
+    session.flush()
+    return user
+
+
+def revoke_role(session: Session, user_id: str, role: str, *, revoked_by: str, now: datetime) -> StaffUser:
+    """Take ``role`` away (the user must keep at least one role); their sessions are revoked."""
+    user = _get(session, user_id)
+    remaining = [g for g in user.grants if g.role != role]
+    if len(remaining) == len(user.grants):
+        return user
+    if not remaining:
+        raise UserError("a user keeps at least one role; disable the account instead", "roles")
+    user.grants = remaining
+    user.session_version += 1
+    session.flush()
+    return user
+
+
+def set_password(session: Session, user_id: str, password: str, *, now: datetime) -> StaffUser:
+    """Replace the password; every session of the user must sign in again."""
+    check_password(password)
+    user = _get(session, user_id)
+    user.password_hash = hash_password(password)
+    user.password_changed_at = now
+    user.session_version += 1
+    return user
+
+
+def change_password(session: Session, user_id: str, current: str, new: str, *, now: datetime) -> StaffUser:
+    """Change one's own password after proving the current one."""
+    user = _get(session, user_id)
+    if not verify_password(user.password_hash, current):
+        raise UserError("the current password is wrong", "current_password")
+    if current == new:
+        raise UserError("choose a password different from the current one", "new_password")
+    return set_password(session, user_id, new, now=now)
+
+
+def set_active(session: Session, user_id: str, active: bool, *, by: str) -> StaffUser:
+    """Disable (revoking every session and token use) or re-enable a user; nobody disables themselves."""
+    if by == user_id and not active:
+        raise UserError("you cannot disable your own account", "user")
+    user = _get(session, user_id)
+    if user.active != active:
+        user.active = active
+        user.session_version += 1
+    return user
+
+
+def unlock(session: Session, user_id: str) -> StaffUser:
+    """Release a lockout early (an admin action; CONSOLE.md §1.4)."""
+    user = _get(session, user_id)
+    user.failed_logins = 0
+    user.locked_until = None
+    return user
+
+
+# --- sign-in ---------------------------------------------------------------------------------------
+
+
+def is_locked(user: StaffUser, now: datetime) -> bool:
+    """True while a lockout lasts."""
+    return user.locked_until is not None and user.locked_until > now
+
+
+def authenticate(session: Session, email: str, password: str, *, now: datetime) -> SignInResult:
+    """Check a password, counting failures on the user row; the 6th failure locks for 30 minutes.
+
+    While locked, even the right password is refused (and does not extend the lock). Unknown emails,
+    disabled users, wrong passwords and locks all return the same message.
+    """
+    user = session.scalar(
+        select(StaffUser).where(func.lower(StaffUser.email) == normalize_email(email)).with_for_update()
+    )
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        return SignInResult(None, SIGN_IN_REFUSED)
+    if is_locked(user, now):
+        return SignInResult(None, SIGN_IN_REFUSED)
+    if user.locked_until is not None:  # an expired lock: start counting afresh
+        user.locked_until = None
+        user.failed_logins = 0
+    if not verify_password(user.password_hash, password):
+        return SignInResult(None, SIGN_IN_REFUSED, locked_now=_count_failure(user, now))
+    if not user.active:
+        return SignInResult(None, SIGN_IN_REFUSED)
+    user.failed_logins = 0
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return SignInResult(user)
+
+
+def _count_failure(user: StaffUser, now: datetime) -> bool:
+    """Count one failed sign-in; True when this failure locked the account."""
+    user.failed_logins += 1
+    if user.failed_logins >= LOCKOUT_THRESHOLD:
+        user.locked_until = now + LOCKOUT_DURATION
+        return True
+    return False
+
+
+def record_failed_factor(session: Session, user_id: str, *, now: datetime) -> bool:
+    """A wrong TOTP code at sign-in counts like a wrong password (no brute-forcing the second factor)."""
+    return _count_failure(_get(session, user_id), now)
+
+
+# --- second factor ---------------------------------------------------------------------------------
+
+
+def totp_required(roles: Iterable[str]) -> bool:
+    """True when one of ``roles`` must use a second factor."""
+    return bool(TOTP_REQUIRED_ROLES & set(roles))
+
+
+def new_totp_secret() -> str:
+    """A fresh base32 TOTP secret (160 bits)."""
+    return pyotp.random_base32(32)
+
+
+def totp_uri(secret: str, email: str) -> str:
+    """The ``otpauth://`` URI an authenticator app imports."""
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
+
+
+def verify_totp(secret: str | None, code: str, *, now: datetime) -> bool:
+    """True when ``code`` is the current 6-digit code (±30 s for clock drift)."""
+    digits = (code or "").strip().replace(" ", "")
+    if not secret or not re.fullmatch(r"\d{6}", digits):
+        return False
+    return pyotp.TOTP(secret).verify(digits, for_time=now, valid_window=1)
+
+
+def enable_totp(session: Session, user_id: str, secret: str, code: str, *, now: datetime) -> StaffUser:
+    """Turn the second factor on after the user proved their app produces codes for ``secret``."""
+    user = _get(session, user_id)
+    if user.totp_secret:
+        raise UserError("a second factor is already enrolled", "code")
+    if not verify_totp(secret, code, now=now):
+        raise UserError(STEP_UP_WRONG_CODE, "code")
+    user.totp_secret = secret
+    return user
+
+
+def verify_step_up(session: Session, user_id: str, code: str, *, now: datetime) -> None:
+    """Raise StepUpError unless ``code`` is a valid fresh TOTP code of an active user with TOTP."""
+    user = session.get(StaffUser, user_id)
+    if user is None or not user.active:
+        raise StepUpError("the approver's account is not active")
+    if not user.totp_secret:
+        raise StepUpError(STEP_UP_NOT_ENROLLED)
+    if not verify_totp(user.totp_secret, code, now=now):
+        raise StepUpError(STEP_UP_WRONG_CODE)
+
+
+# --- API tokens ------------------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 (hex) of a bearer token; only this is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, user_id: str, *, now: datetime) -> tuple[ApiToken, str]:
+    """A new API token for an active user, valid 90 days; returns the row and the plaintext (shown once)."""
+    user = session.get(StaffUser, user_id)
+    if user is None or not user.active:
+        raise UserError("no active user with this id", "email")
+    plaintext = f"mct_{secrets.token_urlsafe(32)}"
+    row = ApiToken(
+        id=f"tok-{secrets.token_hex(8)}",
+        user_id=user_id,
+        token_hash=token_hash(plaintext),
+        created_at=now,
+        expires_at=now + API_TOKEN_TTL,
+        revoked_at=None,
+        last_used_at=None,
+    )
+    session.add(row)
+    session.flush()
+    return row, plaintext
+
+
+def revoke_token(session: Session, token_id: str, *, now: datetime) -> None:
+    """Revoke a token (idempotent)."""
+    row = session.get(ApiToken, token_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = now
+
+
+def user_for_token(session: Session, token: str, *, now: datetime) -> StaffUser | None:
+    """The active, unlocked user a valid token belongs to (None if unknown, revoked or expired)."""
+    if not token or len(token) > 200:
+        return None
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
+    user = session.get(StaffUser, row.user_id)
+    if user is None or not user.active or is_locked(user, now):
+        return None
+    row.last_used_at = now
+    return user
