@@ -72,7 +72,7 @@ def runtime() -> Runtime:
     return rt
 
 
-def _enforce_permission() -> None:
+def _enforce_permission() -> Any:
     """Deny by default: every endpoint declares a permission; check it before the view runs."""
     if request.endpoint is None:
         return None
@@ -88,8 +88,8 @@ def _enforce_permission() -> None:
     if capability is None:
         return None
     if not current_user.is_authenticated:
-        return login_manager.unauthorized()  # type: ignore[no-any-return]
-    roles = getattr(current_user, "roles", frozenset())
+        return login_manager.unauthorized()
+    roles: frozenset[str] = frozenset(getattr(current_user, "roles", ()))
     if not can(roles, capability):
         raise Forbidden(capability, why_not(roles, capability))
     return None
