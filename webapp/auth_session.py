@@ -11,17 +11,19 @@ server" means refusing cookies the server no longer honours:
 - the JSON API (``/api/``) accepts only ``Authorization: Bearer <token>`` (its blueprint is exempt
   from CSRF, so cookies are ignored there); tokens come from ``marketplace users token``.
 
-Views use ``current_user`` (a ``SessionUser``: ``id``, ``email``, ``display_name``, ``roles``,
-``has_totp``) and ``require_step_up(current_user, code)`` before approving a four-eyes request.
+Views that browsers poll on their own (htmx change markers) are marked ``@background`` so that they
+do not keep an unattended session alive. Views use ``current_user`` (a ``SessionUser``: ``id``,
+``email``, ``display_name``, ``roles``, ``has_totp``, ``acting_role(allowed)``) and
+``require_step_up(current_user, code)`` before approving a four-eyes request.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Request, flash, g, jsonify, make_response, redirect, request, session, url_for
 from flask_login import UserMixin, login_user, logout_user
@@ -35,6 +37,7 @@ from webapp.services.users import StepUpError
 __all__ = [
     "SessionUser",
     "StepUpError",
+    "background",
     "end_session",
     "load_user",
     "load_user_from_request",
@@ -43,6 +46,8 @@ __all__ = [
     "start_session",
     "utcnow",
 ]
+
+F = TypeVar("F", bound=Callable[..., object])
 
 SID, SV, AUTH_AT, SEEN_AT = "sid", "sv", "auth_at", "seen_at"
 """Keys this module keeps in the session cookie (next to Flask-Login's ``_user_id``/``_id``/``_fresh``)."""
@@ -120,7 +125,7 @@ def end_session(user_id: str | None) -> None:
         from webapp import runtime
 
         with runtime().db.session() as s:
-            users.revoke_sessions(s, user_id)
+            users.revoke_sessions(s, user_id, now=utcnow())
     logout_user()
     session.clear()
 
@@ -135,7 +140,6 @@ def _refuse(reason: str) -> None:
         session.pop(key, None)
 
 
-@login_manager.user_loader
 def load_user(user_id: str) -> SessionUser | None:
     """The user of a session cookie, or None when the session is stale, revoked or timed out."""
     if request.path.startswith("/api/"):
@@ -147,6 +151,7 @@ def load_user(user_id: str) -> SessionUser | None:
     if not isinstance(version, int) or not _is_number(auth_at) or not _is_number(seen_at):
         _refuse("revoked")
         return None
+    assert auth_at is not None and seen_at is not None
     if now.timestamp() - seen_at > users.IDLE_TIMEOUT.total_seconds():
         _refuse("idle")
         return None
@@ -159,11 +164,25 @@ def load_user(user_id: str) -> SessionUser | None:
             _refuse("revoked")
             return None
         user = SessionUser.of(row)
-    session[SEEN_AT] = now.timestamp()
+    if not _is_background():
+        session[SEEN_AT] = now.timestamp()
     return user
 
 
-@login_manager.request_loader
+def background(view: F) -> F:
+    """Mark a view that browsers call on their own (htmx polling of a change marker): calling it does
+    not count as activity, so a console left open still times out after 15 idle minutes."""
+    view.background = True  # type: ignore[attr-defined]
+    return view
+
+
+def _is_background() -> bool:
+    from flask import current_app
+
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, "background", False))
+
+
 def load_user_from_request(req: Request) -> SessionUser | None:
     """The user of an ``Authorization: Bearer <token>`` header on an ``/api/`` request, else None."""
     if not req.path.startswith("/api/"):
@@ -182,12 +201,11 @@ def safe_next(target: str | None) -> str | None:
     """A same-site path to return to after sign-in, or None (no open redirects)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return None
-    if target.startswith(("/auth/", "/static/")):
+    if target.startswith(("/auth/sign-", "/auth/verify", "/auth/enrol", "/static/")):
         return None
     return target.rstrip("?") or None
 
 
-@login_manager.unauthorized_handler
 def unauthorized() -> Any:
     """401 JSON for the API; otherwise send the browser to the sign-in page (htmx via HX-Redirect)."""
     if request.path.startswith("/api/"):
@@ -215,3 +233,8 @@ def require_step_up(user: SessionUser | StaffUser | str, code: str, *, now: date
     user_id = user if isinstance(user, str) else user.id
     with runtime().db.session() as s:
         users.verify_step_up(s, user_id, code, now=now or utcnow())
+
+
+login_manager.user_loader(load_user)
+login_manager.request_loader(load_user_from_request)
+login_manager.unauthorized_handler(unauthorized)

@@ -26,22 +26,30 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 bp.add_app_template_global(can, "can")
 bp.add_app_template_global(why_not, "why_not")
 
+
+def route_exists(path: str) -> bool:
+    """True when the app serves ``path`` (the navigation links only to pages that exist)."""
+    return path in {rule.rule for rule in current_app.url_map.iter_rules()}
+
+
+bp.add_app_template_global(route_exists, "route_exists")
+
 PENDING = "pending_sign_in"
 """Session key of a half-finished sign-in: {"uid", "sv", "at", "step": "verify"|"enrol", "next"}."""
 PENDING_TTL_SECONDS = 300
 ENROL_SECRET = "enrol_secret"
 
 
-class SignInForm(FlaskForm):
+class SignInForm(FlaskForm):  # type: ignore[misc]
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=users.MAX_PASSWORD_LENGTH)])
 
 
-class CodeForm(FlaskForm):
+class CodeForm(FlaskForm):  # type: ignore[misc]
     code = StringField("Authenticator code", validators=[DataRequired(), Length(min=6, max=8)])
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(FlaskForm):  # type: ignore[misc]
     current_password = PasswordField("Current password", validators=[DataRequired()])
     new_password = PasswordField(
         "New password",
@@ -52,9 +60,8 @@ class ChangePasswordForm(FlaskForm):
 
 def home_url() -> str:
     """Where a signed-in user lands: the customer search when it exists, else their account page."""
-    rules = {rule.rule for rule in current_app.url_map.iter_rules()}
     for path in ("/customers", "/"):
-        if path in rules:
+        if route_exists(path):
             return path
     return url_for("auth.account")
 
@@ -68,8 +75,13 @@ def _pending() -> dict[str, Any] | None:
     return pending
 
 
-def _finish(user: StaffUser, next_url: str | None) -> Any:
-    start_session(user)
+def _finish(user: StaffUser, next_url: str | None, method: str) -> Any:
+    from webapp import runtime
+
+    now = utcnow()
+    with runtime().db.session() as s:
+        users.record_sign_in(s, user.id, method=method, now=now)
+    start_session(user, now=now)
     return redirect(safe_next(next_url) or home_url())
 
 
@@ -106,7 +118,9 @@ def sign_in() -> Any:
                 result.user.grants  # noqa: B018 - load roles before the session closes
         user = result.user
         if user is None:
-            return render_template("auth/sign_in.html", form=form, error=result.message, next_url=next_url), 401
+            return render_template(
+                "auth/sign_in.html", form=form, error=result.message, next_url=next_url
+            ), 401
         if user.totp_secret or users.totp_required(user.roles):
             step = "verify" if user.totp_secret else "enrol"
             session.clear()
@@ -118,7 +132,7 @@ def sign_in() -> Any:
                 "next": next_url,
             }
             return redirect(url_for("auth.verify" if step == "verify" else "auth.enrol"))
-        return _finish(user, next_url)
+        return _finish(user, next_url, "password")
     return render_template("auth/sign_in.html", form=form, error=None, next_url=next_url)
 
 
@@ -138,7 +152,7 @@ def verify() -> Any:
 
         user = _pending_user(pending)
         if user is not None and users.verify_totp(user.totp_secret, form.code.data or "", now=utcnow()):
-            return _finish(user, pending.get("next"))
+            return _finish(user, pending.get("next"), "totp")
         if user is not None:
             with runtime().db.session() as s:
                 users.record_failed_factor(s, user.id, now=utcnow())
@@ -181,7 +195,12 @@ def enrol() -> Any:
     if not isinstance(secret, str):
         secret = session[ENROL_SECRET] = users.new_totp_secret()
     form = CodeForm()
-    context = {"form": form, "secret": secret, "uri": users.totp_uri(secret, email), "required": pending is not None}
+    context = {
+        "form": form,
+        "secret": secret,
+        "uri": users.totp_uri(secret, email),
+        "required": pending is not None,
+    }
     if request.method == "POST":
         if not form.validate():
             return render_template("auth/enrol.html", **context), 422
@@ -196,7 +215,7 @@ def enrol() -> Any:
         if current_user.is_authenticated:
             flash("Second factor enrolled. Approvals will ask for a code from your app.", "success")
             return redirect(url_for("auth.account"))
-        return _finish(row, next_url)
+        return _finish(row, next_url, "totp_enrolled")
     return render_template("auth/enrol.html", **context)
 
 
@@ -213,7 +232,11 @@ def sign_out() -> Any:
 @permission("self.profile")
 def account() -> Any:
     """The signed-in user's roles, second factor and password form."""
-    return render_template("auth/account.html", form=ChangePasswordForm())
+    return _account_page(ChangePasswordForm())
+
+
+def _account_page(form: ChangePasswordForm, status: int = 200) -> Any:
+    return render_template("auth/account.html", form=form, min_length=users.MIN_PASSWORD_LENGTH), status
 
 
 @bp.post("/account/password")
@@ -224,16 +247,20 @@ def change_password() -> Any:
 
     form = ChangePasswordForm()
     if not form.validate():
-        return render_template("auth/account.html", form=form), 422
+        return _account_page(form, 422)
     try:
         with runtime().db.session() as s:
             users.change_password(
-                s, current_user.id, form.current_password.data or "", form.new_password.data or "", now=utcnow()
+                s,
+                current_user.id,
+                form.current_password.data or "",
+                form.new_password.data or "",
+                now=utcnow(),
             )
     except users.UserError as exc:
         field = getattr(form, exc.field or "", None) or form.new_password
         field.errors = [exc.message]
-        return render_template("auth/account.html", form=form), 422
+        return _account_page(form, 422)
     end_session(None)
     flash("Password changed. Sign in with the new password.", "success")
     return redirect(url_for("auth.sign_in"))

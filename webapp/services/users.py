@@ -12,7 +12,10 @@ Rules from CONSOLE.md §1.3–§1.4, each a named constant below so a reviewer f
   nobody grants a role to themselves;
 - every change that must sign a user out everywhere (password, roles, disabling, signing out) bumps
   ``session_version``; the session loader refuses a cookie carrying an older version;
-- API tokens are random, shown once, stored as SHA-256 and expire after 90 days.
+- API tokens are random, shown once, stored as SHA-256 and expire after 90 days;
+- every account event (user created, role granted or revoked, password changed, disabled, locked,
+  unlocked, signed in or out, second factor enrolled, token created or revoked) is appended to the
+  ``platform`` audit chain, with user ids only (no emails: payloads never carry PII).
 
 The caller owns the transaction (``with runtime().db.session() as s:``).
 """
@@ -24,7 +27,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyotp
 from argon2 import PasswordHasher
@@ -32,6 +35,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from webapp import audit
 from webapp.models import ApiToken, RoleGrant, StaffUser
 from webapp.policy import ROLES, role_conflicts
 
@@ -55,11 +59,27 @@ SIGN_IN_REFUSED = "Sign-in failed: the email or password is wrong, or the accoun
 """The one message for every refused sign-in (unknown email, wrong password, locked, disabled)."""
 STEP_UP_NOT_ENROLLED = "enrol a second factor to approve"
 STEP_UP_WRONG_CODE = "the authenticator code is wrong or expired"
+AUDIT_CHAIN = "platform"
+"""Staff accounts are not a tenant's: their events go to the platform's audit chain."""
+AUDIT_ROLE = "account"
+"""The ``role`` column of account audit entries (the actor is a user id, ``cli`` or ``system``)."""
 
 _EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,}$")
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 """Verified against when the email is unknown, so a refusal takes as long either way."""
+
+
+def _audit(session: Session, action: str, actor: str, now: datetime, **payload: object) -> None:
+    audit.append(
+        session,
+        AUDIT_CHAIN,
+        actor=actor,
+        role=AUDIT_ROLE,
+        action=f"staff.{action}",
+        occurred_at=now,
+        payload=payload,
+    )
 
 
 class UserError(ValueError):
@@ -196,6 +216,7 @@ def create_user(
     user.grants = [RoleGrant(role=r, granted_by=granted_by, granted_at=now) for r in sorted(held)]
     session.add(user)
     session.flush()
+    _audit(session, "user_created", granted_by, now, user_id=user.id, roles=sorted(held))
     return user
 
 
@@ -206,9 +227,10 @@ def _get(session: Session, user_id: str) -> StaffUser:
     return user
 
 
-def revoke_sessions(session: Session, user_id: str) -> None:
+def revoke_sessions(session: Session, user_id: str, *, now: datetime) -> None:
     """Sign the user out everywhere: every cookie carrying the old ``session_version`` is refused."""
     _get(session, user_id).session_version += 1
+    _audit(session, "signed_out", user_id, now, user_id=user_id)
 
 
 def grant_role(session: Session, user_id: str, role: str, *, granted_by: str, now: datetime) -> StaffUser:
@@ -225,6 +247,7 @@ def grant_role(session: Session, user_id: str, role: str, *, granted_by: str, no
     user.grants.append(RoleGrant(role=role, granted_by=granted_by, granted_at=now))
     user.session_version += 1
     session.flush()
+    _audit(session, "role_granted", granted_by, now, user_id=user_id, role=role)
     return user
 
 
@@ -239,16 +262,20 @@ def revoke_role(session: Session, user_id: str, role: str, *, revoked_by: str, n
     user.grants = remaining
     user.session_version += 1
     session.flush()
+    _audit(session, "role_revoked", revoked_by, now, user_id=user_id, role=role)
     return user
 
 
-def set_password(session: Session, user_id: str, password: str, *, now: datetime) -> StaffUser:
+def set_password(
+    session: Session, user_id: str, password: str, *, now: datetime, by: str | None = None
+) -> StaffUser:
     """Replace the password; every session of the user must sign in again."""
     check_password(password)
     user = _get(session, user_id)
     user.password_hash = hash_password(password)
     user.password_changed_at = now
     user.session_version += 1
+    _audit(session, "password_changed", by or user_id, now, user_id=user_id)
     return user
 
 
@@ -262,7 +289,9 @@ def change_password(session: Session, user_id: str, current: str, new: str, *, n
     return set_password(session, user_id, new, now=now)
 
 
-def set_active(session: Session, user_id: str, active: bool, *, by: str) -> StaffUser:
+def set_active(
+    session: Session, user_id: str, active: bool, *, by: str, now: datetime | None = None
+) -> StaffUser:
     """Disable (revoking every session and token use) or re-enable a user; nobody disables themselves."""
     if by == user_id and not active:
         raise UserError("you cannot disable your own account", "user")
@@ -270,14 +299,16 @@ def set_active(session: Session, user_id: str, active: bool, *, by: str) -> Staf
     if user.active != active:
         user.active = active
         user.session_version += 1
+        _audit(session, "enabled" if active else "disabled", by, now or datetime.now(UTC), user_id=user_id)
     return user
 
 
-def unlock(session: Session, user_id: str) -> StaffUser:
-    """Release a lockout early (an admin action; CONSOLE.md §1.4)."""
+def unlock(session: Session, user_id: str, *, by: str, now: datetime) -> StaffUser:
+    """Release a lockout early (an admin action, audited; CONSOLE.md §1.4)."""
     user = _get(session, user_id)
     user.failed_logins = 0
     user.locked_until = None
+    _audit(session, "unlocked", by, now, user_id=user_id)
     return user
 
 
@@ -307,7 +338,7 @@ def authenticate(session: Session, email: str, password: str, *, now: datetime) 
         user.locked_until = None
         user.failed_logins = 0
     if not verify_password(user.password_hash, password):
-        return SignInResult(None, SIGN_IN_REFUSED, locked_now=_count_failure(user, now))
+        return SignInResult(None, SIGN_IN_REFUSED, locked_now=_count_failure(session, user, now))
     if not user.active:
         return SignInResult(None, SIGN_IN_REFUSED)
     user.failed_logins = 0
@@ -316,18 +347,25 @@ def authenticate(session: Session, email: str, password: str, *, now: datetime) 
     return SignInResult(user)
 
 
-def _count_failure(user: StaffUser, now: datetime) -> bool:
-    """Count one failed sign-in; True when this failure locked the account."""
+def _count_failure(session: Session, user: StaffUser, now: datetime) -> bool:
+    """Count one failed sign-in; True when this failure locked the account (audited)."""
     user.failed_logins += 1
     if user.failed_logins >= LOCKOUT_THRESHOLD:
         user.locked_until = now + LOCKOUT_DURATION
+        _audit(session, "locked", "system", now, user_id=user.id, until=user.locked_until.isoformat())
         return True
     return False
 
 
+def record_sign_in(session: Session, user_id: str, *, method: str, now: datetime) -> None:
+    """A completed sign-in (password, and the second factor when enrolled): reset failures, audit it."""
+    _get(session, user_id).failed_logins = 0
+    _audit(session, "signed_in", user_id, now, user_id=user_id, method=method)
+
+
 def record_failed_factor(session: Session, user_id: str, *, now: datetime) -> bool:
     """A wrong TOTP code at sign-in counts like a wrong password (no brute-forcing the second factor)."""
-    return _count_failure(_get(session, user_id), now)
+    return _count_failure(session, _get(session, user_id), now)
 
 
 # --- second factor ---------------------------------------------------------------------------------
@@ -364,6 +402,7 @@ def enable_totp(session: Session, user_id: str, secret: str, code: str, *, now: 
     if not verify_totp(secret, code, now=now):
         raise UserError(STEP_UP_WRONG_CODE, "code")
     user.totp_secret = secret
+    _audit(session, "totp_enrolled", user_id, now, user_id=user_id)
     return user
 
 
@@ -386,7 +425,9 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, user_id: str, *, now: datetime) -> tuple[ApiToken, str]:
+def create_token(
+    session: Session, user_id: str, *, now: datetime, by: str | None = None
+) -> tuple[ApiToken, str]:
     """A new API token for an active user, valid 90 days; returns the row and the plaintext (shown once)."""
     user = session.get(StaffUser, user_id)
     if user is None or not user.active:
@@ -403,14 +444,16 @@ def create_token(session: Session, user_id: str, *, now: datetime) -> tuple[ApiT
     )
     session.add(row)
     session.flush()
+    _audit(session, "token_created", by or user_id, now, user_id=user_id, token_id=row.id)
     return row, plaintext
 
 
-def revoke_token(session: Session, token_id: str, *, now: datetime) -> None:
-    """Revoke a token (idempotent)."""
+def revoke_token(session: Session, token_id: str, *, now: datetime, by: str | None = None) -> None:
+    """Revoke a token (idempotent, audited)."""
     row = session.get(ApiToken, token_id)
     if row is not None and row.revoked_at is None:
         row.revoked_at = now
+        _audit(session, "token_revoked", by or row.user_id, now, user_id=row.user_id, token_id=token_id)
 
 
 def user_for_token(session: Session, token: str, *, now: datetime) -> StaffUser | None:
