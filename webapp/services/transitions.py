@@ -102,6 +102,7 @@ class EventRequest:
     approval_id: str | None = None
     timer: str | None = None
     timer_seq: int | None = None
+    timer_due: datetime | None = None
 
     def fingerprint(self) -> str:
         """Hash of what the caller asked for (idempotency keys are bound to it)."""
@@ -328,6 +329,11 @@ def fire_event(
             ),
         )
 
+    if req.timer is not None and not _timer_current(target, req):
+        # The instance no longer holds this arming of the timer (fired already, re-armed, or the state
+        # was left): a duplicate or late delivery, discarded without touching anything.
+        return EventResult(409, TransitionError(409, "stale_timer", "the timer is no longer armed").body())
+
     extra = dict((facts_hook or world_facts)(session, snapshot, target, req.event))
     payload = dict(req.payload)
     facts = Facts(
@@ -508,11 +514,23 @@ def approval_input_hash(instance_id: str, event: str, payload: Mapping[str, Any]
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _timer_current(target: Instance, req: EventRequest) -> bool:
+    """True when ``req`` fires the arming of the timer the instance holds now (same entry, same due)."""
+    armed = target.timers.get(req.timer or "")
+    if armed is None or armed.due_at is None:
+        return False
+    if req.timer_seq is not None and armed.state_seq != req.timer_seq:
+        return False
+    return req.timer_due is None or armed.due_at == req.timer_due
+
+
 def _event_id(req: EventRequest, actor: Actor, now: datetime) -> str:
     if req.idempotency_key:
         seed = f"{req.tenant_id}|{req.idempotency_key}"
     elif req.timer is not None:
-        seed = f"timer|{req.instance_id}|{req.timer_seq}|{req.timer}"
+        # A recurring timer is re-armed within one state entry, so the due time tells its firings apart.
+        due = req.timer_due.isoformat() if req.timer_due else now.isoformat()
+        seed = f"timer|{req.instance_id}|{req.timer_seq}|{req.timer}|{due}"
     else:
         seed = f"{uuid.uuid4()}"
     return hashlib.sha256(seed.encode()).hexdigest()[:32]
