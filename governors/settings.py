@@ -26,6 +26,8 @@ ENGINE_SETTINGS: Mapping[str, Any] = {
     "engine.max_plan_steps": 500,
     "engine.min_reason_length": 10,
     "engine.max_text_length": 5000,
+    # GOVERNORS.md §0.5 / CONSOLE.md §1.3: a four-eyes request expires after 24 h (configurable).
+    "engine.approval_expiry": "24h",
 }
 
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")

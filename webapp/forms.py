@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from flask_wtf import FlaskForm
-from wtforms import (
+from flask_wtf import FlaskForm  # type: ignore[import-untyped,unused-ignore]
+from wtforms import (  # type: ignore[import-untyped,unused-ignore]
     BooleanField,
     Field,
     HiddenField,
@@ -29,7 +29,13 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, NumberRange, Optional, ValidationError
+from wtforms.fields.choices import SelectChoice  # type: ignore[import-untyped,unused-ignore]
+from wtforms.validators import (  # type: ignore[import-untyped,unused-ignore]
+    InputRequired,
+    NumberRange,
+    Optional,
+    ValidationError,
+)
 
 from governors.spec import Input
 from webapp.validation import MAX_CODE, InputError, clean_code, clean_text
@@ -49,12 +55,14 @@ REASON_CODES: Final = (
     "compliance_review",
     "other",
 )
-"""Reason codes offered when the row declares none of its own (GOVERNORS.md §11: every action has a reason)."""
+"""Reason codes offered when the row declares none of its own (§11: every action has a reason)."""
 
 MAX_CENTS: Final = 100_000_000_00
-"""No single amount typed by hand may exceed 100 million (in major units); the engine's guards bound it further."""
+"""Ceiling for a typed amount (100 million in major units); the engine's guards bound it further."""
 
-_LONG_TEXT: Final = frozenset({"note", "evidence", "description", "findings", "review_notes", "resolution_note", "text"})
+_LONG_TEXT: Final = frozenset(
+    {"note", "evidence", "description", "findings", "review_notes", "resolution_note", "text"}
+)
 
 
 class _SafeText:
@@ -99,15 +107,17 @@ class _Json:
         try:
             value = json.loads(field.data)
         except ValueError:
-            raise ValidationError("type a JSON object, e.g. {\"api_calls\": 1000}") from None
+            raise ValidationError('type a JSON object, e.g. {"api_calls": 1000}') from None
         if not isinstance(value, dict):
-            raise ValidationError("type a JSON object, e.g. {\"api_calls\": 1000}")
+            raise ValidationError('type a JSON object, e.g. {"api_calls": 1000}')
 
 
-class ActionForm(FlaskForm):
+class ActionForm(FlaskForm):  # type: ignore[misc,unused-ignore]
     """Base of every action form; subclasses add one field per declared input."""
 
-    idempotency_key = HiddenField(validators=[InputRequired(message="the form is missing its key; reload it")])
+    idempotency_key = HiddenField(
+        validators=[InputRequired(message="the form is missing its key; reload it")]
+    )
     expected_version = HiddenField()
     reason_code = SelectField("Reason code", validators=[InputRequired(message="choose a reason code")])
     comment = TextAreaField("Comment (why)")
@@ -155,6 +165,19 @@ class ActionForm(FlaskForm):
         return out
 
 
+def _choices(values: Sequence[str], *, blank: bool) -> list[SelectChoice]:
+    options = [SelectChoice(v, v.replace("_", " ")) for v in values]
+    return [SelectChoice("", "— choose —"), *options] if blank else options
+
+
+def _range_message(label: str, low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"{label} must be between {low} and {high}"
+    if low is not None:
+        return f"{label} must be at least {low}"
+    return f"{label} must be at most {high}"
+
+
 def _field_for(inp: Input, max_text: int) -> Field:
     label = inp.label or inp.name.replace("_", " ").capitalize()
     presence: Any = InputRequired(message=f"{label} is required") if inp.required else Optional()
@@ -162,25 +185,28 @@ def _field_for(inp: Input, max_text: int) -> Field:
         low = inp.min if inp.min is not None else (0 if inp.kind == "cents" else None)
         high = inp.max if inp.max is not None else (MAX_CENTS if inp.kind == "cents" else None)
         if inp.kind == "cents" and not inp.label:
-            label = f"{label} (cents)"
+            label = inp.name.removesuffix("_cents").replace("_", " ").capitalize() + " (cents)"
         return IntegerField(
             label,
-            validators=[presence, NumberRange(min=low, max=high)],
+            validators=[presence, NumberRange(min=low, max=high, message=_range_message(label, low, high))],
             render_kw={"inputmode": "numeric", **({"min": low} if low is not None else {})},
         )
     if inp.kind == "bool":
         return BooleanField(label)
     if inp.kind == "code" and inp.choices:
         return SelectField(
-            label, choices=[("", "— choose —"), *[(c, c.replace("_", " ")) for c in inp.choices]],
+            label,
+            choices=_choices(inp.choices, blank=True),
             validators=[presence],
         )
     if inp.kind == "list" and inp.choices:
-        return SelectMultipleField(label, choices=[(c, c.replace("_", " ")) for c in inp.choices], validators=[presence])
+        return SelectMultipleField(label, choices=_choices(inp.choices, blank=False), validators=[presence])
     if inp.kind == "code":
         return StringField(label, validators=[presence, _SafeText(inp.max or MAX_CODE, code=True)])
     if inp.kind == "datetime":
-        return StringField(label, validators=[presence, _Iso()], render_kw={"placeholder": "2026-03-02T09:00:00+00:00"})
+        return StringField(
+            label, validators=[presence, _Iso()], render_kw={"placeholder": "2026-03-02T09:00:00+00:00"}
+        )
     if inp.kind == "mapping":
         return TextAreaField(label, validators=[presence, _SafeText(max_text), _Json()])
     if inp.kind == "list":
@@ -235,7 +261,7 @@ def build_action_form(
     cls = action_form_class(inputs, min_reason=min_reason, max_text=max_text)
     form = cls(formdata=formdata) if formdata is not None else cls()
     choices = reason_choices(inputs)
-    form.reason_code.choices = [("", "— choose —"), *[(c, c.replace("_", " ")) for c in choices]]
+    form.reason_code.choices = _choices(choices, blank=True)
     if not form.is_submitted():
         form.idempotency_key.data = str(uuid.uuid4())
         form.expected_version.data = "" if version is None else str(version)
@@ -259,13 +285,18 @@ def apply_field_error(form: ActionForm, name: str | None, message: str) -> bool:
     return False
 
 
-class DecisionForm(FlaskForm):
+class DecisionForm(FlaskForm):  # type: ignore[misc,unused-ignore]
     """Approve or reject a four-eyes request: a note, and the step-up TOTP code to approve."""
 
     note = TextAreaField("Note", validators=[Optional(), _SafeText(2000)], render_kw={"rows": 2})
     code = StringField(
         "Authenticator code",
-        render_kw={"inputmode": "numeric", "autocomplete": "one-time-code", "maxlength": 8, "pattern": "[0-9]{6,8}"},
+        render_kw={
+            "inputmode": "numeric",
+            "autocomplete": "one-time-code",
+            "maxlength": 8,
+            "pattern": "[0-9]{6,8}",
+        },
     )
 
 

@@ -10,7 +10,8 @@ from jinja2_fragments.flask import render_block
 
 def is_htmx() -> bool:
     """True for an htmx request that is not a history restore (those need the full page)."""
-    return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
+    headers = request.headers
+    return headers.get("HX-Request") == "true" and headers.get("HX-History-Restore-Request") != "true"
 
 
 def render_page_or_block(template: str, block: str, status: int = 200, **context: Any) -> Response:

@@ -65,7 +65,9 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(ch) in ("Cc", "Cf") and ch not in _ALLOWED_CONTROLS for ch in text)
 
 
-def clean_text(value: Any, *, max_length: int = MAX_TEXT, min_length: int = 0, label: str = "this field") -> str:
+def clean_text(
+    value: Any, *, max_length: int = MAX_TEXT, min_length: int = 0, label: str = "this field"
+) -> str:
     """The stripped text, or InputError with a message for the field."""
     if value is None:
         value = ""

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
-from flask_login import current_user
+from flask_login import current_user  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from governors import AllowedEvent, Facts, get_governor, manual_actions
 from governors.spec import STAFF_ROLES
 from webapp.forms import ActionForm, DecisionForm, apply_field_error, build_action_form
 from webapp.htmx import is_htmx, render_page_or_block
-from webapp.models import Approval, Customer, GovernorInstance
+from webapp.models import Approval, Customer, GovernorInstance, IdempotencyRecord
 from webapp.policy import ROLES, permission
 from webapp.services import approvals as approval_service
 from webapp.services.facts import world_facts
@@ -77,9 +77,7 @@ def _facts(session: Session, row: GovernorInstance, now: datetime, settings: Any
         if inst_id != row.id and inst.state is not None:
             grouped.setdefault(inst.governor, []).append(inst)
     extra = world_facts(session, snapshot, target, "")
-    return Facts(
-        now=now, settings=settings, peers={g: tuple(v) for g, v in grouped.items()}, extra=extra
-    )
+    return Facts(now=now, settings=settings, peers={g: tuple(v) for g, v in grouped.items()}, extra=extra)
 
 
 def best_actions(
@@ -120,9 +118,15 @@ def actions_for(
 # --------------------------------------------------------------------------- helpers
 
 
+def _in_scope(tenant_id: str) -> bool:
+    """True when the user may see the tenant's data (``current_user.tenant_ids``; None means all)."""
+    scope = getattr(current_user, "tenant_ids", None)
+    return scope is None or tenant_id in scope
+
+
 def _instance(session: Session, instance_id: str) -> GovernorInstance:
     row = session.get(GovernorInstance, instance_id)
-    if row is None:
+    if row is None or not _in_scope(row.tenant_id):
         abort(404, description="no such governor instance")
     return row
 
@@ -142,7 +146,9 @@ def _limits() -> tuple[int, int]:
 
 def _form(action: AllowedEvent, version: int | None, *, fresh_key: bool = False) -> ActionForm:
     low, high = _limits()
-    return build_action_form(action.inputs, version=version, min_reason=low, max_text=high, fresh_key=fresh_key)
+    return build_action_form(
+        action.inputs, version=version, min_reason=low, max_text=high, fresh_key=fresh_key
+    )
 
 
 def _context(
@@ -212,7 +218,9 @@ def action_form(instance_id: str, event: str) -> Response:
         if refusal is not None:
             return refusal
         form = _form(action, row.version)
-        return render_page_or_block("actions/form.html", "action_panel", **_context(session, row, action, form))
+        return render_page_or_block(
+            "actions/form.html", "action_panel", **_context(session, row, action, form)
+        )
 
 
 @bp.post("/instances/<instance_id>/actions/<event>/preview")
@@ -249,6 +257,16 @@ def action_submit(instance_id: str, event: str) -> Response:
     """Apply (200), request approval (202), or refuse: 403 role, 409 stale/not allowed, 422 bad input."""
     rt = _rt()
     with rt.db.session() as session:
+        row = _instance(session, instance_id)
+        posted = request.form.get("expected_version", "")
+        key = f"web:{current_user.id}:{request.form.get('idempotency_key', '')}"
+        replay = session.get(IdempotencyRecord, (row.tenant_id, key)) is not None
+        if posted.isdigit() and int(posted) != row.version and not replay:
+            # A stale tab: the action may not even exist in the new state; show the card as it is now.
+            best = best_actions(session, row, _roles(), utcnow(), rt.settings)
+            if event in best and (refusal := _role_refusal(row, best[event][0])) is not None:
+                return refusal
+            return _stale(session, row, event)
         row, action, role = _resolve(session, instance_id, event)
         refusal = _role_refusal(row, action)
         if refusal is not None:
@@ -264,7 +282,7 @@ def action_submit(instance_id: str, event: str) -> Response:
             instance_id=row.id,
             payload=form.payload(),
             expected_version=form.version(),
-            idempotency_key=f"web:{current_user.id}:{form.idempotency_key.data}",
+            idempotency_key=key,
         )
         try:
             result = fire_event(
@@ -321,7 +339,9 @@ def action_submit(instance_id: str, event: str) -> Response:
         if code == "stale_version":
             session.refresh(row)
             return _stale(session, row, event)
-        field = details.get("field") if code == "invalid_input" else GUARD_FIELDS.get(details.get("guard", ""))
+        field = (
+            details.get("field") if code == "invalid_input" else GUARD_FIELDS.get(details.get("guard", ""))
+        )
         form = _form(action, row.version, fresh_key=True)
         placed = apply_field_error(form, field, message) if field else False
         http = 422 if placed or status == 422 else status
@@ -336,8 +356,8 @@ def action_submit(instance_id: str, event: str) -> Response:
 def _stale(session: Session, row: GovernorInstance, event: str) -> Response:
     gov = get_governor(row.governor)
     message = (
-        f"the {gov.title.lower()} changed since you opened this form: it is now {row.state}; "
-        "review and resubmit"
+        f"the {approval_service.noun(row.governor)} changed since you opened this form: "
+        f"it is now {row.state}; review and resubmit"
     )
     actions = actions_for(session, row, _roles(), utcnow(), _settings())
     return render_page_or_block(
@@ -371,8 +391,12 @@ def _duration(seconds: int) -> str:
 
 def _queue_context(session: Session, now: datetime) -> dict[str, Any]:
     user_id = current_user.id
-    pending = approval_service.pending_for(session, user_id, _roles(), now)
-    mine = approval_service.requested_by(session, user_id, now)
+    pending = [
+        a
+        for a in approval_service.pending_for(session, user_id, _roles(), now)
+        if _in_scope(a.tenant_id) and approval_service.void_if_stale(session, a, now) is None
+    ]
+    mine = [a for a in approval_service.requested_by(session, user_id, now) if _in_scope(a.tenant_id)]
     return {
         "pending": pending,
         "mine": mine,
@@ -399,7 +423,13 @@ def approvals_index() -> Response:
 
 
 def _detail(
-    session: Session, approval: Approval, now: datetime, *, status: int = 200, message: str = "", kind: str = "error"
+    session: Session,
+    approval: Approval,
+    now: datetime,
+    *,
+    status: int = 200,
+    message: str = "",
+    kind: str = "error",
 ) -> Response:
     form = DecisionForm()
     row = session.get(GovernorInstance, approval.instance_id)
@@ -428,11 +458,18 @@ def approval_detail(approval_id: str) -> Response:
     now = utcnow()
     with _rt().db.session() as session:
         approval = approval_service.get(session, approval_id, now)
-        if approval is None:
+        if approval is None or not _in_scope(approval.tenant_id):
             abort(404, description="no such approval request")
         if approval.status == "pending":
             approval_service.void_if_stale(session, approval, now)
         return _detail(session, approval, now)
+
+
+def _scoped_approval(session: Session, approval_id: str, now: datetime) -> Approval:
+    approval = approval_service.get(session, approval_id, now)
+    if approval is None or not _in_scope(approval.tenant_id):
+        abort(404, description="no such approval request")
+    return approval
 
 
 @bp.post("/approvals/<approval_id>/approve")
@@ -443,6 +480,7 @@ def approval_approve(approval_id: str) -> Response:
     form = DecisionForm()
     rt = _rt()
     with rt.db.session() as session:
+        _scoped_approval(session, approval_id, now)
         if not form.validate():
             approval = approval_service.get(session, approval_id, now)
             if approval is None:
@@ -461,7 +499,9 @@ def approval_approve(approval_id: str) -> Response:
         if decided.approval is None:
             abort(404, description=decided.message)
         if decided.ok:
-            return _detail(session, decided.approval, now, message="approved: the action was applied", kind="ok")
+            return _detail(
+                session, decided.approval, now, message="approved: the action was applied", kind="ok"
+            )
         return _detail(session, decided.approval, now, status=decided.status, message=decided.message)
 
 
@@ -472,6 +512,7 @@ def approval_reject(approval_id: str) -> Response:
     now = utcnow()
     form = DecisionForm()
     with _rt().db.session() as session:
+        _scoped_approval(session, approval_id, now)
         if not form.validate():
             approval = approval_service.get(session, approval_id, now)
             if approval is None:
@@ -502,3 +543,9 @@ def cents_filter(value: Any) -> str:
 def redirect_to_queue() -> Response:
     """Back to the queue (used after a decision without htmx)."""
     return redirect(url_for("actions.approvals_index"))  # type: ignore[return-value]
+
+
+@bp.app_template_global("governor_name")
+def governor_title_global(governor: str) -> str:
+    """A governor's display title (templates: ``governor_name(step.governor)``)."""
+    return _gov_title(governor)

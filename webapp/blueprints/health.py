@@ -23,7 +23,7 @@ def healthz() -> Any:
     try:
         with rt.db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - any database failure means "down"
+    except Exception:
         status.update(status="down", db="down")
         return jsonify(status), 503
     if rt.config.redis_url:
@@ -31,6 +31,6 @@ def healthz() -> Any:
             from redis import Redis
 
             Redis.from_url(rt.config.redis_url, socket_timeout=1).ping()
-        except Exception:  # noqa: BLE001 - Redis down degrades background work only
+        except Exception:
             status["queue"] = "degraded"
     return jsonify(status)

@@ -6,7 +6,7 @@ instance's ``state_seq``. This module decides it:
 * The requester can never approve (or reject) their own request: 403.
 * The approver must hold one of the request's ``approver_roles`` (a user holding several roles acts in
   the first matching one) and pass a step-up TOTP check (``users.verify_step_up``).
-* A request expires ``APPROVAL_TTL`` after it was made (24 h, setting ``approvals.ttl_hours`` when
+* A request expires ``APPROVAL_TTL`` after it was made (24 h, setting ``engine.approval_expiry`` when
   present); expired requests are marked ``expired`` whenever they are read.
 * An approval is bound to ``input_hash`` (instance + event + payload, recomputed from the stored
   payload) and to the state it was made in: if the instance's ``state_seq`` changed since, the request
@@ -35,7 +35,7 @@ from typing import Any, Final
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from governors import Settings, get_governor
+from governors import Settings, default_settings, get_governor
 from webapp import audit
 from webapp.models import Approval, GovernorInstance
 from webapp.services.facts import world_facts
@@ -51,7 +51,7 @@ from webapp.services.transitions import (
 APPROVAL_TTL: Final = timedelta(hours=24)
 """How long a four-eyes request stays open (CONSOLE.md §1.3: 24 h, configurable)."""
 
-TTL_SETTING: Final = "approvals.ttl_hours"
+TTL_SETTING: Final = "engine.approval_expiry"
 
 MAX_NOTE: Final = 2000
 
@@ -88,13 +88,8 @@ class Decided:
 
 
 def ttl(settings: Settings | None = None) -> timedelta:
-    """The request lifetime (setting ``approvals.ttl_hours`` when the settings define it)."""
-    if settings is not None:
-        try:
-            return timedelta(hours=float(settings[TTL_SETTING]))
-        except (KeyError, TypeError, ValueError):
-            pass
-    return APPROVAL_TTL
+    """The request lifetime (setting ``engine.approval_expiry``, 24 h by default)."""
+    return (settings or default_settings()).duration(TTL_SETTING)
 
 
 def expire_due(session: Session, now: datetime, *, tenant_id: str | None = None) -> int:
@@ -103,8 +98,9 @@ def expire_due(session: Session, now: datetime, *, tenant_id: str | None = None)
     if tenant_id is not None:
         stmt = stmt.where(Approval.tenant_id == tenant_id)
     result = session.execute(
-        stmt.values(status="expired", decided_at=now, decision_note="expired: nobody approved it within 24 h")
-        .execution_options(synchronize_session=False)
+        stmt.values(
+            status="expired", decided_at=now, decision_note="expired: nobody approved it within 24 h"
+        ).execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -115,7 +111,9 @@ def get(session: Session, approval_id: str, now: datetime) -> Approval | None:
     return session.get(Approval, approval_id, populate_existing=True)
 
 
-def pending_for(session: Session, user_id: str, roles: Iterable[str], now: datetime, limit: int = 200) -> list[Approval]:
+def pending_for(
+    session: Session, user_id: str, roles: Iterable[str], now: datetime, limit: int = 200
+) -> list[Approval]:
     """Pending requests the user may decide: one of their roles approves, and they did not ask."""
     expire_due(session, now)
     held = set(roles)
@@ -179,12 +177,27 @@ def _locked(session: Session, approval_id: str) -> Approval | None:
     ).scalar_one_or_none()
 
 
-def _title(governor: str) -> str:
+NOUNS: Final = {
+    "billing": "invoice",
+    "customer_account": "account",
+    "entitlement": "entitlement",
+    "subscription": "subscription",
+    "quota_sla": "quota",
+    "compliance_audit": "compliance record",
+    "catalog": "SKU",
+    "multi_tenant": "tenant",
+}
+"""What people call one instance of each governor ("the invoice moved from ... to ...")."""
+
+
+def noun(governor: str) -> str:
+    """The everyday name of one instance of ``governor``."""
+    if governor in NOUNS:
+        return NOUNS[governor]
     try:
-        title = get_governor(governor).title
+        return get_governor(governor).title.lower()
     except KeyError:
         return governor
-    return title.lower()
 
 
 def _from_state(approval: Approval) -> str | None:
@@ -233,7 +246,9 @@ def _check_open(approval: Approval | None, now: datetime) -> Decided | None:
         approval.decided_at = now
         approval.decision_note = "expired: nobody approved it within 24 h"
     if approval.status != OPEN:
-        return _refuse(409, f"approval_{approval.status}", f"this request is already {approval.status}", approval)
+        return _refuse(
+            409, f"approval_{approval.status}", f"this request is already {approval.status}", approval
+        )
     return None
 
 
@@ -246,7 +261,7 @@ def void_if_stale(session: Session, approval: Approval, now: datetime) -> str | 
         reason = "voided: the stored inputs do not match the hash they were approved for"
     elif row.state_seq != approval.state_seq:
         before = _from_state(approval) or "its earlier state"
-        reason = f"voided: the {_title(approval.governor)} moved from {before} to {row.state} after the request"
+        reason = f"voided: the {noun(approval.governor)} moved from {before} to {row.state} after the request"
     else:
         return None
     _close(session, approval, "voided", now, reason, None)
@@ -305,7 +320,9 @@ def approve(
         )
     except TransitionError as exc:
         _close(session, approval, "voided", now, f"voided: {exc.message}", approver)
-        return _refuse(exc.status if exc.status != 200 else 409, "approval_voided", f"voided: {exc.message}", approval)
+        return _refuse(
+            exc.status if exc.status != 200 else 409, "approval_voided", f"voided: {exc.message}", approval
+        )
     if result.status != 200:
         message = str(result.body.get("error", {}).get("message", "the event was refused"))
         _close(session, approval, "voided", now, f"voided: {message}", approver)
@@ -373,6 +390,7 @@ __all__ = [
     "expire_due",
     "for_instance",
     "get",
+    "noun",
     "pending_for",
     "reject",
     "requested_by",

@@ -26,7 +26,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from governors import Decision, Facts, Instance, Plan, Rejection, Settings, apply, get_governor, plan
+from governors import (
+    Decision,
+    Facts,
+    Instance,
+    Plan,
+    Rejection,
+    Settings,
+    apply,
+    default_settings,
+    get_governor,
+    plan,
+)
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
 from webapp.models import (
@@ -362,7 +373,8 @@ def fire_event(
         )
     assert isinstance(root, Decision)
     if root.needs_approval is not None:
-        return _request_approval(session, req, actor, now, target, fingerprint, result)
+        expiry = (settings or default_settings()).duration("engine.approval_expiry")
+        return _request_approval(session, req, actor, now, target, fingerprint, result, expiry)
     ids, outbox_ids = _execute(session, req, actor, now, result, settings)
     body = {
         "decisions": list(plan_json(result, ids)["steps"]),
