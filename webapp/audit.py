@@ -7,9 +7,9 @@ HMAC-keyed chain heads written outside the database, so that a truncated tail or
 from scratch is caught too. Payloads never carry PII (names, emails, card data): erasure must leave
 the chain verifiable.
 
-Verification streams a chain once, in sequence order. On PostgreSQL it reads through a server-side
-cursor of the raw psycopg connection (no ORM rows) with the timestamp already rendered as the
-ISO 8601 text the hash covers, so the client only formats, hashes and compares.
+Verification streams a chain once, in sequence order. On PostgreSQL the server streams the rows to
+the raw psycopg connection (no ORM rows), with the timestamp already rendered as the ISO 8601 text
+the hash covers, so the client only formats, hashes and compares.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,8 +60,8 @@ EXPORT_FIELDS = (
 
 # json.dumps(s) is exactly these C encoders for a str (ASCII-escaping, or not); calling them directly
 # skips the encoder set-up json.dumps pays on every call, which dominates a million-row verification.
-_ASCII = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-_UTF8 = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_ASCII = json.encoder.encode_basestring_ascii
+_UTF8 = json.encoder.encode_basestring
 
 
 def canonical_payload(payload: Mapping[str, Any]) -> str:
@@ -242,6 +242,10 @@ def verify_rows(rows: Iterable[Row], start: tuple[int, str] | None = (1, GENESIS
         if first is None:
             return VerifyResult(True, 0)
         expected, prev = int(first[1]), first[9]
+        if not _is_hex_digest(prev):
+            return VerifyResult(
+                False, 0, expected, "previous hash is not a SHA-256 hex digest", expected - 1, prev
+            )
         iterator = _chain((first,), iterator)
     else:
         expected, prev = start
@@ -249,9 +253,12 @@ def verify_rows(rows: Iterable[Row], start: tuple[int, str] | None = (1, GENESIS
     checked = 0
     sha = hashlib.sha256
     a = _ASCII
-    u = _UTF8
-    # The hot loop of a million-row verification: the canonical text is built inline (the same
-    # bytes as canonical_entry) and every name is a local.
+    # The hot loop of a million-row verification. The canonical text is built inline (the same
+    # bytes as canonical_entry); the few distinct tenants, roles, actions and actors are encoded
+    # once (bounded caches); ``prev`` is a hex digest already compared with the row's prev_hash, so
+    # it needs no escaping.
+    plain: dict[str, str] = {}
+    utf8: dict[str, str] = {}
     for (
         tenant_id,
         seq,
@@ -269,17 +276,27 @@ def verify_rows(rows: Iterable[Row], start: tuple[int, str] | None = (1, GENESIS
             problem = "missing entry" if seq > expected else "entries out of order"
             return VerifyResult(False, checked, expected, problem, expected - 1, prev, first_seq)
         if prev_hash != prev:
-            return VerifyResult(
-                False, checked, seq, "previous hash does not match", seq - 1, prev, first_seq
-            )
+            return VerifyResult(False, checked, seq, "previous hash does not match", seq - 1, prev, first_seq)
         if occurred_at.__class__ is not str:
             occurred_at = occurred_at.isoformat()
+        e_tenant = plain.get(tenant_id)
+        if e_tenant is None:
+            e_tenant = _cache(plain, tenant_id, a)
+        e_role = plain.get(role)
+        if e_role is None:
+            e_role = _cache(plain, role, a)
+        e_action = plain.get(action)
+        if e_action is None:
+            e_action = _cache(plain, action, a)
+        e_actor = utf8.get(actor)
+        if e_actor is None:
+            e_actor = _cache(utf8, actor, _UTF8)
         body = (
-            f'{{"action":{a(action)},"actor":{u(actor)},'
+            f'{{"action":{e_action},"actor":{e_actor},'
             f'"customer_id":{"null" if customer_id is None else a(customer_id)},'
             f'"instance_id":{"null" if instance_id is None else a(instance_id)},'
             f'"occurred_at":{a(occurred_at)},"payload":{payload},'
-            f'"prev_hash":{a(prev_hash)},"role":{a(role)},"seq":{seq},"tenant_id":{a(tenant_id)}}}'
+            f'"prev_hash":"{prev}","role":{e_role},"seq":{seq},"tenant_id":{e_tenant}}}'
         )
         if sha(body.encode()).hexdigest() != digest:
             return VerifyResult(
@@ -289,6 +306,19 @@ def verify_rows(rows: Iterable[Row], start: tuple[int, str] | None = (1, GENESIS
         expected += 1
         checked += 1
     return VerifyResult(True, checked, None, "", expected - 1, prev, first_seq)
+
+
+def _cache(cache: dict[str, str], value: str, encode: Any) -> str:
+    """JSON-encode ``value`` and remember it (a chain has few distinct roles, actions, actors)."""
+    if len(cache) > 4096:
+        cache.clear()
+    encoded: str = encode(value)
+    cache[value] = encoded
+    return encoded
+
+
+def _is_hex_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _chain(head: Iterable[Row], rest: Iterator[Row]) -> Iterator[Row]:
@@ -311,26 +341,31 @@ ORDER BY seq
 
 
 def pg_chain_rows(
-    connection: Any, tenant_id: str, from_seq: int = 1, to_seq: int = 2**62, batch: int = 20_000
-) -> Iterator[Row]:
-    """A tenant's rows in seq order through a psycopg server-side cursor (inside its transaction)."""
-    with connection.cursor(name=f"audit_{uuid.uuid4().hex[:12]}") as cursor:
-        cursor.execute(_PG_CHAIN_SQL, (tenant_id, from_seq, to_seq))
-        fetch = cursor.fetchmany
-        while True:
-            chunk = fetch(batch)
-            if not chunk:
-                return
-            yield from chunk
+    connection: Any, tenant_id: str, from_seq: int = 1, to_seq: int = 2**62, batch: int = 2000
+) -> Generator[Row, None, None]:
+    """A tenant's rows in seq order, streamed by the server in chunks (psycopg, inside its transaction).
+
+    The server sends the result continuously while the client hashes (no round trip per batch),
+    in constant memory. Stopping early (a broken entry) cancels the query; the savepoint around it
+    keeps that from aborting the caller's transaction.
+    """
+    cursor = connection.cursor()
+    with connection.transaction():
+        stream = cursor.stream(_PG_CHAIN_SQL, (tenant_id, from_seq, to_seq), size=batch)
+        try:
+            yield from stream
+        finally:
+            stream.close()
 
 
 def stream_rows(
-    session: Session, tenant_id: str, batch: int = 20_000, from_seq: int = 1, to_seq: int = 2**62
-) -> Iterator[Row]:
-    """All rows of a tenant's chain in seq order, streamed (server-side cursor on PostgreSQL)."""
+    session: Session, tenant_id: str, batch: int = 2000, from_seq: int = 1, to_seq: int = 2**62
+) -> Generator[Row, None, None]:
+    """All rows of a tenant's chain in seq order, streamed by the server (ORM rows on SQLite)."""
     if session.get_bind().dialect.name == "postgresql":
         driver = session.connection().connection.driver_connection
-        yield from pg_chain_rows(driver, tenant_id, from_seq, to_seq, batch)
+        with closing(pg_chain_rows(driver, tenant_id, from_seq, to_seq, batch)) as rows:
+            yield from rows
         return
     query = (
         select(
@@ -387,7 +422,8 @@ def verify_tenant(
     Run it in one snapshot (REPEATABLE READ on PostgreSQL) when appends may be running: the head and
     the entries are then read as of the same instant.
     """
-    result = verify_rows(stream_rows(session, tenant_id))
+    with closing(stream_rows(session, tenant_id)) as rows:
+        result = verify_rows(rows)
     if not result.ok:
         return result
     head = head_of(session, tenant_id)

@@ -93,7 +93,7 @@ class PaymentProcessor(Protocol):
 
 
 SUCCEEDING_TOKENS = frozenset({"tok_visa", "tok_mastercard", "tok_amex", "tok_slow", "tok_refund_fail"})
-"""Test-mode tokens that charge successfully (``tok_slow`` answers slowly; ``tok_refund_fail`` refuses refunds)."""
+"""Test-mode tokens that charge successfully (tok_slow answers slowly; tok_refund_fail refunds fail)."""
 
 DECLINING_TOKENS: dict[str, tuple[str, str]] = {
     "tok_decline_insufficient_funds": ("insufficient_funds", "Your card has insufficient funds."),
@@ -207,7 +207,13 @@ class SandboxProcessor:
     def _stored(self, key: str, kind: str, customer_ref: str, amount_cents: int) -> SandboxCharge | None:
         with self.db.session() as session:
             row = session.scalars(select(SandboxCharge).where(SandboxCharge.idempotency_key == key)).first()
-        if row is not None and (row.kind, row.customer_ref, row.amount_cents) != (kind, customer_ref, amount_cents):
+        same = row is None or (row.kind, row.customer_ref, row.amount_cents) == (
+            kind,
+            customer_ref,
+            amount_cents,
+        )
+        if not same:
+            assert row is not None
             raise IdempotencyKeyReused(f"idempotency key {key} was used for a different {row.kind}")
         return row
 

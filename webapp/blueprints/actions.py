@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from governors import AllowedEvent, Facts, get_governor, manual_actions
 from governors.spec import STAFF_ROLES
+from webapp import relay_after_response
 from webapp.forms import ActionForm, DecisionForm, apply_field_error, build_action_form
 from webapp.htmx import is_htmx, render_page_or_block
 from webapp.models import Approval, Customer, GovernorInstance, IdempotencyRecord
@@ -301,6 +302,7 @@ def action_submit(instance_id: str, event: str) -> Response:
                 exc.status,
                 **_context(session, row, action, form, error=exc.message),
             )
+        relay_after_response(result.outbox_ids)
         status, body = result.status, result.body
         if status == 200:
             response = render_page_or_block(
@@ -496,6 +498,8 @@ def approval_approve(approval_id: str) -> Response:
             now=now,
             settings=rt.settings,
         )
+        if decided.result is not None:
+            relay_after_response(decided.result.outbox_ids)
         if decided.approval is None:
             abort(404, description=decided.message)
         if decided.ok:

@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +26,17 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from governors import GOVERNORS, Facts, Instance, manual_actions
+from governors.spec import frozen_map
+from webapp import relay_after_response
+from webapp.audit import tenants_with_chains, verify_tenant
 from webapp.models import Approval, Customer, GovernorInstance, TransitionRecord
 from webapp.policy import can, permission, public
+from webapp.services import approvals as approval_service
+from webapp.services.facts import world_facts
+from webapp.services.history import state_as_of as rebuild
+from webapp.services.instances import jsonable, to_instance
+from webapp.services.transitions import Actor, EventRequest, TransitionError, apply_with_retry, fire_event
+from webapp.services.transitions import preview as plan_preview
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf_exempt = True
@@ -46,14 +55,6 @@ MODE_RANK = {"direct": 0, "four_eyes": 1, "request": 2}
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "voided")
 ALL_STATES = frozenset(s for g in GOVERNORS.values() for s in g.state_names)
 GOVERNOR_ORDER = {name: n for n, name in enumerate(GOVERNORS)}
-
-
-@bp.record_once
-def _no_login_redirect(state: Any) -> None:
-    """An API client that is not signed in gets a JSON 401, never a redirect to the sign-in page."""
-    from webapp.extensions import login_manager
-
-    login_manager.blueprint_login_views["api"] = None
 
 
 # --------------------------------------------------------------------------- errors and parsing
@@ -237,14 +238,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _facts_hook() -> Callable[..., Mapping[str, Any]] | None:
-    try:
-        from webapp.services.facts import world_facts
-    except ImportError:  # pragma: no cover - the facts service ships with the transition service
-        return None
-    return world_facts
-
-
 # --------------------------------------------------------------------------- read helpers
 
 
@@ -287,17 +280,19 @@ def customer_instances(session: Session, customer_id: str) -> list[GovernorInsta
 def _peers(instances: Mapping[str, Instance], skip: str) -> dict[str, tuple[Instance, ...]]:
     grouped: dict[str, list[Instance]] = {}
     for inst in instances.values():
-        if inst.id != skip:
+        if inst.id != skip and inst.state is not None:
             grouped.setdefault(inst.governor, []).append(inst)
     return {k: tuple(v) for k, v in grouped.items()}
 
 
 def allowed_for_user(
-    instance: Instance, snapshot: Mapping[str, Instance], roles: Iterable[str], now: datetime
+    session: Session,
+    instance: Instance,
+    snapshot: Mapping[str, Instance],
+    roles: Iterable[str],
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """The manual actions the caller may use now, merged over their roles (the most direct mode wins)."""
-    from governors.spec import frozen_map
-
     best: dict[str, tuple[Any, str]] = {}
     if not can(roles, "governor.act"):
         return []
@@ -336,10 +331,12 @@ def allowed_for_user(
     ]
 
 
-def choose_role(instance: Instance, snapshot: Mapping[str, Instance], event: str, now: datetime) -> str:
+def choose_role(
+    session: Session, instance: Instance, snapshot: Mapping[str, Instance], event: str, now: datetime
+) -> str:
     """The role the caller acts in: the one that may fire ``event`` most directly (else their first)."""
     roles = sorted(user_roles())
-    for item in allowed_for_user(instance, snapshot, roles, now):
+    for item in allowed_for_user(session, instance, snapshot, roles, now):
         if item["event"] == event:
             return str(item["role"])
     staff = [r for r in roles if can([r], "governor.act")]
@@ -383,9 +380,11 @@ def history_json(r: TransitionRecord) -> dict[str, Any]:
 
 def approval_json(a: Approval) -> dict[str, Any]:
     """One four-eyes request as the queue lists it."""
-    from webapp.services.approvals import why_not_approver
-
-    why = why_not_approver(a, user_id(), user_roles()) if a.status == "pending" else "already decided"
+    why = (
+        approval_service.why_not_approver(a, user_id(), user_roles())
+        if a.status == "pending"
+        else "already decided"
+    )
     return {
         "id": a.id,
         "tenant": a.tenant_id,
@@ -480,15 +479,13 @@ def _like(text: str) -> str:
 @permission("customer.view")
 def customer(customer_id: str) -> Response:
     """The customer with every governor instance and the events the caller may fire on each."""
-    from webapp.services.instances import to_instance
-
     now = _now()
     roles = user_roles()
     with _rt().db.session() as s:
         c = load_customer(s, customer_id)
         rows = customer_instances(s, c.id)
         snapshot = {r.id: to_instance(r) for r in rows}
-        cards = [instance_json(r, allowed_for_user(snapshot[r.id], snapshot, roles, now)) for r in rows]
+        cards = [instance_json(r, allowed_for_user(s, snapshot[r.id], snapshot, roles, now)) for r in rows]
         body = customer_json(c)
     body["governors"] = cards
     return jsonify(body)
@@ -539,86 +536,32 @@ def state_as_of(customer_id: str) -> Response:
 
 
 def _state_at(session: Session, c: Customer, instant: datetime) -> list[dict[str, Any]]:
-    """Every instance that existed at ``instant`` with its state then.
-
-    Uses ``webapp.services.history.state_as_of`` (snapshots + replay) when it is installed; otherwise
-    reads each instance's last history row at or before ``instant``.
-    """
-    try:
-        from webapp.services.history import (  # type: ignore[import-not-found,unused-ignore]
-            state_as_of as service_state_as_of,
-        )
-    except ImportError:
-        service_state_as_of = None
-    if service_state_as_of is not None:
-        result = service_state_as_of(session, c.tenant_id, c.id, instant)
-        return [_as_of_json(item) for item in _items_of(result)]
-    last = (
-        select(TransitionRecord.instance_id, func.max(TransitionRecord.id).label("last_id"))
-        .where(TransitionRecord.customer_id == c.id, TransitionRecord.occurred_at <= instant)
-        .group_by(TransitionRecord.instance_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(TransitionRecord, GovernorInstance.subject_id)
-        .join(last, TransitionRecord.id == last.c.last_id)
-        .join(GovernorInstance, GovernorInstance.id == TransitionRecord.instance_id)
-    ).all()
+    """Every instance that existed at ``instant`` with its state then (``webapp.services.history``)."""
+    views = rebuild(session, c.tenant_id, c.id, instant)
     out = [
         {
-            "governor": r.governor,
-            "instance_id": r.instance_id,
-            "subject": subject,
-            "state": r.to_state,
-            "state_seq": r.state_seq,
-            "entered_at": r.occurred_at.isoformat(),
-            "last_event": r.event,
-            "last_seq": r.id,
+            "governor": v.governor,
+            "instance_id": v.instance_id,
+            "subject": v.subject_id,
+            "state": v.state,
+            "state_seq": v.state_seq,
+            "version": v.version,
+            "entered_at": v.entered_at.isoformat(),
+            "timers": list(v.timers),
+            "due_at": dict(v.due_at),
+            "last_seq": v.last_transition_id,
+            "last_event": v.last_event,
+            "data": jsonable(v.data),
         }
-        for r, subject in rows
+        for v in views.values()
     ]
     return sorted(out, key=lambda g: (GOVERNOR_ORDER.get(str(g["governor"]), 99), str(g["instance_id"])))
-
-
-def _items_of(result: Any) -> list[Any]:
-    if isinstance(result, Mapping):
-        for key in ("governors", "instances", "items"):
-            if key in result:
-                return list(result[key])
-        return list(result.values())
-    return list(result)
-
-
-def _as_of_json(item: Any) -> dict[str, Any]:
-    """One instance of the history service's answer as JSON (Instance objects, rows or mappings)."""
-    from webapp.services.instances import jsonable
-
-    if isinstance(item, Instance):
-        return {
-            "governor": item.governor,
-            "instance_id": item.id,
-            "subject": item.subject_id,
-            "state": item.state,
-            "state_seq": item.state_seq,
-            "version": item.version,
-            "entered_at": item.entered_at.isoformat() if item.entered_at else None,
-            "timers": {n: t.due_at.isoformat() if t.due_at else None for n, t in item.timers.items()},
-        }
-    if isinstance(item, Mapping):
-        out = dict(jsonable(item))
-        if "id" in out and "instance_id" not in out:
-            out["instance_id"] = out.pop("id")
-        return out
-    fields = ("governor", "instance_id", "subject_id", "state", "state_seq", "version", "entered_at")
-    return {f: jsonable(getattr(item, f, None)) for f in fields}
 
 
 # --------------------------------------------------------------------------- views: events
 
 
 def _load_event_target(session: Session, raw_id: str) -> tuple[GovernorInstance, dict[str, Instance]]:
-    from webapp.services.instances import to_instance
-
     row = session.get(GovernorInstance, path_id(raw_id, "governor instance"))
     if row is None or not in_scope(row.tenant_id):
         raise not_found("governor instance")
@@ -630,8 +573,6 @@ def _load_event_target(session: Session, raw_id: str) -> tuple[GovernorInstance,
 @permission("governor.act")
 def fire(instance_id: str) -> Any:
     """Apply an event (200) or file a four-eyes request (202); a replay returns the first answer."""
-    from webapp.services.transitions import Actor, EventRequest, TransitionError, apply_with_retry, fire_event
-
     event, _reason, payload, expected = parse_event_body()
     key = idempotency_key()
     rt = _rt()
@@ -640,7 +581,7 @@ def fire(instance_id: str) -> Any:
         now = _now()
         with rt.db.session() as s:
             row, snapshot = _load_event_target(s, instance_id)
-            role = choose_role(snapshot[row.id], snapshot, event, now)
+            role = choose_role(s, snapshot[row.id], snapshot, event, now)
             return fire_event(
                 s,
                 EventRequest(
@@ -654,13 +595,14 @@ def fire(instance_id: str) -> Any:
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
-                facts_hook=_facts_hook(),
+                facts_hook=world_facts,
             )
 
     try:
         result = apply_with_retry(run)
     except TransitionError as exc:
         return jsonify(exc.body()), exc.status
+    relay_after_response(result.outbox_ids)
     response = jsonify(result.body)
     response.status_code = result.status
     if result.replayed:
@@ -672,23 +614,20 @@ def fire(instance_id: str) -> Any:
 @permission("governor.preview")
 def preview(instance_id: str) -> Any:
     """The cascade plan the event would cause (governors, timers, money); applies nothing."""
-    from webapp.services.transitions import Actor, EventRequest, TransitionError
-    from webapp.services.transitions import preview as plan_preview
-
     event, _reason, payload, _expected = parse_event_body()
     rt = _rt()
     now = _now()
     try:
         with rt.db.sessions() as s:
             row, snapshot = _load_event_target(s, instance_id)
-            role = choose_role(snapshot[row.id], snapshot, event, now)
+            role = choose_role(s, snapshot[row.id], snapshot, event, now)
             body = plan_preview(
                 s,
                 EventRequest(tenant_id=row.tenant_id, event=event, instance_id=row.id, payload=payload),
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
-                facts_hook=_facts_hook(),
+                facts_hook=world_facts,
             )
             s.rollback()
     except TransitionError as exc:
@@ -723,10 +662,8 @@ def approvals() -> Response:
         query = query.where(
             or_(Approval.created_at > after, (Approval.created_at == after) & (Approval.id > cursor[1]))
         )
-    from webapp.services.approvals import expire_due
-
     with _rt().db.session() as s:
-        expire_due(s, _now())
+        approval_service.expire_due(s, _now())
         rows = list(s.scalars(query))
     page = rows[:limit]
     last = page[-1] if page else None
@@ -761,8 +698,6 @@ def _decision_body(verb: str) -> tuple[str, str]:
 
 def _decide(approval_id: str, verb: str) -> Any:
     """Approve or reject through ``webapp.services.approvals`` (the requester never decides)."""
-    from webapp.services import approvals as service
-
     code, note = _decision_body(verb)
     rt = _rt()
     with rt.db.session() as s:
@@ -770,7 +705,7 @@ def _decide(approval_id: str, verb: str) -> Any:
         if approval is None or not in_scope(approval.tenant_id):
             raise not_found("approval")
         if verb == "approve":
-            decided = service.approve(
+            decided = approval_service.approve(
                 s,
                 approval.id,
                 user_id=user_id(),
@@ -780,8 +715,10 @@ def _decide(approval_id: str, verb: str) -> Any:
                 now=_now(),
                 settings=rt.settings,
             )
+            if decided.result is not None:
+                relay_after_response(decided.result.outbox_ids)
         else:
-            decided = service.reject(
+            decided = approval_service.reject(
                 s, approval.id, user_id=user_id(), roles=user_roles(), note=note, now=_now()
             )
         body = decided.body()
@@ -811,8 +748,6 @@ def reject(approval_id: str) -> Any:
 @permission("audit.verify")
 def audit_verify() -> Response:
     """Verify every tenant's audit hash chain: ``{"ok", "checked", "first_broken_seq"}`` and per tenant."""
-    from webapp.audit import tenants_with_chains, verify_tenant
-
     tenants: list[dict[str, Any]] = []
     with _rt().db.session() as s:
         for tenant in tenants_with_chains(s):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from webapp.models.audit import AuditEntry, AuditHead
+from webapp.models.background import Alert, EffectRun, Notification, SandboxCharge
 from webapp.models.base import Base
 from webapp.models.governance import DueTimer, GovernorInstance, StateSnapshot, TransitionRecord
 from webapp.models.staff import ApiToken, Approval, RoleGrant, StaffUser
@@ -10,6 +11,7 @@ from webapp.models.tenancy import Customer, Tenant
 from webapp.models.work import IdempotencyRecord, OutboxMessage
 
 __all__ = [
+    "Alert",
     "ApiToken",
     "Approval",
     "AuditEntry",
@@ -17,10 +19,13 @@ __all__ = [
     "Base",
     "Customer",
     "DueTimer",
+    "EffectRun",
     "GovernorInstance",
     "IdempotencyRecord",
+    "Notification",
     "OutboxMessage",
     "RoleGrant",
+    "SandboxCharge",
     "StaffUser",
     "StateSnapshot",
     "Tenant",

@@ -51,7 +51,7 @@ from webapp.models import (
     TransitionRecord,
 )
 from webapp.services.facts import world_facts
-from webapp.services.instances import jsonable, next_due, timers_to_json, to_instance
+from webapp.services.instances import jsonable, next_due, timers_from_json, timers_to_json, to_instance
 
 SNAPSHOT_EVERY = 20
 """A full state snapshot is stored every this many versions of an instance (time travel)."""
@@ -361,6 +361,8 @@ def fire_event(
     result = plan(snapshot, target, req.event, facts)
     root = result.root
     if isinstance(root, Rejection):
+        if req.timer is not None and target_row is not None:
+            _consume_timer(session, target_row, req.timer)
         status = HTTP_STATUS.get(root.code, 409)
         return _reject(
             session,
@@ -524,6 +526,15 @@ def approval_input_hash(instance_id: str, event: str, payload: Mapping[str, Any]
         {"instance_id": instance_id, "event": event, "payload": jsonable(payload)}, sort_keys=True
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _consume_timer(session: Session, row: GovernorInstance, name: str) -> None:
+    """A timer the engine refused has fired all the same: drop it from the row and from due_timers."""
+    timers = dict(row.timers or {})
+    timers.pop(name, None)
+    row.timers = timers
+    row.timeout_at = next_due(timers_from_json(timers))
+    session.execute(delete(DueTimer).where(DueTimer.instance_id == row.id, DueTimer.name == name))
 
 
 def _timer_current(target: Instance, req: EventRequest) -> bool:

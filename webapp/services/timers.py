@@ -1,0 +1,239 @@
+"""Firing due governor timers (GOVERNORS.md §0.3): the batched sweep and the one-timer fire.
+
+PostgreSQL is the source of truth for what is due (``due_timers``). Each timer is fired through the
+one transition service as the actor ``timer``, in its own transaction, so one failure never blocks the
+rest of a batch. A timer is claimed by locking its owner, the customer row (or, for a customer-less
+Product Catalog instance, the instance row), with ``FOR UPDATE SKIP LOCKED``, and then its due row the
+same way. That is the lock order the service itself uses (customer, then instances, then the audit
+head), so a sweep never deadlocks with a staff action; a concurrent sweeper simply skips an owner that
+is taken, and finds the row gone once the first one commits. On SQLite the locks compile away and the
+database serializes writers instead.
+
+A timer whose instance has moved on (the engine answers ``stale_timer``, or the row no longer matches
+the instance's timers) is discarded, and so is one the engine refuses for another reason: like the
+in-memory executor, a refused timer is used up rather than retried forever.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from webapp.models import Customer, DueTimer, GovernorInstance
+from webapp.runtime import Runtime
+from webapp.services.transitions import Actor, EventRequest, fire_event
+
+TIMER_ACTOR = Actor("timer", "timer")
+"""The pseudo-actor of every timer fire (the engine's ``timer`` role)."""
+
+RELAY_EVERY = 100
+"""Hand the outbox rows of fired timers to the relay once this many have collected (and at the end)."""
+
+OnCommit = Callable[[Sequence[int]], Any]
+
+
+@dataclass(frozen=True)
+class TimerFire:
+    """What happened to one due timer: fired, stale, refused, busy, gone, not_due or failed."""
+
+    timer_id: int
+    outcome: str
+    event: str | None = None
+    code: str | None = None
+    outbox_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class SweepReport:
+    """Counts of one sweep."""
+
+    fired: int = 0
+    stale: int = 0
+    refused: int = 0
+    busy: int = 0
+    gone: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, fire: TimerFire) -> None:
+        """Count one timer's outcome."""
+        if fire.outcome == "not_due":
+            return
+        setattr(self, fire.outcome, getattr(self, fire.outcome) + 1)
+        if fire.outcome == "failed" and fire.code:
+            self.errors.append(fire.code)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts as a plain dict (job results, logs)."""
+        return {k: getattr(self, k) for k in ("fired", "stale", "refused", "busy", "gone", "failed")}
+
+
+def timer_key(row: DueTimer) -> str:
+    """The idempotency key of one firing: a timer re-armed at the same state_seq gets a new due_at."""
+    due = row.due_at.isoformat() if row.due_at is not None else "paused"
+    return f"timer:{row.instance_id}:{row.name}:{row.state_seq}:{due}"
+
+
+@functools.cache
+def rearmable_timers() -> frozenset[tuple[str, str]]:
+    """(governor, timer) pairs that can fire more than once within one entry into a state.
+
+    A plain timer fires at most once per state entry (a fire that stays in the state uses it up), so
+    the service's own event id (instance, state_seq, timer) is unique for it. A timer a row re-arms,
+    or one anchored to a data field that a self-transition can move, may fire again at the same
+    state_seq: those firings carry ``timer_key`` (which includes the due time) as their idempotency key.
+    """
+    from governors.registry import GOVERNORS
+
+    pairs: set[tuple[str, str]] = set()
+    for gov in GOVERNORS.values():
+        pairs.update((gov.name, name) for t in gov.transitions for name in t.rearm)
+        pairs.update((gov.name, timer.name) for state in gov.states for timer in state.timers if timer.at)
+    return frozenset(pairs)
+
+
+@dataclass(frozen=True)
+class DueRef:
+    """Where a due timer lives: enough to claim it without reading its row first."""
+
+    id: int
+    customer_id: str | None
+    instance_id: str
+
+
+def _claim(session: Session, ref: DueRef) -> bool:
+    """Lock the timer's owner the way the service does, skipping it if another transaction holds it."""
+    if ref.customer_id is not None:
+        owner = select(Customer.id).where(Customer.id == ref.customer_id)
+    else:
+        owner = select(GovernorInstance.id).where(GovernorInstance.id == ref.instance_id)
+    return session.execute(owner.with_for_update(skip_locked=True)).first() is not None
+
+
+def _is_stale(row: DueTimer, instance: GovernorInstance | None) -> bool:
+    """True when the row no longer matches the instance's own record of its timers."""
+    if instance is None:
+        return True
+    timer = (instance.timers or {}).get(row.name)
+    if not isinstance(timer, dict):
+        return True
+    due = timer.get("due_at")
+    return int(timer.get("state_seq", -1)) != row.state_seq or (
+        row.due_at is not None and due is not None and datetime.fromisoformat(due) != row.due_at
+    )
+
+
+def fire_due_timer(runtime: Runtime, timer: int | DueRef, now: datetime) -> TimerFire:
+    """Fire one due timer in its own transaction (claimed with SKIP LOCKED); never raises."""
+    timer_id = timer if isinstance(timer, int) else timer.id
+    try:
+        with runtime.db.session() as session:
+            if isinstance(timer, int):
+                found = session.get(DueTimer, timer)
+                if found is None:
+                    return TimerFire(timer, "gone")
+                timer = DueRef(found.id, found.customer_id, found.instance_id)
+            return _fire(session, runtime, timer, now)
+    except Exception as exc:  # one bad timer must not stop the sweep; it stays due for the next one
+        return TimerFire(timer_id, "failed", code=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _fire(session: Session, runtime: Runtime, ref: DueRef, now: datetime) -> TimerFire:
+    if not _claim(session, ref):
+        return TimerFire(ref.id, "busy")
+    # Read under the owner's lock: a sweeper that committed meanwhile has deleted or replaced the row.
+    found = session.execute(
+        select(DueTimer, GovernorInstance)
+        .outerjoin(GovernorInstance, GovernorInstance.id == DueTimer.instance_id)
+        .where(DueTimer.id == ref.id)
+        .with_for_update(of=DueTimer, skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).first()
+    if found is None:
+        return TimerFire(ref.id, "gone")
+    row, instance = found[0], found[1]
+    if row.due_at is None or row.due_at > now:
+        return TimerFire(ref.id, "not_due", row.event)
+    if instance is None or _is_stale(row, instance):
+        session.execute(delete(DueTimer).where(DueTimer.id == ref.id))
+        return TimerFire(ref.id, "stale", row.event, "stale_row")
+    result = fire_event(
+        session,
+        EventRequest(
+            tenant_id=instance.tenant_id,
+            event=row.event,
+            instance_id=row.instance_id,
+            payload=dict(row.payload or {}),
+            # The due time identifies this arming of the timer: a re-armed recurring timer gets a new
+            # event id, and a duplicate delivery of an old arming is discarded as stale.
+            timer=row.name,
+            timer_seq=row.state_seq,
+            timer_due=row.due_at,
+        ),
+        TIMER_ACTOR,
+        now,
+        settings=runtime.settings,
+    )
+    if result.ok and not result.replayed:
+        # The decision cancelled, used up or re-armed this timer: the service already replaced its row.
+        return TimerFire(ref.id, "fired", row.event, outbox_ids=result.outbox_ids)
+    # A refusal or a replay leaves the row: it is used up here so it cannot fire again.
+    session.execute(delete(DueTimer).where(DueTimer.id == ref.id))
+    code = "replayed" if result.ok else str(result.body.get("error", {}).get("code"))
+    return TimerFire(ref.id, "stale" if code in ("stale_timer", "replayed") else "refused", row.event, code)
+
+
+def due_timers(runtime: Runtime, now: datetime, batch: int) -> list[DueRef]:
+    """The timers due at ``now``, earliest first (a plain read: claiming happens per timer)."""
+    with runtime.db.session() as session:
+        rows = session.execute(
+            select(DueTimer.id, DueTimer.customer_id, DueTimer.instance_id)
+            .where(DueTimer.due_at.is_not(None), DueTimer.due_at <= now)
+            .order_by(DueTimer.due_at, DueTimer.id)
+            .limit(batch)
+        )
+        return [DueRef(r.id, r.customer_id, r.instance_id) for r in rows]
+
+
+def sweep_timers(
+    runtime: Runtime, now: datetime, batch: int = 500, *, on_commit: OnCommit | None = None
+) -> SweepReport:
+    """Fire up to ``batch`` due timers, each in its own transaction; returns the counts.
+
+    ``on_commit`` receives the outbox ids the fired timers wrote (default: the outbox relay).
+    """
+    if on_commit is None:
+        from webapp.jobs import after_commit
+
+        def on_commit(ids: Sequence[int]) -> Any:
+            return after_commit(runtime, ids)
+
+    report = SweepReport()
+    pending: list[int] = []
+    for ref in due_timers(runtime, now, batch):
+        fire = fire_due_timer(runtime, ref, now)
+        report.add(fire)
+        pending.extend(fire.outbox_ids)
+        if len(pending) >= RELAY_EVERY:
+            on_commit(pending)
+            pending = []
+    if pending:
+        on_commit(pending)
+    return report
+
+
+__all__ = [
+    "TIMER_ACTOR",
+    "DueRef",
+    "SweepReport",
+    "TimerFire",
+    "due_timers",
+    "fire_due_timer",
+    "sweep_timers",
+]
