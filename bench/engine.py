@@ -27,36 +27,29 @@ from transitions import Machine, MachineError
 import governors.engine as engine
 from governors import GOVERNORS, Facts, Instance
 from governors.simulate import World, random_step
-from governors.spec import ANY, SAME, Governor
+from governors.spec import ANY, SAME
 
 Record = tuple[str, Instance, str, Facts]
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def record_stream(customers: int, seed: int = 7) -> list[Record]:
-    """Simulate ``customers`` lifecycles and record every decide() call the planner makes."""
+    """Simulate ``customers`` lifecycles and record every question the planner asks the engine."""
     records: list[Record] = []
-    original = engine.decide
 
-    def recording(governor: Any, instance: Any, event: str, facts: Facts) -> Any:
-        gov_name = governor.name if isinstance(governor, Governor) else str(governor)
-        if isinstance(instance, Instance):
-            records.append((gov_name, instance, event, facts))
-        return original(governor, instance, event, facts)
+    def recording(governor: str, instance: Instance, event: str, facts: Facts) -> None:
+        if instance.state is not None:
+            records.append((governor, instance, event, facts))
 
-    engine.decide = recording
-    try:
-        rng = random.Random(seed)
-        for n in range(customers):
-            world = World(now=START + timedelta(hours=n), customer_id=f"c{n}")
-            world.create("customer_account", "signup", email=f"c{n}@example.test", tier="starter")
-            for _ in range(40):
-                if rng.random() < 0.3:
-                    world.advance(world.now + timedelta(hours=rng.choice((1, 6, 24, 72, 240))))
-                else:
-                    random_step(world, rng)
-    finally:
-        engine.decide = original
+    rng = random.Random(seed)
+    for n in range(customers):
+        world = World(now=START + timedelta(hours=n), customer_id=f"c{n}", trace=recording)
+        world.create("customer_account", "signup", email=f"c{n}@example.test", tier="starter")
+        for _ in range(40):
+            if rng.random() < 0.3:
+                world.advance(world.now + timedelta(hours=rng.choice((1, 6, 24, 72, 240))))
+            else:
+                random_step(world, rng)
     return records
 
 

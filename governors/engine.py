@@ -736,11 +736,16 @@ def _peers(working: Mapping[str, Instance], skip: str) -> Mapping[str, tuple[Ins
     return frozen_map({g: tuple(v) for g, v in grouped.items()})
 
 
+Tracer = Callable[[str, Instance, str, Facts], None]
+"""Receives every (governor, instance, event, facts) the planner asks the engine about."""
+
+
 def plan(
     snapshot: Mapping[str, Instance],
     instance: Instance | str,
     event: str,
     facts: Facts,
+    trace: Tracer | None = None,
 ) -> Plan:
     """Apply ``event`` and follow its cascades across governors to a fixed point, applying nothing.
 
@@ -821,6 +826,8 @@ def plan(
             alerts.append(f"cascade depth over {max_depth} at {item.event} on {item.instance_id}")
             continue
         step_facts = replace(item.facts, peers=_peers(working, item.instance_id))
+        if trace is not None:
+            trace(target.governor, target, item.event, step_facts)
         outcome = decide(target.governor, target, item.event, step_facts)
         if isinstance(outcome, Rejection):
             if item.cause is None:

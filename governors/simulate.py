@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from random import Random
 from typing import Any
 
-from governors.engine import plan, timer_facts
+from governors.engine import Tracer, plan, timer_facts
 from governors.facts import Facts, Instance, TimerState
 from governors.outcomes import Plan
 from governors.settings import Settings, default_settings
@@ -31,6 +31,8 @@ class World:
     plans: list[Plan] = field(default_factory=list)
     on_commit: Callable[[Mapping[str, Instance], Plan], None] | None = None
     """Called with the instances as they were before each committed plan (checks, tracing)."""
+    trace: Tracer | None = None
+    """Passed to every plan: sees each question the planner asks the engine (benchmarks, debugging)."""
     _next_id: int = 0
 
     def _commit(self, result: Plan) -> Plan:
@@ -66,7 +68,7 @@ class World:
             customer_id=self.customer_id,
             subject_id=subject_id,
         )
-        return self._commit(plan(self.instances, new, event, self.facts(role, **payload)))
+        return self._commit(plan(self.instances, new, event, self.facts(role, **payload), self.trace))
 
     def fire(
         self,
@@ -80,7 +82,7 @@ class World:
     ) -> Plan:
         """Fire an event on an instance and execute its plan when it applies."""
         facts = replace(self.facts(role, actor, **payload), approved_by=approved_by)
-        result = plan(self.instances, instance_id, event, facts)
+        result = plan(self.instances, instance_id, event, facts, self.trace)
         return self._commit(result) if result.root is not None and result.root.ok else result
 
     def due_timers(self) -> list[tuple[datetime, str, TimerState]]:
@@ -104,7 +106,11 @@ class World:
             self.now = max(self.now, due_at)
             inst = self.instances[inst_id]
             result = plan(
-                self.instances, inst_id, timer.event, timer_facts(inst, timer, self.now, self.settings)
+                self.instances,
+                inst_id,
+                timer.event,
+                timer_facts(inst, timer, self.now, self.settings),
+                self.trace,
             )
             if result.root is not None and result.root.ok:
                 fired.append(self._commit(result))
