@@ -746,6 +746,7 @@ def plan(
     event: str,
     facts: Facts,
     trace: Tracer | None = None,
+    new_id: Callable[[str], str] | None = None,
 ) -> Plan:
     """Apply ``event`` and follow its cascades across governors to a fixed point, applying nothing.
 
@@ -900,11 +901,13 @@ def plan(
                     targets.extend((i.id, emit.event) for i in existing)
                 else:
                     new_ids += 1
-                    new_id = f"new:{emit.target}:{new_ids}"
-                    working[new_id] = Instance(governor=emit.target, id=new_id, customer_id=after.customer_id)
+                    # The caller may name new instances (the service gives them their final ids, so data
+                    # that refers to them, like an entitlement's subscription_id, is right as planned).
+                    made = new_id(emit.target) if new_id is not None else f"new:{emit.target}:{new_ids}"
+                    working[made] = Instance(governor=emit.target, id=made, customer_id=after.customer_id)
                     targets.append(
                         (
-                            new_id,
+                            made,
                             emit.create_event
                             if emit.select == "upsert" and emit.create_event
                             else emit.event,

@@ -129,3 +129,14 @@ def test_stale_version_is_409_audited_and_changes_nothing(
             select(AuditEntry).where(AuditEntry.tenant_id == "t-1").order_by(AuditEntry.seq.desc())
         ).first()
         assert last is not None and last.action == "transition.rejected"
+
+
+def test_data_that_names_instances_created_in_the_same_plan_uses_their_real_ids(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    """The entitlement created by the trial's cascade records the subscription's final id."""
+    customer = make_customer()
+    subscription = _instance(db, customer, "subscription")
+    entitlement = _instance(db, customer, "entitlement")
+    assert entitlement.data.get("subscription_id") == subscription.id
+    assert not any(str(v).startswith("new:") for v in entitlement.data.values())

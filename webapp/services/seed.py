@@ -213,9 +213,12 @@ class Life:
     # ----------------------------------------------------------------- events
 
     def would_apply(
-        self, inst: Instance, event: str, actor: Actor, payload: Mapping[str, Any], approved: bool
+        self, inst: Instance, event: str, actor: Actor, payload: Mapping[str, Any]
     ) -> Decision | None:
-        """The root decision if the engine would apply the event now (None when it would refuse)."""
+        """The root decision if the engine would apply the event now (None when it would refuse).
+
+        Asked without an approver, so a four-eyes step comes back with ``needs_approval`` set.
+        """
         facts = Facts(
             now=self.now,
             role=actor.role,
@@ -223,7 +226,6 @@ class Life:
             payload=frozen_map(payload),
             extra=frozen_map(self._sandbox()),
             settings=self.settings,
-            approved_by=APPROVER.get(actor.role) if approved else None,
         )
         snapshot = {**self.catalog, **self.mine}
         root = plan(snapshot, inst.id, event, facts).root
@@ -244,11 +246,10 @@ class Life:
         body = dict(payload or {})
         if actor.role in STAFF_ROLES:
             body.setdefault("reason", f"seeded {event.replace('_', ' ')} for this customer")
-        decision = self.would_apply(inst, event, actor, body, approved=True)
+        decision = self.would_apply(inst, event, actor, body)
         if decision is None:
             return False
-        needs = self.would_apply(inst, event, actor, body, approved=False)
-        four_eyes = needs is not None and needs.needs_approval is not None
+        four_eyes = decision.needs_approval is not None
         approved_by = None if leave_pending or not four_eyes else APPROVER.get(actor.role, "seed-approver")
         result = fire_event(
             self.session,

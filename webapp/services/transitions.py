@@ -313,7 +313,7 @@ def fire_event(
             raise TransitionError(404, "not_found", str(exc)) from None
         target = Instance(
             governor=req.governor,
-            id=f"new:{req.governor}:root",
+            id=_new_id(req.governor),
             customer_id=customer_id,
             subject_id=req.subject_id,
         )
@@ -358,7 +358,7 @@ def fire_event(
         timer=req.timer,
         timer_seq=req.timer_seq,
     )
-    result = plan(snapshot, target, req.event, facts)
+    result = plan(snapshot, target, req.event, facts, new_id=_new_id)
     root = result.root
     if isinstance(root, Rejection):
         if req.timer is not None and target_row is not None:
@@ -604,7 +604,7 @@ def _execute(
         current[step.instance_id] = after
         real_id = ids.get(step.instance_id)
         if real_id is None:
-            real_id = _new_id(d.governor) if step.instance_id.startswith("new:") else step.instance_id
+            real_id = step.instance_id
             ids[step.instance_id] = real_id
         row = session.get(GovernorInstance, real_id)
         tenant_id = req.tenant_id if row is None else row.tenant_id
@@ -722,17 +722,13 @@ def _execute(
 
 def result_instance_before(result: Plan, plan_id: str, session: Session) -> Instance:
     """The instance as it was before the plan (from the database, or empty for a new one)."""
-    if plan_id.startswith("new:"):
-        governor = plan_id.split(":")[1]
-        return Instance(
-            governor=governor,
-            id=plan_id,
-            customer_id=result.instances[plan_id].customer_id,
-            subject_id=result.instances[plan_id].subject_id,
-        )
     row = session.get(GovernorInstance, plan_id)
-    assert row is not None
-    return to_instance(row)
+    if row is not None:
+        return to_instance(row)
+    planned = result.instances[plan_id]
+    return Instance(
+        governor=planned.governor, id=plan_id, customer_id=planned.customer_id, subject_id=planned.subject_id
+    )
 
 
 def _subject_of(inst: Instance) -> str | None:
@@ -846,7 +842,7 @@ def preview(
             raise TransitionError(
                 422, "invalid_input", "name an instance, or a governor for a creation event"
             )
-        target = Instance(governor=req.governor, id=f"new:{req.governor}:root", customer_id=customer_id)
+        target = Instance(governor=req.governor, id=_new_id(req.governor), customer_id=customer_id)
     else:
         snapshot.setdefault(target_row.id, to_instance(target_row))
         target = snapshot[target_row.id]
@@ -859,7 +855,7 @@ def preview(
         extra=frozen_map(extra),
         settings=settings,
     )
-    result = plan(snapshot, target, req.event, facts)
+    result = plan(snapshot, target, req.event, facts, new_id=_new_id)
     body = plan_json(result)
     root = result.root
     if isinstance(root, Decision):
