@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -377,7 +377,7 @@ def fire_event(
     if root.needs_approval is not None:
         expiry = (settings or default_settings()).duration("engine.approval_expiry")
         return _request_approval(session, req, actor, now, target, fingerprint, result, expiry)
-    ids, outbox_ids = _execute(session, req, actor, now, result, settings)
+    ids, outbox_ids = _execute(session, req, actor, now, result, settings, frozenset(snapshot))
     body = {
         "decisions": list(plan_json(result, ids)["steps"]),
         "alerts": list(result.alerts),
@@ -560,14 +560,22 @@ def _event_id(req: EventRequest, actor: Actor, now: datetime) -> str:
 
 
 def _execute(
-    session: Session, req: EventRequest, actor: Actor, now: datetime, result: Plan, settings: Settings | None
+    session: Session,
+    req: EventRequest,
+    actor: Actor,
+    now: datetime,
+    result: Plan,
+    settings: Settings | None,
+    existing: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, str], list[int]]:
     """Write every applied step: rows, history, audit, timers, outbox.
 
     Returns (plan id → real id, outbox ids).
     """
     ids: dict[str, str] = {}
+    created: set[str] = set()
     records: dict[int, TransitionRecord] = {}
+    timer_rows: dict[tuple[str, str], dict[str, Any] | None] = {}
     event_ids: dict[int, str] = {}
     current: dict[str, Instance] = {}
     outbox: list[OutboxMessage] = []
@@ -599,14 +607,18 @@ def _execute(
             source = event_ids[step.cause]
             event_id = hashlib.sha256(f"{source}|{step.instance_id}|{step.event}".encode()).hexdigest()[:32]
         event_ids[step.index] = event_id
-        before = current.get(step.instance_id) or result_instance_before(result, step.instance_id, session)
+        before = current.get(step.instance_id) or (
+            result_instance_before(result, step.instance_id, session)
+            if step.instance_id in existing
+            else _planned_new(result, step.instance_id)
+        )
         after = apply(before, d)
         current[step.instance_id] = after
         real_id = ids.get(step.instance_id)
         if real_id is None:
             real_id = step.instance_id
             ids[step.instance_id] = real_id
-        row = session.get(GovernorInstance, real_id)
+        row = session.get(GovernorInstance, real_id) if real_id in existing or real_id in created else None
         tenant_id = req.tenant_id if row is None else row.tenant_id
         if row is None:
             row = GovernorInstance(
@@ -620,6 +632,7 @@ def _execute(
                 state=d.to_state,
             )
             session.add(row)
+            created.add(real_id)
         row.state = after.state or d.to_state
         row.state_seq = after.state_seq
         row.version = after.version
@@ -684,7 +697,7 @@ def _execute(
                 else None,
             },
         )
-        _write_timers(session, row, d)
+        _collect_timers(timer_rows, row, d)
         for n, effect in enumerate(d.effects):
             outbox.append(
                 _outbox(
@@ -714,6 +727,7 @@ def _execute(
                     occurred_at=now,
                 )
             )
+    _write_timers(session, timer_rows)
     for message in outbox:
         session.add(message)
     session.flush()
@@ -739,29 +753,52 @@ def _subject_of(inst: Instance) -> str | None:
     return inst.subject_id
 
 
-def _write_timers(session: Session, row: GovernorInstance, d: Decision) -> None:
-    """Mirror the decision's timer operations into due_timers (one row per instance and timer name)."""
+def _planned_new(result: Plan, plan_id: str) -> Instance:
+    """An instance the plan creates, as it was before its creation event (empty)."""
+    planned = result.instances[plan_id]
+    return Instance(
+        governor=planned.governor, id=plan_id, customer_id=planned.customer_id, subject_id=planned.subject_id
+    )
+
+
+def _collect_timers(
+    timer_rows: dict[tuple[str, str], dict[str, Any] | None], row: GovernorInstance, d: Decision
+) -> None:
+    """Record the decision's timer operations; the last one per (instance, timer) wins."""
     for op in d.timer_ops:
-        session.execute(
-            delete(DueTimer).where(DueTimer.instance_id == row.id, DueTimer.name == op.timer.name)
-        )
-        if op.op == "cancel":
-            continue
         t = op.timer
-        session.add(
-            DueTimer(
-                tenant_id=row.tenant_id,
-                customer_id=row.customer_id,
-                instance_id=row.id,
-                governor=row.governor,
-                name=t.name,
-                event=t.event,
-                state_seq=t.state_seq,
-                due_at=t.due_at,
-                remaining_seconds=int(t.remaining.total_seconds()) if t.remaining is not None else None,
-                payload=jsonable(t.payload),
-            )
+        timer_rows[(row.id, t.name)] = (
+            None
+            if op.op == "cancel"
+            else {
+                "tenant_id": row.tenant_id,
+                "customer_id": row.customer_id,
+                "instance_id": row.id,
+                "governor": row.governor,
+                "name": t.name,
+                "event": t.event,
+                "state_seq": t.state_seq,
+                "due_at": t.due_at,
+                "remaining_seconds": int(t.remaining.total_seconds()) if t.remaining is not None else None,
+                "payload": jsonable(t.payload),
+            }
         )
+
+
+def _write_timers(session: Session, timer_rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+    """Mirror the plan's timer operations into due_timers: one DELETE and one multi-row INSERT."""
+    if not timer_rows:
+        return
+    session.flush()
+    keys = list(timer_rows)
+    session.execute(
+        delete(DueTimer)
+        .where(tuple_(DueTimer.instance_id, DueTimer.name).in_(keys))
+        .execution_options(synchronize_session=False)
+    )
+    fresh = [values for values in timer_rows.values() if values is not None]
+    if fresh:
+        session.execute(insert(DueTimer), fresh)
 
 
 def _outbox(
