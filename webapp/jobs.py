@@ -375,7 +375,9 @@ def periodic_sweep() -> dict[str, Any]:
             setattr(total, key, getattr(total, key) + value)
         if sum(report.as_dict().values()) < SWEEP_BATCH:  # a short batch: nothing more is due
             break
-    return {"relay": relayed.as_dict(), "timers": total.as_dict()}
+    from webapp.services.alerts import evaluate_alerts_job
+
+    return {"relay": relayed.as_dict(), "timers": total.as_dict(), "alerts": evaluate_alerts_job()}
 
 
 def _slot(moment: datetime) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -274,6 +275,30 @@ def fire_event(
     Returns the result; a rejection is also a result (4xx status, audited, nothing applied). Raises
     TransitionError only for requests that name nothing (404) or misuse an idempotency key (409).
     """
+    from webapp.metrics import observe_decision
+
+    started = time.perf_counter()
+    result = _fire_event(
+        session, req, actor, now, settings=settings, facts_hook=facts_hook, approved_by=approved_by
+    )
+    root = result.plan.root if result.plan is not None else None
+    observe_decision(
+        root.governor if root is not None else req.governor or "unknown", time.perf_counter() - started
+    )
+    return result
+
+
+def _fire_event(
+    session: Session,
+    req: EventRequest,
+    actor: Actor,
+    now: datetime,
+    *,
+    settings: Settings | None = None,
+    facts_hook: FactsHook | None = None,
+    approved_by: str | None = None,
+) -> EventResult:
+    """Apply ``req`` (see ``fire_event``)."""
     fingerprint = req.fingerprint()
     if req.idempotency_key:
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
