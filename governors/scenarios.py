@@ -71,8 +71,11 @@ def onboard(provider_request_id: str) -> Sequence[Step]:
     return (
         Step("customer_account", "email_verified"),
         Step("customer_account", "profile_completed"),
-        Step("customer_account", "kyc_passed", payload={"provider_request_id": provider_request_id,
-                                                          "provider_result": "passed"}),
+        Step(
+            "customer_account",
+            "kyc_passed",
+            payload={"provider_request_id": provider_request_id, "provider_result": "passed"},
+        ),
     )
 
 
