@@ -38,6 +38,7 @@ CAPABILITIES: Final[dict[str, frozenset[str]]] = {
     # Administration.
     "users.manage": frozenset({"admin"}),
     "users.review": frozenset({"compliance", "auditor"}),
+    "users.view": frozenset({"admin", "compliance", "auditor"}),
     "catalog.edit": frozenset({"admin"}),
     "settings.edit": frozenset({"admin"}),
     # Dashboards.

@@ -5,8 +5,10 @@ from __future__ import annotations
 from webapp.models.audit import AuditEntry, AuditHead
 from webapp.models.background import Alert, EffectRun, Notification, SandboxCharge
 from webapp.models.base import Base
+from webapp.models.bulk import BulkRun
 from webapp.models.governance import DueTimer, GovernorInstance, StateSnapshot, TransitionRecord
 from webapp.models.staff import ApiToken, Approval, RoleGrant, StaffUser
+from webapp.models.staff_requests import RoleGrantRequest
 from webapp.models.tenancy import Customer, Tenant
 from webapp.models.work import IdempotencyRecord, OutboxMessage
 
@@ -17,6 +19,7 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "BulkRun",
     "Customer",
     "DueTimer",
     "EffectRun",
@@ -25,6 +28,7 @@ __all__ = [
     "Notification",
     "OutboxMessage",
     "RoleGrant",
+    "RoleGrantRequest",
     "SandboxCharge",
     "StaffUser",
     "StateSnapshot",

@@ -1,0 +1,261 @@
+"""Finance: the billing retry board and bulk retry (CONSOLE.md §3.2, GOVERNORS.md §2).
+
+Views are thin: parse filters, call ``webapp.services.billing_queries`` (read) or
+``webapp.services.bulk`` (preview, start, progress), render a page or a named block of it.
+
+- ``/finance/retries``: invoices in the dunning ladder by stage, with decline reason, next attempt,
+  amount and customer; filters and keyset pagination. Each row carries the staff actions of the
+  billing governor (retry now B10, dunning hold/release B23, escalate B11) as the signed-in user's
+  best role sees them (``actions.best_actions`` over ``governors.manual_actions``); they open the
+  actions blueprint's form (reason comment, CSRF, idempotency key) and post through ``fire_event``.
+  A disabled action shows its reason; the actions blueprint refuses a forged POST with 403.
+- Bulk retry: POST the filters to ``/finance/retries/bulk/preview`` (per invoice: would retry_now
+  apply, or why not), confirm with a reason → one ``bulk_runs`` row and one job (RQ with Redis,
+  inline otherwise); ``/finance/bulk/<id>`` shows progress (self-polling every 2 s) and the report.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
+from flask_login import current_user  # type: ignore[import-untyped,unused-ignore]
+
+from webapp.blueprints.actions import best_actions
+from webapp.htmx import render_page_or_block
+from webapp.models import GovernorInstance
+from webapp.models.bulk import BulkRun
+from webapp.policy import ROLES, can, permission, why_not
+from webapp.services import billing_queries as bq
+from webapp.services import bulk
+from webapp.services.queries import relative
+from webapp.validation import InputError, clean_text
+
+bp = Blueprint("finance", __name__, url_prefix="/finance")
+
+ROW_EVENTS = ("retry_now", "dunning_hold", "dunning_release", "escalate_to_admin")
+"""The billing staff actions the board offers per invoice."""
+
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC (tests may monkeypatch this)."""
+    return datetime.now(UTC)
+
+
+def _rt() -> Any:
+    from webapp import runtime
+
+    return runtime()
+
+
+def _roles() -> list[str]:
+    held = set(getattr(current_user, "roles", ()) or ())
+    return [r for r in ROLES if r in held]
+
+
+def _tenants() -> list[str] | None:
+    scoped = getattr(current_user, "tenant_ids", None)
+    return None if scoped is None else list(scoped)
+
+
+def _filters(source: Any) -> bq.BoardFilters:
+    stage = str(source.get("stage", ""))[:32]
+    return bq.BoardFilters(
+        stage=stage if stage in bq.STAGES else "",
+        reason=str(source.get("reason", "")).strip()[:64],
+        customer=str(source.get("customer", "")).strip()[:64],
+        min_cents=bq.parse_money(str(source.get("min", ""))[:20]),
+        max_cents=bq.parse_money(str(source.get("max", ""))[:20]),
+    )
+
+
+def _min_reason() -> int:
+    try:
+        return max(10, int(_rt().settings["engine.min_reason_length"]))
+    except (KeyError, TypeError, ValueError):
+        return 10
+
+
+def _row_actions(session: Any, rows: list[GovernorInstance], now: datetime) -> dict[str, list[Any]]:
+    settings = _rt().settings
+    roles = _roles()
+    out: dict[str, list[Any]] = {}
+    for row in rows:
+        best = best_actions(session, row, roles, now, settings)
+        out[row.id] = [best[e][0] for e in ROW_EVENTS if e in best]
+    return out
+
+
+@bp.get("/")
+@permission("dashboard.finance")
+def index() -> Any:
+    """Finance's home is the retry board."""
+    return redirect(url_for("finance.retries"))
+
+
+@bp.get("/retries")
+@permission("dashboard.finance")
+def retries() -> Response:
+    """Invoices in the dunning ladder, filtered, keyset-paginated; each with its staff actions."""
+    filters = _filters(request.args)
+    cursor = request.args.get("cursor", "")[:80] or None
+    now = utcnow()
+    with _rt().db.session() as session:
+        page = bq.board_page(session, filters, cursor=cursor, tenants=_tenants(), limit=bq.PAGE_SIZE)
+        rows = {r.id: r for r in bq.instances(session, [i.id for i in page.items], _tenants())}
+        actions = _row_actions(session, list(rows.values()), now)
+        reasons = bq.reason_choices(session, _tenants())
+        return render_page_or_block(
+            "finance/retries.html",
+            "board",
+            page=page,
+            filters=filters,
+            cursor=cursor,
+            stages=bq.STAGES,
+            reasons=reasons,
+            actions=actions,
+            instances=rows,
+            now=now,
+            relative=relative,
+            money=bq.money_text,
+            can_approve=can(_roles(), "approval.view"),
+        )
+
+
+@bp.post("/retries/bulk/preview")
+@permission("dashboard.finance")
+def bulk_preview() -> Response:
+    """Per payment_failed invoice under the filters: would retry_now apply for me, or why not."""
+    filters = _filters(request.form)
+    now = utcnow()
+    rt = _rt()
+    with rt.db.session() as session:
+        rows = bq.bulk_candidates(session, filters, _tenants())
+        items = bulk.preview_retry(session, rows, current_user.id, _roles(), now, rt.settings)
+    refusal = _role_refusal(items)
+    if refusal is not None:
+        return refusal
+    return make_response(
+        render_template(
+            "finance/bulk_preview.html",
+            items=items,
+            filters=filters,
+            token=uuid.uuid4().hex,
+            min_reason=_min_reason(),
+            error="",
+            reason="",
+            limit=bq.BULK_LIMIT,
+        )
+    )
+
+
+def _role_refusal(items: list[bulk.PreviewItem]) -> Response | None:
+    """403 when no role of the user may retry at all (whatever the page showed)."""
+    if any(i.applies for i in items) or not items:
+        if not items and not can(_roles(), "governor.act"):
+            return _forbidden(why_not(_roles(), "governor.act"))
+        return None
+    role_reasons = [i.outcome for i in items if i.outcome.startswith("needs ") and "you have" in i.outcome]
+    if role_reasons and len(role_reasons) == len(items):
+        return _forbidden(role_reasons[0])
+    return None
+
+
+def _forbidden(message: str) -> Response:
+    body = render_template("errors/error.html", status=403, title="Not allowed", message=message)
+    return make_response(body, 403)
+
+
+@bp.post("/retries/bulk")
+@permission("dashboard.finance")
+def bulk_confirm() -> Response:
+    """Start one bulk retry job over the chosen invoices (those whose preview still applies)."""
+    token = request.form.get("token", "")
+    if not _TOKEN.match(token):
+        abort(400, description="missing or malformed bulk token")
+    run_id = f"bulk-{token}"
+    rt = _rt()
+    now = utcnow()
+    with rt.db.session() as session:
+        existing = session.get(BulkRun, run_id)
+        if existing is not None:  # a second submit of the same confirmation: show the first run
+            if existing.created_by != current_user.id:
+                abort(404)
+            return redirect(url_for("finance.bulk_status", run_id=run_id), 303)  # type: ignore[return-value]
+        chosen = [i[:80] for i in request.form.getlist("instance_id")][: bq.BULK_LIMIT]
+        rows = bq.instances(session, chosen, _tenants())
+        items = bulk.preview_retry(session, rows, current_user.id, _roles(), now, rt.settings)
+        refusal = _role_refusal(items)
+        if refusal is not None:
+            return refusal
+        try:
+            reason = clean_text(
+                request.form.get("reason", ""), max_length=500, min_length=_min_reason(), label="the reason"
+            )
+        except InputError as exc:
+            return _preview_again(items, str(exc), request.form.get("reason", ""), token)
+        applicable = [i for i in items if i.applies]
+        if not applicable:
+            return _preview_again(items, "none of the selected invoices can be retried now", reason, token)
+        role = applicable[0].role
+        ids = [i.instance_id for i in applicable if i.role == role]
+        bulk.create_run(
+            session,
+            user_id=current_user.id,
+            role=role,
+            reason=reason,
+            instance_ids=ids,
+            now=now,
+            run_id=run_id,
+        )
+    bulk.start(rt, run_id)
+    return redirect(url_for("finance.bulk_status", run_id=run_id), 303)  # type: ignore[return-value]
+
+
+def _preview_again(items: list[bulk.PreviewItem], error: str, reason: str, token: str) -> Response:
+    body = render_template(
+        "finance/bulk_preview.html",
+        items=items,
+        filters=bq.BoardFilters(),
+        token=token,
+        min_reason=_min_reason(),
+        error=error,
+        reason=reason,
+        limit=bq.BULK_LIMIT,
+    )
+    return make_response(body, 422)
+
+
+def _run_or_404(session: Any, run_id: str) -> BulkRun:
+    run = session.get(BulkRun, run_id[:40])
+    if run is None:
+        abort(404, description="no such bulk run")
+    return run  # type: ignore[no-any-return]
+
+
+@bp.get("/bulk/<run_id>")
+@permission("dashboard.finance")
+def bulk_status(run_id: str) -> Response:
+    """A bulk run: progress while it runs, the per-invoice report when it is done."""
+    with _rt().db.session() as session:
+        run = _run_or_404(session, run_id)
+        return render_page_or_block(
+            "finance/bulk.html", "progress", run=run, counts=bulk.summary(run), now=utcnow()
+        )
+
+
+@bp.get("/bulk/<run_id>/progress")
+@permission("dashboard.finance")
+def bulk_progress(run_id: str) -> Response:
+    """The progress fragment (polls itself every 2 s until the run has finished)."""
+    with _rt().db.session() as session:
+        run = _run_or_404(session, run_id)
+        body = render_template("finance/_bulk_progress.html", run=run, counts=bulk.summary(run), now=utcnow())
+    response = make_response(body)
+    response.headers["Vary"] = "HX-Request"
+    return response
