@@ -489,18 +489,31 @@ def _catalog_rows(session: Session, skus: Sequence[str]) -> list[GovernorInstanc
 def _recent_paths(
     session: Session, instance_ids: Sequence[str], before: datetime | None = None
 ) -> dict[str, list[tuple[str | None, str]]]:
-    """The last few (from, to) steps of each instance, oldest first (one small indexed query each)."""
-    out: dict[str, list[tuple[str | None, str]]] = {}
-    for instance_id in instance_ids:
-        query = select(TransitionRecord.from_state, TransitionRecord.to_state).where(
-            TransitionRecord.instance_id == instance_id
+    """The last few (from, to) steps of each instance, oldest first: one windowed query for all of them."""
+    out: dict[str, list[tuple[str | None, str]]] = {iid: [] for iid in instance_ids}
+    if not instance_ids:
+        return out
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=TransitionRecord.instance_id,
+            order_by=(TransitionRecord.occurred_at.desc(), TransitionRecord.id.desc()),
         )
-        if before is not None:
-            query = query.where(TransitionRecord.occurred_at <= before)
-        rows = session.execute(
-            query.order_by(TransitionRecord.occurred_at.desc(), TransitionRecord.id.desc()).limit(RECENT_PATH)
-        ).all()
-        out[instance_id] = [(a, b) for a, b in reversed(rows)]
+        .label("rank")
+    )
+    inner = select(
+        TransitionRecord.instance_id, TransitionRecord.from_state, TransitionRecord.to_state, rank
+    ).where(TransitionRecord.instance_id.in_(list(instance_ids)))
+    if before is not None:
+        inner = inner.where(TransitionRecord.occurred_at <= before)
+    ranked = inner.subquery()
+    rows = session.execute(
+        select(ranked.c.instance_id, ranked.c.from_state, ranked.c.to_state)
+        .where(ranked.c.rank <= RECENT_PATH)
+        .order_by(ranked.c.instance_id, ranked.c.rank.desc())
+    ).all()
+    for instance_id, from_state, to_state in rows:
+        out[instance_id].append((from_state, to_state))
     return out
 
 
