@@ -29,3 +29,22 @@ def test_recent_paths_are_the_last_steps_of_each_instance_oldest_first(
         account = next(i for i in ids if i.startswith("cust"))
         assert paths[account][-1] == ("onboarding", "active")
         assert _recent_paths(s, []) == {}
+
+
+def test_history_choices_lists_each_governor_actor_and_event_once(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    from webapp.services.queries import history_choices
+
+    customer = make_customer(active=True)
+    with db.session() as s:
+        rows = s.execute(
+            select(TransitionRecord.governor, TransitionRecord.actor, TransitionRecord.event).where(
+                TransitionRecord.customer_id == customer
+            )
+        ).all()
+        choices = history_choices(s, customer)
+    assert choices["governor"] == sorted({r[0] for r in rows})
+    assert choices["actor"] == sorted({r[1] for r in rows})
+    assert choices["event"] == sorted({r[2] for r in rows})
+    assert "customer_account" in choices["governor"] and "kyc_passed" in choices["event"]

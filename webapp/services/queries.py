@@ -955,12 +955,17 @@ def history_page(
 
 def history_choices(session: Session, customer_id: str) -> dict[str, list[str]]:
     """The governors, actors and events that occur in the customer's history (filter menus)."""
-    base = select(TransitionRecord).where(TransitionRecord.customer_id == customer_id).subquery()
-    out: dict[str, list[str]] = {}
-    for name in ("governor", "actor", "event"):
-        column = base.c[name]
-        out[name] = sorted(session.scalars(select(column).distinct().limit(200)))
-    return out
+    rows = session.execute(
+        select(TransitionRecord.governor, TransitionRecord.actor, TransitionRecord.event)
+        .where(TransitionRecord.customer_id == customer_id)
+        .group_by(TransitionRecord.governor, TransitionRecord.actor, TransitionRecord.event)
+    ).all()
+    governors, actors, events = ({row[i] for row in rows} for i in range(3))
+    return {
+        "governor": sorted(governors)[:200],
+        "actor": sorted(actors)[:200],
+        "event": sorted(events)[:200],
+    }
 
 
 # --------------------------------------------------------------------------- live updates
