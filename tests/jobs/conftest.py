@@ -86,7 +86,7 @@ def redis_url() -> Iterator[str]:
             break
         conn.close()
     else:
-        pytest.skip("no free Redis database number for this test run")
+        pytest.fail("no free Redis database number for this test run (flush stale test databases)")
     try:
         yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
     finally:
