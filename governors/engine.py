@@ -31,6 +31,7 @@ from governors.settings import Settings, default_settings
 from governors.spec import (
     ANY,
     SAME,
+    STAFF,
     STAFF_ROLES,
     Cascade,
     Effect,
@@ -207,10 +208,11 @@ def _holds(name: str | None, ctx: Context) -> bool:
         return False
 
 
-def _input_error(inp: Input, value: Any, settings: Settings) -> str | None:
+def _input_error(inp: Input, value: Any, settings: Settings, staff: bool) -> str | None:
     label = inp.label or inp.name.replace("_", " ")
     if value is None or value == "":
-        return f"{label} is required" if inp.required else None
+        required = inp.required is True or (inp.required == STAFF and staff)
+        return f"{label} is required" if required else None
     kind = inp.kind
     if kind in ("cents", "int"):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -257,8 +259,9 @@ def _check_inputs(row: Transition, facts: Facts, settings: Settings) -> tuple[st
             return "reason", f"give a reason of at least {minimum} characters"
         if len(reason) > int(settings["engine.max_text_length"]):
             return "reason", f"the reason must be at most {settings['engine.max_text_length']} characters"
+    staff = facts.role in STAFF_ROLES
     for inp in row.inputs:
-        message = _input_error(inp, facts.payload.get(inp.name), settings)
+        message = _input_error(inp, facts.payload.get(inp.name), settings, staff)
         if message:
             return inp.name, message
     return None

@@ -14,7 +14,7 @@ from governors.definitions import ALL
 from governors.engine import REFERENCE_HEADS
 from governors.rules.base import EFFECTS, GUARDS, UPDATERS
 from governors.settings import Settings, default_settings
-from governors.spec import ANY, INPUT_KINDS, PSEUDO_ROLES, SAME, STAFF_ROLES, Governor, Transition
+from governors.spec import ANY, INPUT_KINDS, PSEUDO_ROLES, SAME, STAFF, STAFF_ROLES, Governor, Transition
 
 
 class InvalidGovernor(ValueError):
@@ -119,6 +119,8 @@ def validate(gov: Governor, settings: Settings | None = None) -> None:
         for inp in row.inputs:
             if inp.kind not in INPUT_KINDS:
                 raise InvalidGovernor(f"{at}: input {inp.name!r} has unknown kind {inp.kind!r}")
+            if inp.required not in (True, False, STAFF):
+                raise InvalidGovernor(f"{at}: input {inp.name!r} has required={inp.required!r}")
         for name in row.rearm:
             if not any(t.name == name for s in gov.states for t in s.timers):
                 raise InvalidGovernor(f"{at}: re-arms unknown timer {name!r}")

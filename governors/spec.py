@@ -39,6 +39,9 @@ STAFF_ROLES: Final = ("support", "finance", "manager", "admin", "compliance")
 PSEUDO_ROLES: Final = ("sys", "timer", "cascade")
 """Non-human triggers: integrations and jobs, a governor timer, a cascade from another governor."""
 
+STAFF: Final = "staff"
+"""``Input.required`` value: required from staff only."""
+
 INPUT_KINDS: Final = ("text", "code", "cents", "int", "bool", "datetime", "list", "mapping")
 
 
@@ -53,11 +56,13 @@ class Input:
 
     ``kind`` is one of INPUT_KINDS. ``cents`` is an integer amount of money in minor units;
     ``min``/``max`` bound numbers (or the length of text); ``choices`` restricts codes.
+    ``required`` is True, False, or ``STAFF`` ("staff"): required when a person sends the event, optional
+    for the system, timers and cascades that share the row (e.g. a note on an approval).
     """
 
     name: str
     kind: str = "text"
-    required: bool = True
+    required: bool | str = True
     choices: tuple[str, ...] = ()
     min: int | None = None
     max: int | None = None

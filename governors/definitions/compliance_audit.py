@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from governors.spec import ANY, SAME, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
+from governors.spec import ANY, SAME, STAFF, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
 
 FRAMEWORKS: Final = ("GDPR", "HIPAA", "SOC2", "PCI-DSS", "FedRAMP")
 
@@ -173,8 +173,7 @@ TRANSITIONS: Final = (
         ("verification_pending",),
         "non_compliant",
         ("sys", "compliance", "timer"),
-        guards=("compliance_staff_inputs_given",),
-        inputs=(Input("provider_ref", "code", required=False),),
+        inputs=(Input("provider_ref", "code", required=STAFF),),
         set={
             "verification_failed_at": "$now",
             "non_compliant_cause": "verification",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from governors.spec import ANY, SAME, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
+from governors.spec import ANY, SAME, STAFF, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
 
 LOCK_REASONS: Final = (
     "unauthorized_access",
@@ -295,13 +295,12 @@ TRANSITIONS: Final = (
         guards=(
             "account_no_open_investigation",
             "account_lock_reasons_cleared",
-            "account_staff_inputs_given",
             "account_identity_reverified",
         ),
         four_eyes=FourEyes(("manager", "compliance")),
         inputs=(
-            Input("verification_method", "list", required=False),
-            Input("verifier_id", "code", required=False),
+            Input("verification_method", "list", required=STAFF),
+            Input("verifier_id", "code", required=STAFF),
         ),
         set={"lock_reasons": [], "locked_at": None, "lock_overdue": None, "two_factor_required": True},
         updates=("account_record_unlock", "account_schedule_fraud_check"),
@@ -318,9 +317,9 @@ TRANSITIONS: Final = (
         ("suspended",),
         "active",
         ("manager", "sys"),
-        guards=("account_staff_inputs_given", "account_suspension_cause_cleared"),
+        guards=("account_suspension_cause_cleared",),
         # Required from the manager; the system sends the new score / abuse_resolved instead.
-        inputs=(Input("resolution_note", "text", required=False),),
+        inputs=(Input("resolution_note", "text", required=STAFF),),
         updates=("account_clear_suspension", "account_schedule_fraud_check"),
         effects=(fx("notify_customer", template="welcome_back"),),
         title="Lift suspension",
@@ -466,14 +465,13 @@ TRANSITIONS: Final = (
             "account_no_open_dispute",
             "account_no_legal_hold",
             "account_compliance_settled",
-            "account_staff_inputs_given",
             "account_erasure_checks",
         ),
         four_eyes=FourEyes(("compliance",)),
         inputs=(
-            Input("customer_id", "code", required=False),
-            Input("ownership_verification", "code", required=False),
-            Input("legal_hold_checked", "bool", required=False),
+            Input("customer_id", "code", required=STAFF),
+            Input("ownership_verification", "code", required=STAFF),
+            Input("legal_hold_checked", "bool", required=STAFF),
         ),
         set={"archived_at": "$now"},
         effects=(fx("account_anonymize_pii"),),

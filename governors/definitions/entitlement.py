@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from governors.spec import ANY, SAME, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
+from governors.spec import ANY, SAME, STAFF, Cascade, FourEyes, Governor, Input, State, Timer, Transition, fx
 
 HOLDS: Final = (
     "payment_failed",
@@ -71,7 +71,7 @@ SETTINGS: dict[str, Any] = {
 
 _PENDING_TIMER = "entitlement_approval_clock_running"
 _HOLD = Input("hold", "code", choices=HOLDS)
-_NOTE = Input("note", "text", required=False, label="Note")
+_NOTE = Input("note", "text", required=STAFF, label="Note")
 _OPEN_STATES: Final = (
     "pending_approval",
     "active",
@@ -204,7 +204,7 @@ TRANSITIONS: Final = (
         "active",
         ("sys", "manager", "admin"),
         requesters=("support",),
-        guards=("entitlement_staff_note", *_APPROVE_GUARDS),
+        guards=_APPROVE_GUARDS,
         inputs=(_NOTE,),
         updates=("entitlement_activate",),
         effects=(_GRANT, fx("notify_customer", template="entitlement_activated")),
@@ -216,7 +216,6 @@ TRANSITIONS: Final = (
         ("pending_approval",),
         "cancelled",
         ("sys", "manager", "compliance"),
-        guards=("entitlement_staff_note",),
         inputs=(Input("reason_code", "code", choices=DENY_REASONS, label="Reason code"), _NOTE),
         updates=("entitlement_cancel_pending",),
         effects=(fx("notify_customer", template="entitlement_denied"), _REFUND_REQUEST),
@@ -284,8 +283,8 @@ TRANSITIONS: Final = (
         ("active",),
         "suspended",
         ("cascade", "manager", "compliance"),
-        guards=("entitlement_hold_permitted", "entitlement_staff_evidence"),
-        inputs=(_HOLD, Input("evidence", "text", required=False)),
+        guards=("entitlement_hold_permitted",),
+        inputs=(_HOLD, Input("evidence", "text", required=STAFF)),
         updates=("entitlement_add_hold",),
         effects=(_REVOKE, fx("notify_customer", template="entitlement_suspended", hold="$payload.hold")),
         title="Suspend entitlement",
@@ -296,8 +295,8 @@ TRANSITIONS: Final = (
         ("suspended",),
         SAME,
         ("cascade", "manager", "compliance"),
-        guards=("entitlement_hold_permitted", "entitlement_staff_evidence", "entitlement_hold_absent"),
-        inputs=(_HOLD, Input("evidence", "text", required=False)),
+        guards=("entitlement_hold_permitted", "entitlement_hold_absent"),
+        inputs=(_HOLD, Input("evidence", "text", required=STAFF)),
         updates=("entitlement_add_hold",),
         title="Add a hold",
     ),
@@ -360,8 +359,7 @@ TRANSITIONS: Final = (
         ("active",),
         "cancelled",
         ("support", "cascade"),
-        guards=("entitlement_staff_confirmation",),
-        inputs=(Input("confirmation_ref", "text", required=False, label="Customer confirmation ref"),),
+        inputs=(Input("confirmation_ref", "text", required=STAFF, label="Customer confirmation ref"),),
         updates=("entitlement_cancel_active",),
         effects=(_REVOKE, fx("notify_customer", template="entitlement_cancelled"), _REFUND_REQUEST),
         title="Cancel entitlement early (customer request)",
@@ -425,7 +423,6 @@ TRANSITIONS: Final = (
         "reinstate_pending",
         ("support", "cascade"),
         guards=(
-            "entitlement_staff_note",
             "entitlement_cancelled_recently",
             "entitlement_not_fraud",
             "entitlement_account_active",
@@ -450,7 +447,7 @@ TRANSITIONS: Final = (
         ("reinstate_pending",),
         "active",
         ("manager", "admin", "cascade"),
-        guards=("entitlement_staff_note", "entitlement_account_active", "entitlement_subscription_active"),
+        guards=("entitlement_account_active", "entitlement_subscription_active"),
         inputs=(_NOTE,),
         updates=("entitlement_reinstate",),
         effects=(_GRANT, fx("notify_customer", template="entitlement_reinstated")),
@@ -462,7 +459,6 @@ TRANSITIONS: Final = (
         ("reinstate_pending",),
         "cancelled",
         ("manager",),
-        guards=("entitlement_staff_note",),
         inputs=(_NOTE,),
         updates=("entitlement_reinstatement_refused",),
         effects=(fx("notify_customer", template="reinstatement_rejected"),),

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from governors.definitions.compliance_audit import BREACH_PHASES
-from governors.facts import Context, GuardFailed, NeedsInput
+from governors.facts import Context, GuardFailed
 from governors.rules.base import declare_effects, guard, updater
 from governors.rules.customer_account import disputed_invoices, open_invoices
 from governors.spec import STAFF_ROLES
@@ -82,18 +82,6 @@ def _records(value: Any) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- generic
-
-
-@guard("compliance_staff_inputs_given", "give every input of this action")
-def compliance_staff_inputs_given(ctx: Context) -> bool:
-    """Staff must give every declared input (they are optional only for the system and timers)."""
-    if not _is_staff(ctx) or ctx.row is None:
-        return True
-    for inp in ctx.row.inputs:
-        value = ctx.payload.get(inp.name)
-        if value is None or value == "" or value == []:
-            raise NeedsInput(inp.name)
-    return True
 
 
 # --------------------------------------------------------------------------- enrolment and KYC

@@ -140,18 +140,6 @@ def _names(instances: Iterable[Instance]) -> str:
 # --------------------------------------------------------------------------- generic
 
 
-@guard("account_staff_inputs_given", "give every input of this action")
-def account_staff_inputs_given(ctx: Context) -> bool:
-    """Staff must give every declared input (they are optional only for the system, timers, cascades)."""
-    if not _is_staff(ctx) or ctx.row is None:
-        return True
-    for inp in ctx.row.inputs:
-        value = ctx.payload.get(inp.name)
-        if value is None or value == "" or value == []:
-            raise NeedsInput(inp.name)
-    return True
-
-
 # --------------------------------------------------------------------------- onboarding / KYC
 
 

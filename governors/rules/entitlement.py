@@ -117,12 +117,6 @@ def _refund_request(ctx: Context, amount: int) -> dict[str, Any]:
     }
 
 
-def _require_staff_input(ctx: Context, name: str) -> bool:
-    if _is_staff(ctx) and not str(ctx.arg(name)).strip():
-        raise NeedsInput(name)
-    return True
-
-
 # --------------------------------------------------------------------------- guards: creation and approval
 
 
@@ -219,12 +213,6 @@ def entitlement_hold_permitted(ctx: Context) -> bool:
     return True
 
 
-@guard("entitlement_staff_evidence", "give the evidence for the hold")
-def entitlement_staff_evidence(ctx: Context) -> bool:
-    """E07/E08 (§11 #3): staff must give evidence; cascades need none."""
-    return _require_staff_input(ctx, "evidence")
-
-
 @guard("entitlement_hold_absent", "the hold is already present")
 def entitlement_hold_absent(ctx: Context) -> bool:
     """E08: adding a hold that is already there does nothing (§1.4)."""
@@ -316,18 +304,6 @@ def entitlement_cancelled_recently(ctx: Context) -> bool:
 def entitlement_not_fraud(ctx: Context) -> bool:
     """E19: cancellation_reason is not fraud."""
     return ctx.data.get("cancellation_reason") != "fraud"
-
-
-@guard("entitlement_staff_note", "add a note")
-def entitlement_staff_note(ctx: Context) -> bool:
-    """E02, E03, E19, E21, E22 (§11 #1, #2, #8): staff must add a note; the system need not."""
-    return _require_staff_input(ctx, "note")
-
-
-@guard("entitlement_staff_confirmation", "give the customer's confirmation reference")
-def entitlement_staff_confirmation(ctx: Context) -> bool:
-    """E14 (§11 #5): support gives the customer confirmation reference; the X16 cascade need not."""
-    return _require_staff_input(ctx, "confirmation_ref")
 
 
 @guard("entitlement_auto_reinstate", "the reinstatement needs a manager")

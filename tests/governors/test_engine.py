@@ -441,3 +441,41 @@ def test_plan_reports_cycles_and_must_failures() -> None:
         engine._governor = orig  # type: ignore[assignment]
     assert [s.status for s in p.steps] == ["applied", "cycle"]
     assert p.alerts and "cycle" in p.alerts[0] and not p.ok
+
+
+def test_inputs_required_from_staff_only() -> None:
+    from governors.spec import STAFF
+
+    gov = _bad(
+        transitions=(
+            T("T01", ("create",), (), "open", ("sys",)),
+            T(
+                "T02",
+                ("note",),
+                ("open",),
+                SAME,
+                ("manager", "cascade"),
+                inputs=(Input("note", "text", required=STAFF),),
+            ),
+            T("T06", ("close",), (ANY,), "closed", ("admin",)),
+            T("T07", ("hold",), ("open",), "held", ("sys",)),
+            T("T04", ("expire",), ("held",), "closed", ("timer",)),
+        )
+    )
+    validate(gov)
+    missing = decide(gov, "open", "note", staff("manager"))
+    assert (
+        isinstance(missing, Rejection)
+        and missing.code == "invalid_input"
+        and missing.details["field"] == "note"
+    )
+    assert isinstance(decide(gov, "open", "note", staff("manager", note="checked the file")), Decision)
+    assert isinstance(decide(gov, "open", "note", facts("cascade")), Decision), "a cascade need not give it"
+    with pytest.raises(InvalidGovernor, match="required='sometimes'"):
+        validate(
+            _bad(
+                transitions=(
+                    T("T01", ("create",), (), "open", ("sys",), inputs=(Input("x", required="sometimes"),)),
+                )
+            )
+        )
