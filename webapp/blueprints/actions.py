@@ -15,29 +15,27 @@ whole pages.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
 from flask_login import current_user  # type: ignore[import-untyped,unused-ignore]
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from governors import AllowedEvent, Facts, get_governor, manual_actions
-from governors.spec import STAFF_ROLES
+from governors import AllowedEvent, get_governor
 from webapp import relay_after_response
 from webapp.forms import ActionForm, DecisionForm, apply_field_error, build_action_form
 from webapp.htmx import is_htmx, render_page_or_block
 from webapp.models import Approval, Customer, GovernorInstance, IdempotencyRecord
 from webapp.policy import ROLES, permission
 from webapp.services import approvals as approval_service
+from webapp.services.actions import best_actions_for_row
 from webapp.services.facts import world_facts
-from webapp.services.instances import to_instance
 from webapp.services.transitions import Actor, EventRequest, TransitionError, fire_event, preview
 
 bp = Blueprint("actions", __name__)
 
-MODE_RANK = {"direct": 0, "four_eyes": 1, "request": 2}
 
 GUARD_FIELDS = {
     "billing_refund_amount_ok": "amount_cents",
@@ -65,55 +63,11 @@ def _roles() -> list[str]:
 # --------------------------------------------------------------------------- which actions, which role
 
 
-def _facts(session: Session, row: GovernorInstance, now: datetime, settings: Any) -> Facts:
-    rows = (
-        list(session.scalars(select(GovernorInstance).where(GovernorInstance.customer_id == row.customer_id)))
-        if row.customer_id
-        else [row]
-    )
-    snapshot = {r.id: to_instance(r) for r in rows}
-    target = snapshot.get(row.id) or to_instance(row)
-    grouped: dict[str, list[Any]] = {}
-    for inst_id, inst in snapshot.items():
-        if inst_id != row.id and inst.state is not None:
-            grouped.setdefault(inst.governor, []).append(inst)
-    extra = world_facts(session, snapshot, target, "")
-    return Facts(now=now, settings=settings, peers={g: tuple(v) for g, v in grouped.items()}, extra=extra)
-
-
-def best_actions(
-    session: Session, row: GovernorInstance, roles: Iterable[str], now: datetime, settings: Any
-) -> dict[str, tuple[AllowedEvent, str]]:
-    """Per event, the action as the user's best role sees it (allowed first, then direct > 4E > request)."""
-    held = [r for r in roles if r in STAFF_ROLES] or list(roles)[:1] or ["auditor"]
-    facts = _facts(session, row, now, settings)
-    inst = to_instance(row)
-    best: dict[str, tuple[AllowedEvent, str]] = {}
-    for role in held:
-        for action in manual_actions(row.governor, inst, facts, role):
-            current = best.get(action.event)
-            rank = (not action.allowed, MODE_RANK.get(action.mode, 3))
-            if current is None or rank < (not current[0].allowed, MODE_RANK.get(current[0].mode, 3)):
-                best[action.event] = (action, role)
-    if len(held) > 1:
-        for event, (action, role) in best.items():
-            if not action.allowed and action.reason.endswith(f"you have {role}"):
-                reason = action.reason[: -len(role)] + ", ".join(held)
-                best[event] = (_replace_reason(action, reason), role)
-    return best
-
-
-def _replace_reason(action: AllowedEvent, reason: str) -> AllowedEvent:
-    from dataclasses import replace
-
-    return replace(action, reason=reason)
-
-
 def actions_for(
     session: Session, row: GovernorInstance, roles: Iterable[str], now: datetime, settings: Any
 ) -> list[AllowedEvent]:
     """What the card shows for this user: every manual action of the state, disabled ones with a reason."""
-    return [a for a, _ in best_actions(session, row, roles, now, settings).values()]
+    return [a for a, _ in best_actions_for_row(session, row, roles, now, settings).values()]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -171,7 +125,7 @@ def _context(
 def _resolve(session: Session, instance_id: str, event: str) -> tuple[GovernorInstance, AllowedEvent, str]:
     """The instance, the action as the user's best role sees it, and that role (404/403 otherwise)."""
     row = _instance(session, instance_id)
-    best = best_actions(session, row, _roles(), utcnow(), _settings())
+    best = best_actions_for_row(session, row, _roles(), utcnow(), _settings())
     if event not in best:
         state = row.state
         abort(
@@ -264,7 +218,7 @@ def action_submit(instance_id: str, event: str) -> Response:
         replay = session.get(IdempotencyRecord, (row.tenant_id, key)) is not None
         if posted.isdigit() and int(posted) != row.version and not replay:
             # A stale tab: the action may not even exist in the new state; show the card as it is now.
-            best = best_actions(session, row, _roles(), utcnow(), rt.settings)
+            best = best_actions_for_row(session, row, _roles(), utcnow(), rt.settings)
             if event in best and (refusal := _role_refusal(row, best[event][0])) is not None:
                 return refusal
             return _stale(session, row, event)
@@ -337,7 +291,7 @@ def action_submit(instance_id: str, event: str) -> Response:
         code, message = error.get("code", ""), error.get("message", "refused")
         details = error.get("details") or {}
         if status == 403:
-            return _forbidden(row, _replace_reason(action, message))
+            return _forbidden(row, replace(action, reason=message))
         if code == "stale_version":
             session.refresh(row)
             return _stale(session, row, event)

@@ -25,13 +25,13 @@ from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from governors import GOVERNORS, Facts, Instance, manual_actions
-from governors.spec import frozen_map
+from governors import GOVERNORS, Instance
 from webapp import relay_after_response
 from webapp.audit import tenants_with_chains, verify_tenant
 from webapp.models import Approval, Customer, GovernorInstance, TransitionRecord
 from webapp.policy import can, permission, public
 from webapp.services import approvals as approval_service
+from webapp.services.actions import best_actions, facts_for
 from webapp.services.facts import world_facts
 from webapp.services.history import state_as_of as rebuild
 from webapp.services.instances import jsonable, to_instance
@@ -49,7 +49,6 @@ MAX_KEY = 120
 _EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
 _KEY = re.compile(r"^[\x21-\x7e]{1,120}$")
-MODE_RANK = {"direct": 0, "four_eyes": 1, "request": 2}
 """When a user holds several roles, the role that may act most directly is the one used."""
 
 APPROVAL_STATUSES = ("pending", "approved", "rejected", "expired", "voided")
@@ -277,14 +276,6 @@ def customer_instances(session: Session, customer_id: str) -> list[GovernorInsta
     return sorted(rows, key=lambda r: (GOVERNOR_ORDER.get(r.governor, 99), r.created_at, r.id))
 
 
-def _peers(instances: Mapping[str, Instance], skip: str) -> dict[str, tuple[Instance, ...]]:
-    grouped: dict[str, list[Instance]] = {}
-    for inst in instances.values():
-        if inst.id != skip and inst.state is not None:
-            grouped.setdefault(inst.governor, []).append(inst)
-    return {k: tuple(v) for k, v in grouped.items()}
-
-
 def allowed_for_user(
     session: Session,
     instance: Instance,
@@ -293,20 +284,11 @@ def allowed_for_user(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """The manual actions the caller may use now, merged over their roles (the most direct mode wins)."""
-    best: dict[str, tuple[Any, str]] = {}
     if not can(roles, "governor.act"):
         return []
-    settings = _rt().settings
-    facts = Facts(
-        now=now, actor=user_id(), peers=frozen_map(_peers(snapshot, instance.id)), settings=settings
-    )
-    for role in sorted(roles):
-        for action in manual_actions(instance.governor, instance, facts, role):
-            if not action.allowed:
-                continue
-            seen = best.get(action.event)
-            if seen is None or MODE_RANK[action.mode] < MODE_RANK[seen[0].mode]:
-                best[action.event] = (action, role)
+    facts = facts_for(snapshot, instance, now, _rt().settings, session, actor=user_id())
+    merged = best_actions(instance.governor, instance, facts, roles)
+    best = {event: (a, role) for event, (a, role) in merged.items() if a.allowed}
     return [
         {
             "event": a.event,

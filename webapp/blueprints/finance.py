@@ -6,7 +6,7 @@ Views are thin: parse filters, call ``webapp.services.billing_queries`` (read) o
 - ``/finance/retries``: invoices in the dunning ladder by stage, with decline reason, next attempt,
   amount and customer; filters and keyset pagination. Each row carries the staff actions of the
   billing governor (retry now B10, dunning hold/release B23, escalate B11) as the signed-in user's
-  best role sees them (``actions.best_actions`` over ``governors.manual_actions``); they open the
+  best role sees them (``services.actions.best_actions`` over ``governors.manual_actions``); they open the
   actions blueprint's form (reason comment, CSRF, idempotency key) and post through ``fire_event``.
   A disabled action shows its reason; the actions blueprint refuses a forged POST with 403.
 - Bulk retry: POST the filters to ``/finance/retries/bulk/preview`` (per invoice: would retry_now
@@ -24,13 +24,13 @@ from typing import Any
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
 from flask_login import current_user  # type: ignore[import-untyped,unused-ignore]
 
-from webapp.blueprints.actions import best_actions
 from webapp.htmx import render_page_or_block
 from webapp.models import GovernorInstance
 from webapp.models.bulk import BulkRun
 from webapp.policy import ROLES, can, permission, why_not
 from webapp.services import billing_queries as bq
 from webapp.services import bulk
+from webapp.services.actions import best_actions_for_row
 from webapp.services.queries import relative
 from webapp.validation import InputError, clean_text
 
@@ -86,7 +86,7 @@ def _row_actions(session: Any, rows: list[GovernorInstance], now: datetime) -> d
     roles = _roles()
     out: dict[str, list[Any]] = {}
     for row in rows:
-        best = best_actions(session, row, roles, now, settings)
+        best = best_actions_for_row(session, row, roles, now, settings)
         out[row.id] = [best[e][0] for e in ROW_EVENTS if e in best]
     return out
 

@@ -81,7 +81,7 @@ def preview_retry(
     reason: str = "bulk retry preview (what-if)",
 ) -> list[PreviewItem]:
     """Per invoice: would ``retry_now`` apply directly for this user, or why not (applies nothing)."""
-    from webapp.blueprints.actions import best_actions
+    from webapp.services.actions import best_actions_for_row
 
     held = list(roles)
     items: list[PreviewItem] = []
@@ -99,7 +99,7 @@ def preview_retry(
                 outcome=outcome,
             )
 
-        best = best_actions(session, row, held, now, settings)
+        best = best_actions_for_row(session, row, held, now, settings)
         if RETRY_EVENT not in best:
             items.append(make(False, "", f"no retry in state {row.state}"))
             continue

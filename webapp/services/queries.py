@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from governors import GOVERNORS, AllowedEvent, Facts, Instance, Settings, manual_actions
-from governors.spec import frozen_map
+from governors import GOVERNORS, AllowedEvent, Facts, Instance, Settings
 from webapp.diagrams import layout, render_svg
 from webapp.models import Customer, GovernorInstance, OutboxMessage, TransitionRecord
 from webapp.models.background import EffectRun
-from webapp.services.facts import world_facts
+from webapp.services.actions import best_actions, facts_for
 from webapp.services.history import state_as_of
 from webapp.services.instances import revive, to_instance
 
@@ -642,28 +641,10 @@ def _card(snap: _Snap, now: datetime, recent: list[tuple[str | None, str]], firs
 def merged_actions(
     governor: str, instance: Instance, facts: Facts, roles: Iterable[str]
 ) -> tuple[AllowedEvent, ...]:
-    """The manual actions for a user holding several roles: per event, any allowed role wins."""
-    held = sorted(set(roles))
-    if not held:
+    """The manual actions for a user holding several roles (``services.actions.best_actions``)."""
+    if not list(roles):
         return ()
-    by_event: dict[str, AllowedEvent] = {}
-    order: list[str] = []
-    for role in held:
-        for action in manual_actions(governor, instance, facts, role):
-            known = by_event.get(action.event)
-            if known is None:
-                order.append(action.event)
-                by_event[action.event] = action
-            elif not known.allowed and action.allowed:
-                by_event[action.event] = action
-    have = ", ".join(held)
-    out = []
-    for event in order:
-        action = by_event[event]
-        if not action.allowed and len(held) > 1 and "; you have " in action.reason:
-            action = replace(action, reason=action.reason.rsplit("; you have ", 1)[0] + f"; you have {have}")
-        out.append(action)
-    return tuple(out)
+    return tuple(action for action, _ in best_actions(governor, instance, facts, roles).values())
 
 
 def _attach_actions(
@@ -679,17 +660,7 @@ def _attach_actions(
     held = list(roles)
     for card in cards:
         inst = snapshot[card.id]
-        peers: dict[str, list[Instance]] = {}
-        for other in snapshot.values():
-            if other.id != inst.id and other.state is not None:
-                peers.setdefault(other.governor, []).append(other)
-        facts = Facts(
-            now=now,
-            actor=user_id,
-            peers=frozen_map({g: tuple(v) for g, v in peers.items()}),
-            extra=frozen_map(world_facts(session, snapshot, inst, "")),
-            settings=settings,
-        )
+        facts = facts_for(snapshot, inst, now, settings, session, actor=user_id)
         card.actions = merged_actions(card.governor, inst, facts, held)
 
 
