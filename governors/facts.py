@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from governors.spec import frozen_map
+from governors.spec import STAFF_ROLES, frozen_map
 
 if TYPE_CHECKING:
     from governors.settings import Settings
@@ -31,6 +31,12 @@ def as_datetime(value: Any) -> datetime | None:
 
 
 T = TypeVar("T")
+
+
+def aware_datetime(value: Any) -> datetime | None:
+    """Like ``as_datetime``, but only timezone-aware values count (naive ones give None)."""
+    moment = as_datetime(value)
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 class NeedsInput(Exception):
@@ -161,6 +167,11 @@ class Context:
     def now(self) -> datetime:
         """The event's instant (the engine has no clock)."""
         return self.facts.now
+
+    @property
+    def by_staff(self) -> bool:
+        """True when a person (a staff role) sends the event, not the system, a timer or a cascade."""
+        return self.facts.role in STAFF_ROLES
 
     @property
     def payload(self) -> Mapping[str, Any]:

@@ -6,7 +6,18 @@ its prices, discounts and targets as arguments (they are settings, never constan
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+
+def to_decimal(value: object) -> Decimal | None:
+    """A finite Decimal from a number or numeric text (bools, None and garbage give None)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 def round_cents(amount: Decimal) -> int:

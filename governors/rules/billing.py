@@ -24,15 +24,14 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from governors.definitions.billing import CYCLE_KINDS, DUNNING_STATES
 from governors.facts import Context, GuardFailed, as_datetime
-from governors.money import percent_of, round_cents
+from governors.money import percent_of, round_cents, to_decimal
 from governors.rules.base import declare_effects, guard, updater
-from governors.spec import STAFF_ROLES
 
 declare_effects(
     billing_render_invoice="Render the invoice PDF (total = base + tax − credits) and attach it to the email",
@@ -103,10 +102,10 @@ _TEN_POW: tuple[int, ...] = tuple(10**k for k in range(31))
 def _rate_fraction(value: Any) -> tuple[int, int] | None:
     """A tax rate as an exact fraction ``(numerator, power of ten of the denominator)``.
 
-    ``_decimal(value) or Decimal(0)`` as ``n / 10**k``; None when it does not fit the integer fast path
+    ``to_decimal(value) or Decimal(0)`` as ``n / 10**k``; None when it does not fit the integer fast path
     (the caller then computes with Decimal).
     """
-    rate = _decimal(value) or Decimal(0)
+    rate = to_decimal(value) or Decimal(0)
     sign, digits, exponent = rate.as_tuple()
     if not isinstance(exponent, int) or not -30 <= exponent <= 0 or len(digits) > 28:
         return None
@@ -115,7 +114,7 @@ def _rate_fraction(value: Any) -> tuple[int, int] | None:
 
 
 def _tax_cents(amount: int, tax_rate: Any) -> int:
-    """``round_cents(Decimal(amount) * (_decimal(tax_rate) or Decimal(0)))`` in exact integer arithmetic.
+    """``round_cents(Decimal(amount) * (to_decimal(tax_rate) or Decimal(0)))`` in exact integer arithmetic.
 
     The Decimal product is exact while it has at most 28 digits, and ROUND_HALF_UP rounds ties away
     from zero: the integer computation below gives the same cents. Anything else goes through Decimal.
@@ -133,26 +132,12 @@ def _tax_cents(amount: int, tax_rate: Any) -> int:
             if 2 * remainder >= denominator:
                 quotient += 1
             return -quotient if product < 0 else quotient
-    rate = _decimal(tax_rate) or Decimal(0)
+    rate = to_decimal(tax_rate) or Decimal(0)
     return round_cents(Decimal(amount) * rate)
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
 
 
 def _invoice_id(ctx: Context) -> str:
     return ctx.instance.subject_id or ctx.instance.id
-
-
-def _is_staff(ctx: Context) -> bool:
-    return ctx.facts.role in STAFF_ROLES
 
 
 def _paid(ctx: Context) -> int:
@@ -212,7 +197,7 @@ def billing_tax_rate_valid(ctx: Context) -> bool:
     """B01: an optional tax_rate lies in [0, 1] (§2.2 B02)."""
     if ctx.payload.get("tax_rate") is None:
         return True
-    rate = _decimal(ctx.payload["tax_rate"])
+    rate = to_decimal(ctx.payload["tax_rate"])
     return rate is not None and Decimal(0) <= rate <= Decimal(1)
 
 
@@ -531,7 +516,7 @@ def billing_reconcile_age(ctx: Context) -> bool:
 def billing_processor_confirms(ctx: Context) -> bool:
     """B08: fact ``processor_record_matches`` (job) or, for a force-reconcile, a proof ref and
     fact ``processor_confirms_payment``."""
-    if _is_staff(ctx):
+    if ctx.by_staff:
         ctx.arg("processor_proof_ref")
         if ctx.fact("processor_confirms_payment") is not True:
             raise GuardFailed("force-reconcile needs the processor to confirm the payment")
@@ -777,7 +762,7 @@ def billing_record_refund(ctx: Context) -> dict[str, Any]:
 def billing_staff_hold_allowed(ctx: Context) -> bool:
     """B23: finance acts in payment_failed, retry_n or collection_agency (§11 #18) and gives an
     expected release date for a hold; cascades act in any open state."""
-    if not _is_staff(ctx):
+    if not ctx.by_staff:
         return True
     if ctx.state not in _HOLD_STATES_FOR_STAFF:
         return False
@@ -789,7 +774,7 @@ def billing_staff_hold_allowed(ctx: Context) -> bool:
 @updater("billing_update_dunning_holds")
 def billing_update_dunning_holds(ctx: Context) -> dict[str, Any]:
     """B23: add or remove a hold code (payload ``hold``; staff default manual, cascades system)."""
-    code = str(ctx.payload.get("hold") or ("manual" if _is_staff(ctx) else "system"))
+    code = str(ctx.payload.get("hold") or ("manual" if ctx.by_staff else "system"))
     holds = set(_holds(ctx.data))
     if ctx.event == "dunning_hold":
         holds.add(code)
@@ -811,7 +796,7 @@ def billing_set_fraud_checks(ctx: Context) -> dict[str, Any]:
 
 def _credit_pct(ctx: Context) -> Decimal | None:
     raw = ctx.payload.get("credit_pct")
-    return None if raw is None or raw == "" else _decimal(raw)
+    return None if raw is None or raw == "" else to_decimal(raw)
 
 
 @guard("billing_credit_valid", "give either a credit percent (above 0, at most 25) or an amount")

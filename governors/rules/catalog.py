@@ -11,10 +11,9 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from governors.facts import Context, GuardFailed
+from governors.facts import Context, GuardFailed, aware_datetime
 from governors.rules.base import declare_effects, guard, updater
 
 declare_effects(
@@ -35,18 +34,6 @@ _EDITABLE = ("name", "description", "price_cents", "tier", "features", "limits")
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    """A timezone-aware datetime from a datetime or an ISO 8601 string, else None."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    return None
 
 
 def _is_int(value: Any) -> bool:
@@ -269,7 +256,7 @@ def catalog_price_valid(ctx: Context) -> bool:
 @guard("catalog_effective_in_future", "the effective date must be in the future")
 def catalog_effective_in_future(ctx: Context) -> bool:
     """P09: the price's effective date lies after now."""
-    moment = _as_datetime(ctx.arg("effective_at"))
+    moment = aware_datetime(ctx.arg("effective_at"))
     return moment is not None and moment > ctx.now
 
 
@@ -292,7 +279,7 @@ def catalog_increase_notice_ok(ctx: Context) -> bool:
     if _increase_percent(old, new) <= limit:
         return True
     period = ctx.duration("catalog.price_increase_notice_period")
-    moment = _as_datetime(ctx.arg("effective_at"))
+    moment = aware_datetime(ctx.arg("effective_at"))
     if moment is None or moment < ctx.now + period:
         raise GuardFailed(
             f"an increase of more than {limit:g} % must take effect at least {period.days} days from now"
@@ -344,7 +331,7 @@ def catalog_breaking_notice_ok(ctx: Context) -> bool:
     if ctx.payload.get("breaking") is not True:
         return True
     period = ctx.duration("catalog.breaking_change_notice_period")
-    moment = _as_datetime(ctx.payload.get("effective_at"))
+    moment = aware_datetime(ctx.payload.get("effective_at"))
     if moment is None or moment < ctx.now + period:
         raise GuardFailed(f"a breaking change needs an effective date at least {period.days} days from now")
     return True
@@ -376,7 +363,7 @@ def catalog_featured_price_valid(ctx: Context) -> bool:
 @guard("catalog_campaign_end_in_future", "the campaign end date must be in the future")
 def catalog_campaign_end_in_future(ctx: Context) -> bool:
     """P11: the campaign ends after now."""
-    moment = _as_datetime(ctx.arg("ends_at"))
+    moment = aware_datetime(ctx.arg("ends_at"))
     return moment is not None and moment > ctx.now
 
 
@@ -454,7 +441,7 @@ def catalog_holders_confirmed(ctx: Context) -> bool:
 @guard("catalog_validation_overrun", "validation is within its time budget")
 def catalog_validation_overrun(ctx: Context) -> bool:
     """Attention in validation: the checks have run longer than the validation timeout."""
-    started = _as_datetime(ctx.data.get("validation_started_at"))
+    started = aware_datetime(ctx.data.get("validation_started_at"))
     return started is not None and ctx.now - started > ctx.duration("catalog.validation_timeout")
 
 
@@ -463,7 +450,7 @@ def catalog_propagation_overdue(ctx: Context) -> bool:
     """Attention in update_approved: propagation stalled, or has taken ≥ 10 min."""
     if ctx.data.get("propagation_stalled"):
         return True
-    started = _as_datetime(ctx.data.get("propagation_started_at"))
+    started = aware_datetime(ctx.data.get("propagation_started_at"))
     return started is not None and ctx.now - started >= ctx.duration("catalog.propagation_attention_after")
 
 
@@ -637,7 +624,7 @@ def catalog_schedule_propagation_retry(ctx: Context) -> dict[str, Any]:
 @updater("catalog_stage_pricing")
 def catalog_stage_pricing(ctx: Context) -> dict[str, Any]:
     """P09: stage the price change as pending_change."""
-    moment = _as_datetime(ctx.arg("effective_at"))
+    moment = aware_datetime(ctx.arg("effective_at"))
     return {
         "pending_change": {
             "kind": "pricing",
@@ -650,7 +637,7 @@ def catalog_stage_pricing(ctx: Context) -> dict[str, Any]:
 @updater("catalog_stage_features")
 def catalog_stage_features(ctx: Context) -> dict[str, Any]:
     """P10: stage the feature change as pending_change."""
-    moment = _as_datetime(ctx.payload.get("effective_at"))
+    moment = aware_datetime(ctx.payload.get("effective_at"))
     return {
         "pending_change": {
             "kind": "features",
@@ -669,7 +656,7 @@ def catalog_start_campaign(ctx: Context) -> dict[str, Any]:
     return {
         "campaign_id": ctx.arg("campaign_id"),
         "featured_price_cents": ctx.arg("featured_price_cents"),
-        "campaign_ends_at": _as_datetime(ctx.arg("ends_at")),
+        "campaign_ends_at": aware_datetime(ctx.arg("ends_at")),
         "kpi_drop_percent": None,
     }
 

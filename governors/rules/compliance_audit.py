@@ -19,10 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from governors.definitions.compliance_audit import BREACH_PHASES
-from governors.facts import Context, GuardFailed
+from governors.facts import Context, GuardFailed, as_datetime
 from governors.rules.base import declare_effects, guard, updater
 from governors.rules.customer_account import disputed_invoices, open_invoices
-from governors.spec import STAFF_ROLES
 
 declare_effects(
     compliance_request_verification="Send a KYC/AML re-verification request and link through the provider",
@@ -38,21 +37,6 @@ declare_effects(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_staff(ctx: Context) -> bool:
-    return ctx.facts.role in STAFF_ROLES
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
 
 
 def _strings(value: Any) -> list[str]:
@@ -115,7 +99,7 @@ def compliance_start_verification(ctx: Context) -> Mapping[str, Any]:
         "verification_attempts": 1,
         "verification_failed_at": None,
         "verification_overdue": None,
-        "verification_reason": ctx.payload.get("reason") if _is_staff(ctx) else "periodic",
+        "verification_reason": ctx.payload.get("reason") if ctx.by_staff else "periodic",
     }
 
 
@@ -152,7 +136,7 @@ def compliance_resubmission_allowed(ctx: Context) -> bool:
     """C05: after a verification failure, ≤ 7 d since it, attempts < 3."""
     if ctx.data.get("non_compliant_cause") != "verification":
         raise GuardFailed("non-compliance is not due to a failed verification")
-    failed = _as_datetime(ctx.data.get("verification_failed_at"))
+    failed = as_datetime(ctx.data.get("verification_failed_at"))
     window = ctx.duration("compliance_audit.resubmission_window")
     if failed is not None and ctx.now - failed > window:
         raise GuardFailed(
@@ -216,8 +200,8 @@ def compliance_fraud_quiet(ctx: Context) -> bool:
     moments = [
         m
         for m in (
-            _as_datetime(ctx.data.get("flagged_at")),
-            _as_datetime(ctx.fact("last_suspicious_activity_at")),
+            as_datetime(ctx.data.get("flagged_at")),
+            as_datetime(ctx.fact("last_suspicious_activity_at")),
         )
         if m is not None
     ]
@@ -235,7 +219,7 @@ def compliance_fraud_quiet(ctx: Context) -> bool:
 def compliance_enough_fraud_tx(ctx: Context) -> bool:
     """C08: compliance names ≥ 1 transaction; the system needs ≥ 2 ([I])."""
     tx_ids = _strings(ctx.arg("tx_ids"))
-    needed = 1 if _is_staff(ctx) else int(ctx.setting("compliance_audit.fraud_confirm_min_tx"))
+    needed = 1 if ctx.by_staff else int(ctx.setting("compliance_audit.fraud_confirm_min_tx"))
     if len(set(tx_ids)) < needed:
         raise GuardFailed(f"{len(set(tx_ids))} fraudulent transaction(s) flagged; {needed} needed")
     return True
@@ -259,7 +243,7 @@ def compliance_open_fraud_investigation(ctx: Context) -> Mapping[str, Any]:
 
 
 def _breach_incident(ctx: Context, incident_id: str, phase: str) -> dict[str, Any]:
-    discovered = _as_datetime(ctx.payload.get("discovered_at")) or ctx.now
+    discovered = as_datetime(ctx.payload.get("discovered_at")) or ctx.now
     return {
         "incident_id": incident_id,
         "phase": phase,
@@ -314,7 +298,7 @@ def compliance_violations_found(ctx: Context) -> bool:
 @updater("compliance_record_violations")
 def compliance_record_violations(ctx: Context) -> Mapping[str, Any]:
     """C11/C12: add the violations, each with its deadline (given, or now + 30 d)."""
-    deadline = _as_datetime(ctx.payload.get("deadline")) or ctx.now + ctx.duration(
+    deadline = as_datetime(ctx.payload.get("deadline")) or ctx.now + ctx.duration(
         "compliance_audit.violation_deadline"
     )
     framework = ctx.payload.get("framework")
@@ -391,7 +375,7 @@ def compliance_retention_trigger(ctx: Context) -> bool:
         or ctx.fact("retention_period_expired", False) is True
     ):
         return True
-    if _is_staff(ctx):
+    if ctx.by_staff:
         return bool(str(ctx.arg("erasure_ref")).strip())
     return False
 

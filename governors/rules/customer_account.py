@@ -14,13 +14,13 @@ Facts the service must supply (``Facts.extra``):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from governors.definitions.customer_account import LOCK_REASONS
-from governors.facts import Context, GuardFailed, Instance, NeedsInput
+from governors.facts import Context, GuardFailed, Instance, NeedsInput, as_datetime
 from governors.rules.base import declare_effects, guard, updater
-from governors.spec import SAME, STAFF_ROLES
+from governors.spec import SAME
 
 declare_effects(
     account_onboarding_step="Record an onboarding step; profile_completed asks the KYC provider for papers",
@@ -43,10 +43,6 @@ _DISPUTE_STATES = frozenset({"payment_disputed"})
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _is_staff(ctx: Context) -> bool:
-    return ctx.facts.role in STAFF_ROLES
 
 
 def _strings(value: Any) -> list[str]:
@@ -97,7 +93,7 @@ def _schedule(ctx: Context, score: int, state: str, monitoring: bool) -> dict[st
 def _lock_code(ctx: Context) -> str:
     """The lock reason code: ``reason_code`` (staff), or ``reason`` from the system and cascades."""
     code = ctx.payload.get("reason_code")
-    if code is None and not _is_staff(ctx):
+    if code is None and not ctx.by_staff:
         code = ctx.payload.get("reason")
     if code is None or code == "":
         raise NeedsInput("reason_code")
@@ -106,17 +102,6 @@ def _lock_code(ctx: Context) -> str:
 
 def _compliance_owned(ctx: Context) -> set[str]:
     return set(_strings(ctx.setting("customer_account.compliance_owned_lock_reasons")))
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
 
 
 def open_invoices(invoices: Iterable[Instance], *, allow_written_off: bool) -> list[Instance]:
@@ -163,7 +148,7 @@ def account_onboarding_complete(ctx: Context) -> bool:
 @guard("account_kyc_manual_check", "a manual KYC approval needs a passed document check")
 def account_kyc_manual_check(ctx: Context) -> bool:
     """A03 by compliance: the document check result must be given and passed."""
-    if not _is_staff(ctx):
+    if not ctx.by_staff:
         return True
     return str(ctx.arg("document_check")) == "passed"
 
@@ -244,7 +229,7 @@ def account_schedule_fraud_check(ctx: Context) -> Mapping[str, Any]:
 def account_fraud_monitoring_on(ctx: Context) -> Mapping[str, Any]:
     """X22 on: daily checks; the next check moves forward if it was further away."""
     step = ctx.duration("customer_account.fraud_check_every_high")
-    current = _as_datetime(ctx.data.get("next_fraud_check_at"))
+    current = as_datetime(ctx.data.get("next_fraud_check_at"))
     due = ctx.now + step if current is None else min(current, ctx.now + step)
     return {
         "fraud_monitoring": True,
@@ -291,7 +276,7 @@ def account_suspension_cause_cleared(ctx: Context) -> bool:
         limit = int(ctx.setting("customer_account.fraud_medium_max"))
         if score > limit:
             raise GuardFailed(f"fraud score {score} is still above {limit}")
-    if "abuse" in causes and not _is_staff(ctx) and ctx.payload.get("abuse_resolved") is not True:
+    if "abuse" in causes and not ctx.by_staff and ctx.payload.get("abuse_resolved") is not True:
         raise GuardFailed("the abuse report is not resolved yet; a manager must lift the suspension")
     return True
 
@@ -321,7 +306,7 @@ def account_lock_reason_valid(ctx: Context) -> bool:
     code = _lock_code(ctx)
     if code not in LOCK_REASONS:
         raise GuardFailed(f"lock reason {code!r} is not one of: {', '.join(LOCK_REASONS)}")
-    if _is_staff(ctx) and code in _compliance_owned(ctx) and ctx.facts.role != "compliance":
+    if ctx.by_staff and code in _compliance_owned(ctx) and ctx.facts.role != "compliance":
         raise GuardFailed(f"only compliance may lock for {code!r}")
     return True
 
@@ -347,7 +332,7 @@ def account_add_lock_reason(ctx: Context) -> Mapping[str, Any]:
 @guard("account_identity_reverified", "identity must be re-verified by phone and document")
 def account_identity_reverified(ctx: Context) -> bool:
     """A13 by staff: the verification covered phone and document and names the verifier."""
-    if not _is_staff(ctx):
+    if not ctx.by_staff:
         return True
     methods = set(_strings(ctx.arg("verification_method")))
     missing = sorted({"phone", "document"} - methods)
@@ -366,7 +351,7 @@ def account_no_open_investigation(ctx: Context) -> bool:
 def account_lock_reasons_cleared(ctx: Context) -> bool:
     """A13: no reason left after removal (staff removes all; X24 only compliance-owned ones)."""
     reasons = set(_strings(ctx.data.get("lock_reasons", ())))
-    remaining = set() if _is_staff(ctx) else reasons - _compliance_owned(ctx)
+    remaining = set() if ctx.by_staff else reasons - _compliance_owned(ctx)
     if remaining:
         raise GuardFailed(f"lock reasons remain: {', '.join(sorted(remaining))}; unlock manually (A13)")
     return True
@@ -375,7 +360,7 @@ def account_lock_reasons_cleared(ctx: Context) -> bool:
 @updater("account_record_unlock")
 def account_record_unlock(ctx: Context) -> Mapping[str, Any]:
     """A13: record the identity re-verification (method, verifier) and the unlock."""
-    if not _is_staff(ctx):
+    if not ctx.by_staff:
         return {"unlocked_at": ctx.now, "unlocked_by": "system"}
     return {
         "unlocked_at": ctx.now,
@@ -417,7 +402,7 @@ def account_within_reactivation_window(ctx: Context) -> bool:
         if ctx.data.get("resubmission_allowed") is False:
             raise GuardFailed("KYC was rejected without resubmission")
         key = "customer_account.kyc_resubmission_window"
-    since = _as_datetime(ctx.data.get("deactivated_at"))
+    since = as_datetime(ctx.data.get("deactivated_at"))
     window = ctx.duration(key)
     if since is not None and ctx.now - since > window:
         raise GuardFailed(f"deactivated more than {ctx.setting(key)} ago")
@@ -475,7 +460,7 @@ def account_compliance_settled(ctx: Context) -> bool:
 @guard("account_erasure_checks", "the erasure checks are incomplete")
 def account_erasure_checks(ctx: Context) -> bool:
     """A25/A26 by staff: the typed customer id matches and the legal-hold check was done."""
-    if not _is_staff(ctx):
+    if not ctx.by_staff:
         return True
     if str(ctx.arg("customer_id")) != str(ctx.instance.customer_id):
         raise GuardFailed("the customer id does not match this account")
@@ -516,7 +501,7 @@ def account_sub_op_allowed(ctx: Context) -> bool:
 @guard("account_payment_method_validated", "the processor has not validated this payment method in time")
 def account_payment_method_validated(ctx: Context) -> bool:
     """Ax13: validated by the processor within 5 min (fact ``payment_method_validated_at``)."""
-    at = _as_datetime(ctx.fact("payment_method_validated_at"))
+    at = as_datetime(ctx.fact("payment_method_validated_at"))
     if at is None:
         return False
     return timedelta(0) <= ctx.now - at <= ctx.duration("customer_account.payment_method_validation_window")

@@ -16,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from governors.facts import Context, GuardFailed, Instance, NeedsInput
+from governors.facts import Context, GuardFailed, Instance, NeedsInput, aware_datetime
 from governors.rules.base import declare_effects, guard, updater
-from governors.spec import STAFF_ROLES
 
 declare_effects(
     entitlement_grant_access="Enable the SKU/tier feature flags for the customer",
@@ -42,18 +41,6 @@ OVERDUE_INVOICE_STATES = frozenset({"payment_failed", "retry_1", "retry_2", "ret
 # --------------------------------------------------------------------------- helpers
 
 
-def _dt(value: Any) -> datetime | None:
-    """A timezone-aware datetime from a datetime or an ISO 8601 string, else None."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    return None
-
-
 def _cents(value: Any) -> int:
     """An amount of cents from data or a fact (anything else counts as 0)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -66,10 +53,6 @@ def holds_of(data: Mapping[str, Any]) -> list[str]:
 
 def _hold(ctx: Context) -> str:
     return str(ctx.arg("hold"))
-
-
-def _is_staff(ctx: Context) -> bool:
-    return ctx.facts.role in STAFF_ROLES
 
 
 def requested_sku(ctx: Context) -> str | None:
@@ -104,7 +87,7 @@ def _paid_through(ctx: Context) -> datetime | None:
     sub = _subscription(ctx)
     if sub is None:
         return None
-    return _dt(sub.data.get("current_period_end")) or _dt(sub.data.get("trial_ends_at"))
+    return aware_datetime(sub.data.get("current_period_end")) or aware_datetime(sub.data.get("trial_ends_at"))
 
 
 def _refund_request(ctx: Context, amount: int) -> dict[str, Any]:
@@ -201,7 +184,7 @@ def entitlement_needs_review(ctx: Context) -> bool:
 def entitlement_hold_permitted(ctx: Context) -> bool:
     """E07–E10: staff may only place/lift the holds their role owns (settings staff_*_holds); cascades any."""
     hold = _hold(ctx)
-    if not _is_staff(ctx):
+    if not ctx.by_staff:
         return True
     key = "entitlement.staff_suspend_holds" if ctx.event == "suspend" else "entitlement.staff_lift_holds"
     owned: Mapping[str, Sequence[str]] = ctx.setting(key)
@@ -271,7 +254,7 @@ def entitlement_has_payload_hold(ctx: Context) -> bool:
 @guard("entitlement_period_over", "the paid period has not ended yet")
 def entitlement_period_over(ctx: Context) -> bool:
     """E13: now >= period end (payload ends_at of X32/X33, else expires_at, which X35 moves on renewal)."""
-    end = _dt(ctx.payload.get("ends_at")) or _dt(ctx.data.get("expires_at"))
+    end = aware_datetime(ctx.payload.get("ends_at")) or aware_datetime(ctx.data.get("expires_at"))
     if end is not None and ctx.now < end:
         raise GuardFailed(f"the paid period runs until {end.isoformat()}")
     return True
@@ -505,14 +488,14 @@ def entitlement_cancel_active(ctx: Context) -> dict[str, Any]:
 @updater("entitlement_expire")
 def entitlement_expire(ctx: Context) -> dict[str, Any]:
     """E13: remember when the period ended (the 30-day reactivation window counts from here)."""
-    end = _dt(ctx.payload.get("ends_at")) or _dt(ctx.data.get("expires_at"))
+    end = aware_datetime(ctx.payload.get("ends_at")) or aware_datetime(ctx.data.get("expires_at"))
     return {"expired_at": ctx.now, "expires_at": end}
 
 
 @updater("entitlement_reactivate")
 def entitlement_reactivate(ctx: Context) -> dict[str, Any]:
     """E15: a new expires_at (payload, else the subscription's paid-through date)."""
-    new_end = _dt(ctx.payload.get("expires_at")) or _paid_through(ctx)
+    new_end = aware_datetime(ctx.payload.get("expires_at")) or _paid_through(ctx)
     return {"expires_at": new_end, "expired_at": None, "activated_at": ctx.now}
 
 

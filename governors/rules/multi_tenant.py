@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from governors.facts import Context, GuardFailed
+from governors.facts import Context, GuardFailed, aware_datetime
 from governors.rules.base import declare_effects, guard, updater
 
 declare_effects(
@@ -57,17 +57,6 @@ SINCE_FIELDS = (
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    return None
 
 
 def _number(value: Any) -> float | None:
@@ -116,7 +105,7 @@ def tracking(
     }
     out: dict[str, datetime | None] = {}
     for name, holds in conditions.items():
-        out[name] = (_as_datetime(data.get(name)) or now) if holds else None
+        out[name] = (aware_datetime(data.get(name)) or now) if holds else None
     return out
 
 
@@ -159,7 +148,7 @@ def culprit_signals(ctx: Context) -> list[str]:
         value = _metric(metrics, key)
         if value is not None and value > _pct(ctx, setting):
             signals.append(name)
-    flagged = _as_datetime(ctx.data.get("noisy_flagged_at"))
+    flagged = aware_datetime(ctx.data.get("noisy_flagged_at"))
     if (
         impacting
         and flagged is not None
@@ -194,7 +183,7 @@ def mt_snapshot_usable(ctx: Context) -> bool:
     missing = [k for k in REQUIRED_METRICS if _number(metrics.get(k)) is None]
     if missing:
         raise GuardFailed("the snapshot lacks numeric " + ", ".join(missing))
-    taken, last = _as_datetime(ctx.arg("snapshot_ts")), _as_datetime(ctx.data.get("last_snapshot_ts"))
+    taken, last = aware_datetime(ctx.arg("snapshot_ts")), aware_datetime(ctx.data.get("last_snapshot_ts"))
     if taken is not None and last is not None and taken <= last:
         raise GuardFailed(
             f"snapshot of {taken.isoformat()} is not newer than the last one ({last.isoformat()})"
@@ -265,7 +254,7 @@ def mt_emergency_warranted(ctx: Context) -> bool:
     rate = _metric(metrics, "error_rate", 0.0) or 0.0
     if rate > _pct(ctx, "multi_tenant.emergency_error_rate_percent"):
         return True
-    since = _as_datetime(ctx.data.get("cpu_critical_since"))
+    since = aware_datetime(ctx.data.get("cpu_critical_since"))
     cpu = _metric(metrics, "cpu", 0.0) or 0.0
     if since is None or cpu <= _pct(ctx, "multi_tenant.emergency_cpu_percent"):
         return False
@@ -371,7 +360,7 @@ def mt_track_metrics(ctx: Context) -> dict[str, Any]:
     metrics = dict(ctx.arg("metrics"))
     out: dict[str, Any] = dict(tracking(ctx.data, metrics, ctx.now, ctx.settings))
     out["metrics"] = metrics
-    out["last_snapshot_ts"] = _as_datetime(ctx.arg("snapshot_ts"))
+    out["last_snapshot_ts"] = aware_datetime(ctx.arg("snapshot_ts"))
     if ctx.payload.get("pool_id"):
         out["pool_id"] = ctx.payload["pool_id"]
     return out

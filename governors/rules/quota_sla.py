@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
 from governors.definitions.quota_sla import HARD_METRICS, SOFT_METRICS
 from governors.facts import Context, GuardFailed, as_datetime
-from governors.money import sla_credit_percent
+from governors.money import sla_credit_percent, to_decimal
 from governors.rules.base import declare_effects, guard, updater
 from governors.settings import Settings
 
@@ -72,16 +72,6 @@ def _number(value: Any) -> float | None:
             return None
         return parsed if _isfinite(parsed) else None
     return None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
 
 
 def _int(value: Any) -> int:
@@ -760,11 +750,11 @@ def quota_sla_period_unseen(ctx: Context) -> bool:
 @guard("quota_sla_measurements_valid", "give uptime_pct (0–100) and, if measured, error_rate_pct (0–100)")
 def quota_sla_measurements_valid(ctx: Context) -> bool:
     """Qx7: uptime_pct is a number in [0, 100]; error_rate_pct, when given, too."""
-    uptime = _decimal(ctx.arg("uptime_pct"))
+    uptime = to_decimal(ctx.arg("uptime_pct"))
     if uptime is None or not Decimal(0) <= uptime <= Decimal(100):
         return False
     raw_error = ctx.payload.get("error_rate_pct")
-    error = _decimal(raw_error)
+    error = to_decimal(raw_error)
     return raw_error is None or (error is not None and Decimal(0) <= error <= Decimal(100))
 
 
@@ -776,12 +766,12 @@ def sla_credit_for(ctx: Context) -> Decimal:
     p99 = ctx.payload.get("p99_ms")
     raw_error = ctx.payload.get("error_rate_pct")
     return sla_credit_percent(
-        uptime_pct=_decimal(ctx.arg("uptime_pct")) or Decimal(0),
-        uptime_target_pct=_decimal(targets.get("uptime_pct")) or Decimal(0),
+        uptime_pct=to_decimal(ctx.arg("uptime_pct")) or Decimal(0),
+        uptime_target_pct=to_decimal(targets.get("uptime_pct")) or Decimal(0),
         p99_ms=_int(p99) if p99 is not None else None,
         p99_target_ms=_int(targets.get("p99_ms")) if targets.get("p99_ms") is not None else None,
-        error_rate_pct=_decimal(raw_error),
-        error_rate_target_pct=_decimal(targets.get("error_rate_pct")),
+        error_rate_pct=to_decimal(raw_error),
+        error_rate_target_pct=to_decimal(targets.get("error_rate_pct")),
         uptime_cap_pct=Decimal(ctx.setting("quota_sla.sla_uptime_cap_pct")),
         uptime_factor=Decimal(ctx.setting("quota_sla.sla_uptime_factor")),
         p99_penalty_pct=Decimal(ctx.setting("quota_sla.sla_p99_penalty_pct")),
@@ -822,7 +812,7 @@ def quota_close_sla_period(ctx: Context) -> dict[str, Any]:
 @guard("quota_sla_credit_due", "no SLA credit is due")
 def quota_sla_credit_due(ctx: Context) -> bool:
     """When X29: the period just closed earned a credit above 0 %."""
-    credit = _decimal(ctx.data.get("last_sla_credit_pct"))
+    credit = to_decimal(ctx.data.get("last_sla_credit_pct"))
     return credit is not None and credit > 0
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from governors.facts import Context, GuardFailed
+from governors.facts import Context, GuardFailed, aware_datetime
 from governors.money import period_charge, prorate
 from governors.rules.base import declare_effects, guard, updater
 
@@ -34,18 +34,6 @@ ON_SALE = frozenset({"published", "featured"})
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _dt(value: Any) -> datetime | None:
-    """A timezone-aware datetime from a datetime or an ISO 8601 string, else None."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    return None
 
 
 def _int(value: Any) -> int:
@@ -292,7 +280,7 @@ def subscription_renewal_unpaid(ctx: Context) -> bool:
 @guard("subscription_reactivation_open", "the 30-day reactivation window has closed")
 def subscription_reactivation_open(ctx: Context) -> bool:
     """S22: now <= reactivation_deadline."""
-    deadline = _dt(ctx.data.get("reactivation_deadline"))
+    deadline = aware_datetime(ctx.data.get("reactivation_deadline"))
     if deadline is not None and ctx.now > deadline:
         raise GuardFailed(f"reactivation was possible until {deadline.isoformat()}")
     return True
@@ -460,7 +448,7 @@ def subscription_purchase(ctx: Context) -> dict[str, Any]:
 @updater("subscription_convert_trial")
 def subscription_convert_trial(ctx: Context) -> dict[str, Any]:
     """S04: the paid period starts exactly at the trial end (no gap), charged in full (X03 initial)."""
-    start = _dt(ctx.data.get("trial_ends_at")) or ctx.now
+    start = aware_datetime(ctx.data.get("trial_ends_at")) or ctx.now
     cycle = _cycle(ctx)
     monthly = _list_price(ctx, str(ctx.data.get("tier")))
     return {
@@ -475,7 +463,7 @@ def subscription_convert_trial(ctx: Context) -> dict[str, Any]:
 @updater("subscription_extend_trial")
 def subscription_extend_trial(ctx: Context) -> dict[str, Any]:
     """Sx4: push trial_ends_at (the engine re-arms the trial timers on the moved anchor)."""
-    end = _dt(ctx.data.get("trial_ends_at")) or ctx.now
+    end = aware_datetime(ctx.data.get("trial_ends_at")) or ctx.now
     return {"trial_ends_at": end + timedelta(days=int(ctx.arg("days"))), "trial_extended": True}
 
 
@@ -496,7 +484,7 @@ def subscription_account_closed(ctx: Context) -> dict[str, Any]:
     """S26: access ends now; an already cancelled subscription keeps its reason and deadline."""
     if ctx.state != "cancelled":
         return {**_cancel(ctx, ctx.now), "cancellation_reason": "account_deactivated"}
-    current = _dt(ctx.data.get("access_until"))
+    current = aware_datetime(ctx.data.get("access_until"))
     return {"access_until": ctx.now if current is None or current > ctx.now else current}
 
 
@@ -521,7 +509,7 @@ def subscription_renewal_invoice(ctx: Context) -> dict[str, Any]:
 @updater("subscription_renewed")
 def subscription_renewed(ctx: Context) -> dict[str, Any]:
     """S16, S19: the new period starts at the old period end; remember the payment key (§4.4)."""
-    start = _dt(ctx.data.get("current_period_end")) or ctx.now
+    start = aware_datetime(ctx.data.get("current_period_end")) or ctx.now
     key = f"{ctx.payload.get('invoice_id')}:{ctx.payload.get('payment_id')}"
     keys = [*(ctx.data.get("paid_renewal_keys") or ()), key]
     return {
@@ -559,7 +547,7 @@ def subscription_apply_tier_change(ctx: Context) -> dict[str, Any]:
     cycle = _cycle(ctx)
     old = _int(ctx.data.get("monthly_price_cents") or _list_price(ctx, ctx.data.get("tier")))
     new = int(ctx.arg("enterprise_price_cents")) if _custom(ctx, target) else _int(_list_price(ctx, target))
-    end = _dt(ctx.data.get("current_period_end"))
+    end = aware_datetime(ctx.data.get("current_period_end"))
     left = (end - ctx.now) if end is not None else timedelta(0)
     remaining = max(0, math.ceil(left / timedelta(days=1)))
     amount = _prorate(old, new, _discount(ctx, cycle), remaining)
@@ -598,9 +586,9 @@ def subscription_pause(ctx: Context) -> dict[str, Any]:
 @updater("subscription_resume")
 def subscription_resume(ctx: Context) -> dict[str, Any]:
     """S14: move period_end forward by the time actually paused; count whole (started) days for the year."""
-    started = _dt(ctx.data.get("paused_at")) or ctx.now
+    started = aware_datetime(ctx.data.get("paused_at")) or ctx.now
     paused = max(timedelta(0), ctx.now - started)
-    end = _dt(ctx.data.get("current_period_end"))
+    end = aware_datetime(ctx.data.get("current_period_end"))
     return {
         "current_period_end": end + paused if end is not None else None,
         "paused_days_this_year": _int(ctx.data.get("paused_days_this_year"))
@@ -617,7 +605,7 @@ def subscription_reactivate(ctx: Context) -> dict[str, Any]:
     cycle = _cycle(ctx)
     base = {**_CLEARED_CANCELLATION, "auto_renew": bool(ctx.setting("subscription.auto_renew_default"))}
     if ctx.data.get("cancellation_reason") == "nonpayment" and _overdue_paid(ctx):
-        start = _dt(ctx.data.get("current_period_end")) or ctx.now
+        start = aware_datetime(ctx.data.get("current_period_end")) or ctx.now
         return {**base, **_period(ctx, start, cycle), "charge_kind": None, "charge_cents": 0}
     monthly = _int(ctx.data.get("monthly_price_cents"))
     return {**base, **_period(ctx, ctx.now, cycle), **_full_cycle_charge(ctx, monthly, cycle, "initial")}
