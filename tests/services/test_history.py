@@ -98,17 +98,14 @@ class Life:
                     payload["score"] = 12  # the fraud scorer's answer, as the fraud-check job supplies it
                 at = due.due_at
                 assert at is not None
-                # A self-transition re-arms a timer under the same state_seq (weekly fraud checks): the
-                # due time makes each firing a distinct event.
-                key = f"timer:{due.instance_id}:{due.name}:{due.state_seq}:{at.isoformat()}"
                 req = EventRequest(
                     TENANT,
                     due.event,
                     due.instance_id,
                     payload,
-                    idempotency_key=key,
                     timer=due.name,
                     timer_seq=due.state_seq,
+                    timer_due=at,
                 )
             result = self._run(req, TIMER, at)
             if result.status != 200:

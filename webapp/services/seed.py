@@ -171,7 +171,6 @@ class Life:
         self.now = datetime.min.replace(tzinfo=UTC)
         self.mine: dict[str, Instance] = {}
         self.discarded: set[tuple[str, str, int]] = set()
-        self.fired: set[tuple[str, str, int]] = set()
         self.counter = 0
 
     # ----------------------------------------------------------------- the customer's instances
@@ -321,14 +320,6 @@ class Life:
             payload = dict(timer.payload)
             if timer.event == "fraud_check":
                 payload["score"] = self.rng.choice((5, 12, 20, 35))  # the fraud scorer's answer
-            # The service derives a timer's event id from (instance, state entry, timer); a timer
-            # that re-arms itself within one state entry (the weekly fraud check) would repeat it,
-            # so its later firings carry a key naming the due time.
-            entry = (inst.id, name, timer.state_seq)
-            key = (
-                f"timer:{inst.id}:{name}:{timer.state_seq}:{at.isoformat()}" if entry in self.fired else None
-            )
-            self.fired.add(entry)
             result = fire_event(
                 self.session,
                 EventRequest(
@@ -336,9 +327,9 @@ class Life:
                     timer.event,
                     inst.id,
                     payload,
-                    idempotency_key=key,
                     timer=name,
                     timer_seq=timer.state_seq,
+                    timer_due=timer.due_at,
                 ),
                 TIMER,
                 self.now,

@@ -16,7 +16,6 @@ in-memory executor, a refused timer is used up rather than retried forever.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,30 +71,6 @@ class SweepReport:
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict (job results, logs)."""
         return {k: getattr(self, k) for k in ("fired", "stale", "refused", "busy", "gone", "failed")}
-
-
-def timer_key(row: DueTimer) -> str:
-    """The idempotency key of one firing: a timer re-armed at the same state_seq gets a new due_at."""
-    due = row.due_at.isoformat() if row.due_at is not None else "paused"
-    return f"timer:{row.instance_id}:{row.name}:{row.state_seq}:{due}"
-
-
-@functools.cache
-def rearmable_timers() -> frozenset[tuple[str, str]]:
-    """(governor, timer) pairs that can fire more than once within one entry into a state.
-
-    A plain timer fires at most once per state entry (a fire that stays in the state uses it up), so
-    the service's own event id (instance, state_seq, timer) is unique for it. A timer a row re-arms,
-    or one anchored to a data field that a self-transition can move, may fire again at the same
-    state_seq: those firings carry ``timer_key`` (which includes the due time) as their idempotency key.
-    """
-    from governors.registry import GOVERNORS
-
-    pairs: set[tuple[str, str]] = set()
-    for gov in GOVERNORS.values():
-        pairs.update((gov.name, name) for t in gov.transitions for name in t.rearm)
-        pairs.update((gov.name, timer.name) for state in gov.states for timer in state.timers if timer.at)
-    return frozenset(pairs)
 
 
 @dataclass(frozen=True)
