@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from governors import Instance, Settings
@@ -34,6 +33,7 @@ from webapp.models import Customer, DueTimer, GovernorInstance, StaffUser, Tenan
 from webapp.policy import ROLES
 from webapp.services.facts import world_facts
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
+from webapp.services.timers import fire_timer_row
 from webapp.services.transitions import Actor, EventRequest, EventResult, TransitionError, fire_event
 
 DEMO_TENANTS: Final = (
@@ -98,7 +98,6 @@ SUPPORT = Actor("demo-support", "support")
 FINANCE = Actor("demo-finance", "finance")
 COMPLIANCE = Actor("demo-compliance", "compliance")
 SYSTEM = Actor("system", "sys")
-TIMER = Actor("timer", "timer")
 
 
 @dataclass
@@ -193,42 +192,14 @@ def fire_due_timers(
         if not batch:
             return fired
         for timer in batch:
-            try:
-                fired += _fire_timer(db, timer.id, settings)
-            except IntegrityError:
-                # A re-armed self-loop timer (same state entry) can collide with the event id of its
-                # previous firing; the demo drops that timer rather than stop (reported upstream).
-                with db.session() as s:
+            assert timer.due_at is not None
+            # The same path as the worker's sweep, at the timer's own (simulated) instant.
+            fire = fire_timer_row(db, settings, timer.id, timer.due_at)
+            fired += fire.outcome == "fired"
+            if fire.outcome == "failed":
+                with db.session() as s:  # never loop on a timer that cannot fire
                     s.execute(delete(DueTimer).where(DueTimer.id == timer.id))
     return fired
-
-
-def _fire_timer(db: Database, timer_id: int, settings: Settings | None) -> int:
-    """Fire one due timer at its due instant; drop it when the engine discards it. 1 when it applied."""
-    with db.session() as s:
-        current = s.get(DueTimer, timer_id)
-        if current is None or current.due_at is None:
-            return 0
-        due, seq = current.due_at, current.state_seq
-        result = fire_event(
-            s,
-            EventRequest(
-                tenant_id=current.tenant_id,
-                event=current.event,
-                instance_id=current.instance_id,
-                payload=dict(current.payload or {}),
-                timer=current.name,
-                timer_seq=seq,
-            ),
-            TIMER,
-            due,
-            settings=settings,
-            facts_hook=world_facts,
-        )
-        still = s.get(DueTimer, timer_id)
-        if still is not None and still.state_seq == seq and still.due_at == due:
-            s.execute(delete(DueTimer).where(DueTimer.id == timer_id))
-        return 1 if result.status == 200 else 0
 
 
 # --------------------------------------------------------------------------- scenarios

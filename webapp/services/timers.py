@@ -24,6 +24,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from governors import Settings
+from webapp.db import Database
 from webapp.models import Customer, DueTimer, GovernorInstance
 from webapp.runtime import Runtime
 from webapp.services.transitions import Actor, EventRequest, fire_event
@@ -106,20 +108,25 @@ def _is_stale(row: DueTimer, instance: GovernorInstance | None) -> bool:
 
 def fire_due_timer(runtime: Runtime, timer: int | DueRef, now: datetime) -> TimerFire:
     """Fire one due timer in its own transaction (claimed with SKIP LOCKED); never raises."""
+    return fire_timer_row(runtime.db, runtime.settings, timer, now)
+
+
+def fire_timer_row(db: Database, settings: Settings | None, timer: int | DueRef, now: datetime) -> TimerFire:
+    """``fire_due_timer`` for callers without a runtime (the demo's simulated clock); never raises."""
     timer_id = timer if isinstance(timer, int) else timer.id
     try:
-        with runtime.db.session() as session:
+        with db.session() as session:
             if isinstance(timer, int):
                 found = session.get(DueTimer, timer)
                 if found is None:
                     return TimerFire(timer, "gone")
                 timer = DueRef(found.id, found.customer_id, found.instance_id)
-            return _fire(session, runtime, timer, now)
+            return _fire(session, settings, timer, now)
     except Exception as exc:  # one bad timer must not stop the sweep; it stays due for the next one
         return TimerFire(timer_id, "failed", code=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _fire(session: Session, runtime: Runtime, ref: DueRef, now: datetime) -> TimerFire:
+def _fire(session: Session, settings: Settings | None, ref: DueRef, now: datetime) -> TimerFire:
     if not _claim(session, ref):
         return TimerFire(ref.id, "busy")
     # Read under the owner's lock: a sweeper that committed meanwhile has deleted or replaced the row.
@@ -153,7 +160,7 @@ def _fire(session: Session, runtime: Runtime, ref: DueRef, now: datetime) -> Tim
         ),
         TIMER_ACTOR,
         now,
-        settings=runtime.settings,
+        settings=settings,
     )
     if result.ok and not result.replayed:
         # The decision cancelled, used up or re-armed this timer: the service already replaced its row.
