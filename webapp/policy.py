@@ -39,6 +39,7 @@ CAPABILITIES: Final[dict[str, frozenset[str]]] = {
     "users.manage": frozenset({"admin"}),
     "users.review": frozenset({"compliance", "auditor"}),
     "users.view": frozenset({"admin", "compliance", "auditor"}),
+    "catalog.view": EVERYONE,
     "catalog.edit": frozenset({"admin"}),
     "settings.edit": frozenset({"admin"}),
     # Dashboards.
