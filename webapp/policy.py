@@ -47,6 +47,10 @@ CAPABILITIES: Final[dict[str, frozenset[str]]] = {
     "dashboard.finance": frozenset({"finance", "manager", "admin", "compliance", "auditor"}),
     "dashboard.compliance": frozenset({"manager", "admin", "compliance", "auditor"}),
     "jobs.monitor": frozenset({"admin"}),
+    # Alerts panel (CONSOLE.md §2.3): everyone on the ops board sees it; anyone who can act may
+    # acknowledge a page (auditors are read-only).
+    "alerts.view": EVERYONE,
+    "alerts.ack": frozenset({"support", "finance", "manager", "admin", "compliance"}),
     # Own account.
     "self.profile": EVERYONE,
 }

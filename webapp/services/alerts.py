@@ -407,3 +407,104 @@ def evaluate_alerts_job() -> dict[str, Any]:
     with rt.db.session() as session:
         report = evaluate_alerts(session, utcnow(), rt.settings)
     return report.as_dict()
+
+
+# --------------------------------------------------------------------------- the alerts panel
+
+ESCALATION_LADDER: Final = (
+    (timedelta(0), "Tier 1 SRE"),
+    (timedelta(minutes=5), "Tier 2 Eng Manager"),
+    (timedelta(minutes=15), "Tier 3 Director"),
+    (timedelta(minutes=30), "Tier 4 VP Eng"),
+)
+"""CONSOLE.md §2.3 escalation ladder [D OPS]: who holds an unacknowledged page after how long."""
+
+LEVEL_ORDER: Final = {"critical": 0, "high": 1, "medium": 2}
+
+
+def escalation_tier(level: str, age: timedelta) -> str:
+    """Who an open, unacknowledged alert of ``level`` has reached after ``age`` (§2.3).
+
+    MEDIUM alerts are email only; HIGH ones page Tier 1 and climb the ladder when not resolved within
+    5 minutes; Tier 4 is for business-critical (CRITICAL) alerts only.
+    """
+    if level == "medium":
+        return "email only"
+    reached = ESCALATION_LADDER[0][1]
+    for after, tier in ESCALATION_LADDER:
+        if age >= after and (level == "critical" or tier != "Tier 4 VP Eng"):
+            reached = tier
+    return reached
+
+
+@dataclass(frozen=True)
+class PanelRow:
+    """One alert as the panel shows it."""
+
+    alert: Alert
+    age: timedelta
+    tier: str
+    resolved: bool
+
+
+def panel(
+    session: Session, now: datetime, *, resolved_limit: int = 20
+) -> tuple[list[PanelRow], list[PanelRow]]:
+    """(open alerts, most severe and oldest first; recently resolved or acknowledged ones).
+
+    Open means not acknowledged: rule alerts whose condition still holds, and critical alerts raised
+    by jobs (a must-apply cascade that failed) that nobody has acknowledged yet.
+    """
+    unacked = session.scalars(select(Alert).where(Alert.acknowledged_at.is_(None)).order_by(Alert.id)).all()
+    open_rows = sorted(
+        (
+            PanelRow(a, now - a.created_at, escalation_tier(a.level, now - a.created_at), False)
+            for a in unacked
+        ),
+        key=lambda r: (LEVEL_ORDER.get(r.alert.level, 9), r.alert.created_at),
+    )
+    done = session.scalars(
+        select(Alert)
+        .where(Alert.acknowledged_at.is_not(None))
+        .order_by(Alert.id.desc())
+        .limit(resolved_limit)
+    ).all()
+    closed_rows = [
+        PanelRow(a, (a.acknowledged_at or now) - a.created_at, "", a.job_id.endswith(RESOLVED_SUFFIX))
+        for a in done
+    ]
+    return open_rows, closed_rows
+
+
+class AlertNotOpen(LookupError):
+    """The alert does not exist or was already acknowledged."""
+
+
+def acknowledge(session: Session, alert_id: int, *, actor: str, role: str, now: datetime) -> Alert:
+    """Acknowledge one open alert for ``actor`` and audit it; the condition may still hold."""
+    from webapp import audit
+
+    alert = session.get(Alert, alert_id, with_for_update=True)
+    if alert is None:
+        raise AlertNotOpen(f"There is no alert {alert_id}.")
+    if alert.acknowledged_at is not None:
+        by = alert.acknowledged_by or "someone"
+        raise AlertNotOpen(f"Alert {alert_id} was already acknowledged by {by}.")
+    alert.acknowledged_at = now
+    alert.acknowledged_by = actor
+    audit.append(
+        session,
+        alert.tenant_id,
+        actor=actor,
+        role=role,
+        action="alert.acknowledged",
+        occurred_at=now,
+        customer_id=alert.customer_id,
+        instance_id=alert.instance_id,
+        payload={
+            "alert_id": alert.id,
+            "level": alert.level,
+            "rule": alert.job_id,
+        },
+    )
+    return alert
