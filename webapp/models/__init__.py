@@ -6,6 +6,7 @@ from webapp.models.audit import AuditEntry, AuditHead
 from webapp.models.background import Alert, EffectRun, Notification, SandboxCharge
 from webapp.models.base import Base
 from webapp.models.bulk import BulkRun
+from webapp.models.compliance import LegalHold, PrivacyRequest
 from webapp.models.governance import DueTimer, GovernorInstance, StateSnapshot, TransitionRecord
 from webapp.models.staff import ApiToken, Approval, RoleGrant, StaffUser
 from webapp.models.staff_requests import RoleGrantRequest
@@ -25,8 +26,10 @@ __all__ = [
     "EffectRun",
     "GovernorInstance",
     "IdempotencyRecord",
+    "LegalHold",
     "Notification",
     "OutboxMessage",
+    "PrivacyRequest",
     "RoleGrant",
     "RoleGrantRequest",
     "SandboxCharge",
