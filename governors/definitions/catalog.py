@@ -18,6 +18,7 @@ SETTINGS: dict[str, Any] = {
     "catalog.price_min_cents": 1,
     "catalog.price_max_cents": 999_999_999,
     "catalog.tiers": ["starter", "professional", "enterprise", "custom"],
+    "catalog.default_currency": "USD",  # [I] §3 lists no currency; §0.5 says ISO-4217
     "catalog.feature_name_max_length": 100,
     # Timers (§3.3)
     "catalog.validation_timeout": "5m",
@@ -44,6 +45,7 @@ _SKU_FIELDS = (
     Input("name", "text", label="Name"),
     Input("description", "text", label="Description"),
     Input("price_cents", "cents", label="Price (cents)"),
+    Input("currency", "code", required=False, label="Currency (ISO-4217)"),
     Input("tier", "code", label="Tier"),
     Input("features", "list", required=False, label="Feature names"),
     Input("limits", "mapping", required=False, label="Limits"),

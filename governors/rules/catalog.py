@@ -28,9 +28,10 @@ declare_effects(
 )
 
 SKU_ID_PATTERN = re.compile(r"[A-Za-z0-9-]+")
+CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 REQUIRED_FIELDS = ("sku_id", "name", "description", "price_cents", "tier")
 ON_SALE = frozenset({"published", "featured"})
-_EDITABLE = ("name", "description", "price_cents", "tier", "features", "limits")
+_EDITABLE = ("name", "description", "price_cents", "currency", "tier", "features", "limits")
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -76,9 +77,10 @@ def sku_field_errors(
         "name": lambda v: _text_error(v, int(settings["catalog.name_max_length"])),
         "description": lambda v: _text_error(v, int(settings["catalog.description_max_length"])),
         "price_cents": lambda v: price_error(v, settings),
+        "currency": _currency_error,
         "tier": lambda v: _tier_error(v, settings),
         "features": lambda v: _features_error(v, settings),
-        "limits": lambda v: None if isinstance(v, Mapping) else "must be an object of limit name to value",
+        "limits": lambda v: _limits_error(v, settings),
     }
     for name, check in checks.items():
         if name in errors or name not in fields or fields[name] is None:
@@ -93,6 +95,25 @@ def _sku_id_error(value: Any) -> str | None:
     if isinstance(value, str) and SKU_ID_PATTERN.fullmatch(value):
         return None
     return "may contain only letters, digits and hyphens"
+
+
+def _currency_error(value: Any) -> str | None:
+    # §0.5: an ISO-4217 code of three upper-case letters.
+    if isinstance(value, str) and CURRENCY_PATTERN.fullmatch(value):
+        return None
+    return "must be an ISO-4217 code of 3 upper-case letters, e.g. USD"
+
+
+def _limits_error(value: Any, settings: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must be an object of limit name to value"
+    maximum = int(settings["catalog.feature_name_max_length"])
+    for name, limit in value.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > maximum:
+            return f"each limit name must be 1–{maximum} characters"
+        if not _is_int(limit) or limit < 0:
+            return f"limit {name} must be a whole number ≥ 0"
+    return None
 
 
 def _tier_error(value: Any, settings: Mapping[str, Any]) -> str | None:
@@ -128,7 +149,9 @@ def revision_hash(sku_id: str, name: str, price_cents: int, features: Sequence[s
 
 def _merged(data: Mapping[str, Any]) -> dict[str, Any]:
     """The SKU fields once the staged ``pending_change`` is applied (P04), version not yet bumped."""
-    out: dict[str, Any] = {k: data.get(k) for k in (*REQUIRED_FIELDS, "features", "limits", "feature_specs")}
+    out: dict[str, Any] = {
+        k: data.get(k) for k in (*REQUIRED_FIELDS, "currency", "features", "limits", "feature_specs")
+    }
     out["features"] = list(data.get("features") or [])
     change = data.get("pending_change") or {}
     if change.get("kind") == "pricing":
@@ -386,14 +409,17 @@ def catalog_kpis_unhealthy(ctx: Context) -> bool:
 def catalog_replacement_on_sale(ctx: Context) -> bool:
     """P17: a replacement SKU, if given, differs from this SKU and is published or featured.
 
-    Facts: ``replacement_sku_state`` (catalog state of the SKU named in payload replacement_sku).
+    Facts: ``sku_states`` (SKU id → catalog state) or ``replacement_sku_state`` (catalog state of
+    the SKU named in payload replacement_sku). The payload names the replacement, so the map wins:
+    a ``replacement_sku_state`` looked up from the SKU's stored data may be about another SKU.
     """
     replacement = ctx.payload.get("replacement_sku")
     if not replacement:
         return True
     if replacement == ctx.data.get("sku_id"):
         raise GuardFailed("a SKU cannot replace itself")
-    state = ctx.fact("replacement_sku_state")
+    states: Mapping[str, Any] = ctx.fact("sku_states") or {}
+    state = states[replacement] if replacement in states else ctx.fact("replacement_sku_state")
     if state not in ON_SALE:
         raise GuardFailed(
             f"replacement {replacement} is {state or 'unknown'}; it must be published or featured"
@@ -506,6 +532,7 @@ def catalog_init_draft(ctx: Context) -> dict[str, Any]:
         "name": ctx.arg("name"),
         "description": ctx.arg("description"),
         "price_cents": ctx.arg("price_cents"),
+        "currency": ctx.payload.get("currency") or ctx.setting("catalog.default_currency"),
         "tier": ctx.arg("tier"),
         "features": list(ctx.payload.get("features") or []),
         "limits": dict(ctx.payload.get("limits") or {}),

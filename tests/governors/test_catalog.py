@@ -1326,3 +1326,45 @@ def test_revision_hash_changes_with_each_input() -> None:
         )
         == 4
     )
+
+
+def test_currency_and_limits_shapes() -> None:
+    assert sku_field_errors({"currency": "EUR", "limits": {"api_calls": 0}}, SETTINGS, partial=True) == {}
+    errors = sku_field_errors({"currency": "usd", "limits": {"api_calls": -1}}, SETTINGS, partial=True)
+    assert errors == {
+        "currency": "must be an ISO-4217 code of 3 upper-case letters, e.g. USD",
+        "limits": "limit api_calls must be a whole number ≥ 0",
+    }
+    assert sku_field_errors({"limits": {"api_calls": "lots"}}, SETTINGS, partial=True) == {
+        "limits": "limit api_calls must be a whole number ≥ 0"
+    }
+    assert sku_field_errors({"limits": {"": 1}}, SETTINGS, partial=True) == {
+        "limits": "each limit name must be 1–100 characters"
+    }
+
+
+def test_create_defaults_the_currency_and_edit_may_change_it() -> None:
+    created = decide(GOVERNOR, make(None), "create_draft", facts("admin", NEW_SKU))
+    assert isinstance(created, Decision)
+    assert created.changes["currency"] == "USD"
+    edited = decide(
+        GOVERNOR,
+        make("draft", {**DRAFT, "currency": "USD"}),
+        "edit_draft",
+        facts("admin", {"expected_version": 3, "currency": "EUR"}),
+    )
+    assert isinstance(edited, Decision)
+    assert edited.changes["currency"] == "EUR"
+    bad = decide(GOVERNOR, make(None), "create_draft", facts("admin", {**NEW_SKU, "currency": "euro"}))
+    assert isinstance(bad, Rejection) and "currency" in bad.message
+
+
+def test_deprecation_judges_the_replacement_named_in_the_payload() -> None:
+    """The service's SKU state map names the payload's replacement (not the one stored in data)."""
+    body = {"replacement_sku": "sku-new", "sunset_note": "moving to the new plan"}
+    live = make("published", {**LIVE, "replacement_sku": "sku-old"})
+    ok = decide(GOVERNOR, live, "deprecate", facts("admin", body, {"sku_states": {"sku-new": "published"}}))
+    assert isinstance(ok, Decision) and ok.needs_approval is not None
+    draft = decide(GOVERNOR, live, "deprecate", facts("admin", body, {"sku_states": {"sku-new": "draft"}}))
+    assert isinstance(draft, Rejection)
+    assert draft.message.endswith("replacement sku-new is draft; it must be published or featured")
