@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from webapp.models import rollups as rollups  # the dashboards' rollup tables (registered with Base)
 from webapp.models.audit import AuditEntry, AuditHead
 from webapp.models.background import Alert, EffectRun, Notification, SandboxCharge
 from webapp.models.base import Base
