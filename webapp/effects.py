@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from webapp import audit
 from webapp.adapters import Adapters, adapters_for
-from webapp.models import Customer, GovernorInstance, OutboxMessage
+from webapp.models import GovernorInstance, OutboxMessage
 from webapp.models.background import Alert, EffectRun, Notification
 from webapp.runtime import Runtime
 from webapp.services.instances import jsonable
@@ -802,12 +802,10 @@ def _apply_fires(
 
 
 def _erase(session: Session, customer_id: str, now: datetime) -> None:
-    customer = session.get(Customer, customer_id, with_for_update=True)
-    if customer is None or customer.erased_at is not None:
-        return
-    customer.name = "erased"
-    customer.email = f"erased+{hashlib.sha256(customer_id.encode()).hexdigest()[:12]}@invalid"
-    customer.erased_at = now
+    # Every PII column, not just the customer row (registry-driven; see webapp.services.erasure).
+    from webapp.services.erasure import run_erasure_effect
+
+    run_erasure_effect(session, customer_id, now)
 
 
 def _raise_alert(runtime: Runtime, call: EffectCall, now: datetime) -> Execution:

@@ -376,8 +376,14 @@ def periodic_sweep() -> dict[str, Any]:
         if sum(report.as_dict().values()) < SWEEP_BATCH:  # a short batch: nothing more is due
             break
     from webapp.services.alerts import evaluate_alerts_job
+    from webapp.services.rollups import refresh_rollups_job
 
-    return {"relay": relayed.as_dict(), "timers": total.as_dict(), "alerts": evaluate_alerts_job()}
+    return {
+        "relay": relayed.as_dict(),
+        "timers": total.as_dict(),
+        "alerts": evaluate_alerts_job(),
+        "rollups": refresh_rollups_job(),  # last: the dashboards' rollups never hold up the rest
+    }
 
 
 def _slot(moment: datetime) -> int:
@@ -535,6 +541,9 @@ class InProcessRunner:
             self._last_sweep = now
             report.timers = sweep_timers(self.rt, now, on_commit=lambda ids: None).as_dict()
             self._run_outbox(now, report)
+            from webapp.services.rollups import refresh_rollups_for
+
+            refresh_rollups_for(self.rt, now)  # the dashboards' rollups, as periodic_sweep does on RQ
         return report
 
     def run_until_idle(self, now: datetime | None = None, *, max_rounds: int = 100) -> RunnerReport:
