@@ -28,6 +28,10 @@ ENGINE_SETTINGS: Mapping[str, Any] = {
     "engine.max_text_length": 5000,
     # GOVERNORS.md §0.5 / CONSOLE.md §1.3: a four-eyes request expires after 24 h (configurable).
     "engine.approval_expiry": "24h",
+    # CONSOLE.md §1.4 (staff sign-in; read by webapp.services.users). "0s" turns password expiry off.
+    "console.password_max_age": "90d",
+    "console.session_idle_timeout": "15m",
+    "console.session_absolute_timeout": "8h",
 }
 
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")

@@ -37,6 +37,7 @@ def test_every_default_duration_parses_and_keys_are_namespaced() -> None:
     s = default_settings()
     prefixes = {
         "engine",
+        "console",  # staff sign-in rules (CONSOLE.md §1.4), read by webapp.services.users
         "entitlement",
         "billing",
         "catalog",

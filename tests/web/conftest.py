@@ -7,16 +7,21 @@
 - ``client``: ``app.test_client()``.
 - ``make_user(email, roles, password=PASSWORD, totp=False) -> MadeUser``: a staff user created
   through ``webapp.services.users``; with ``totp=True`` a second factor is enrolled and
-  ``MadeUser.code()`` gives its current code.
+  ``MadeUser.code()`` gives a code no earlier call handed out (``fresh_code``).
 - ``login(client, email, password=PASSWORD, totp=None) -> Response``: the real sign-in form (with
   its CSRF token); ``totp`` is a 6-digit code or a TOTP secret (the current code is computed).
   Returns the last response (a redirect on success).
 - ``csrf_token(client, path)``: the CSRF token of the form on ``path``, for hand-made POSTs.
+- ``fresh_code(secret)``: a TOTP code of a time-step not handed out before in this test process.
+  The console accepts each step once per user (RFC 6238 §5.2), so signing in and then approving
+  needs two codes: the current step, then the next one (accepted for clock drift), and after
+  that the helper waits for the clock.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,9 +56,25 @@ class MadeUser:
     totp_secret: str | None
 
     def code(self) -> str:
-        """The current TOTP code (the user must have been made with ``totp=True``)."""
+        """A current TOTP code not handed out before (the user must have been made with ``totp=True``)."""
         assert self.totp_secret, "made without totp=True"
-        return pyotp.TOTP(self.totp_secret).now()
+        return fresh_code(self.totp_secret)
+
+
+_HANDED_OUT: dict[str, int] = {}
+"""The last TOTP time-step ``fresh_code`` gave out, per secret."""
+
+
+def fresh_code(secret: str) -> str:
+    """A code of ``secret`` for a time-step no earlier call returned (see the module docstring)."""
+    totp = pyotp.TOTP(secret)
+    while True:
+        current = totp.timecode(datetime.now(UTC))
+        step = max(current, _HANDED_OUT.get(secret, current - 1) + 1)
+        if step <= current + 1:  # the console accepts one step of drift either way
+            _HANDED_OUT[secret] = step
+            return totp.generate_otp(step)
+        time.sleep(max(0.05, (current + 1) * totp.interval - time.time()))
 
 
 def make_app(pg_url: str, runtime: Runtime | None = None) -> Flask:
@@ -125,7 +146,7 @@ def sign_in(
         "/auth/sign-in", data={"email": email, "password": password, "csrf_token": csrf_token(client)}
     )
     if totp is not None and response.status_code == 302 and response.location.endswith("/auth/verify"):
-        code = totp if re.fullmatch(r"\d{6}", totp) else pyotp.TOTP(totp).now()
+        code = totp if re.fullmatch(r"\d{6}", totp) else fresh_code(totp)
         token = csrf_token(client, "/auth/verify")
         response = client.post("/auth/verify", data={"code": code, "csrf_token": token})
     return response

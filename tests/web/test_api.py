@@ -19,6 +19,7 @@ from sqlalchemy import func, select, text
 
 from governors import Facts, manual_actions
 from governors.spec import frozen_map
+from tests.web.conftest import fresh_code
 from webapp import create_app
 from webapp.config import Config
 from webapp.db import Database
@@ -46,7 +47,7 @@ class Staff:
         return {"Authorization": f"Bearer {self.token}"}
 
     def code(self) -> str:
-        return pyotp.TOTP(self.secret).now()
+        return fresh_code(self.secret)  # each code is accepted once
 
 
 STAFF_TABLES = frozenset({"staff_users", "role_grants", "api_tokens"})

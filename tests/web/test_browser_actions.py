@@ -2,7 +2,7 @@
 
 Finance requests a refund of a paid invoice from the cockpit (form → what-if preview → request); a
 manager, signed in in ANOTHER browser context with their second factor, approves it from the queue
-with a step-up code (computed with pyotp here); the refund appears in the customer's history. Support
+with a fresh step-up code (each code is accepted once); the refund appears in the customer's history. Support
 sees the entitlement refund button disabled with the reason, and a forged POST (valid CSRF token,
 sent with page.request) is refused with 403.
 
@@ -18,13 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from tests.web.conftest import PASSWORD, MadeUser
+from tests.web.conftest import PASSWORD, MadeUser, fresh_code
 from tests.web.test_actions import NOW, _refund, _world
 from webapp.db import Database
 from webapp.models import Approval, GovernorInstance, TransitionRecord
@@ -84,7 +83,7 @@ def _sign_in(browser: Any, server: str, user: MadeUser) -> tuple[Any, Any, list[
     page.click("button[type=submit]")
     if user.totp_secret:
         page.wait_for_url(re.compile(r".*/auth/verify.*"))
-        page.fill("input[name=code]", pyotp.TOTP(user.totp_secret).now())
+        page.fill("input[name=code]", fresh_code(user.totp_secret))
         page.click("button[type=submit]")
     page.wait_for_load_state("networkidle")
     assert "/auth/" not in page.url, page.url
@@ -152,7 +151,7 @@ def test_finance_requests_a_refund_and_a_manager_approves_it(
     mpage.click(f"#pending tr[data-approval='{approval_id}'] a")
     mpage.wait_for_selector("#approve-form")
     assert "billing_process_refund amount_cents 15.00" in mpage.locator(".plan").inner_text()
-    mpage.fill("#approve-form input[name=code]", pyotp.TOTP(manager.totp_secret or "").now())
+    mpage.fill("#approve-form input[name=code]", fresh_code(manager.totp_secret or ""))
     mpage.fill("#approve-form textarea[name=note]", "duplicate confirmed in the processor report")
     mpage.screenshot(path=str(ARTIFACTS / "actions-approval-detail.png"), full_page=True)
     mpage.click("#approve-form button[type=submit]")

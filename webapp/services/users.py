@@ -7,7 +7,10 @@ Rules from CONSOLE.md §1.3–§1.4, each a named constant below so a reviewer f
 - 6 failed sign-ins lock the account for 30 minutes (counted on the user row); every refusal uses one
   message, so the page never says whether an email exists;
 - ``admin`` and ``compliance`` need a TOTP second factor; four-eyes approvals need a fresh TOTP code
-  (step-up);
+  (step-up); a TOTP code is accepted once (RFC 6238 §5.2): the last accepted time-step is kept on the
+  user row and a code of that step or an earlier one is refused, at sign-in, enrolment and step-up;
+- a password older than the ``console.password_max_age`` setting (90 days) must be changed right after
+  signing in, and a new password must differ from the current one;
 - no user holds ``admin`` with ``compliance`` or ``auditor`` (``webapp.policy.role_conflicts``), and
   nobody grants a role to themselves;
 - every change that must sign a user out everywhere (password, roles, disabling, signing out) bumps
@@ -23,11 +26,13 @@ The caller owns the transaction (``with runtime().db.session() as s:``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyotp
 from argon2 import PasswordHasher
@@ -35,6 +40,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from governors.settings import parse_duration
 from webapp import audit
 from webapp.models import ApiToken, RoleGrant, StaffUser
 from webapp.policy import ROLES, role_conflicts
@@ -47,9 +53,13 @@ LOCKOUT_THRESHOLD = 6
 LOCKOUT_DURATION = timedelta(minutes=30)
 """Automatic lockout release (CONSOLE.md §1.4)."""
 IDLE_TIMEOUT = timedelta(minutes=15)
-"""Session idle timeout (CONSOLE.md §1.4)."""
+"""Default session idle timeout (CONSOLE.md §1.4); the setting ``console.session_idle_timeout`` rules."""
 ABSOLUTE_TIMEOUT = timedelta(hours=8)
-"""Session absolute lifetime (CONSOLE.md §1.4)."""
+"""Default session absolute lifetime (CONSOLE.md §1.4); the setting ``console.session_absolute_timeout``."""
+PASSWORD_MAX_AGE_SETTING = "console.password_max_age"
+"""Setting: passwords older than this must be changed at sign-in (CONSOLE.md §1.4: 90 days; "0s" = never)."""
+IDLE_TIMEOUT_SETTING = "console.session_idle_timeout"
+ABSOLUTE_TIMEOUT_SETTING = "console.session_absolute_timeout"
 API_TOKEN_TTL = timedelta(days=90)
 """API key rotation period (CONSOLE.md §1.4: SOC2 CC6.1)."""
 TOTP_REQUIRED_ROLES = frozenset({"admin", "compliance"})
@@ -59,6 +69,11 @@ SIGN_IN_REFUSED = "Sign-in failed: the email or password is wrong, or the accoun
 """The one message for every refused sign-in (unknown email, wrong password, locked, disabled)."""
 STEP_UP_NOT_ENROLLED = "enrol a second factor to approve"
 STEP_UP_WRONG_CODE = "the authenticator code is wrong or expired"
+TOTP_REUSED = "this code was already used; wait for the next code from your app"
+"""A valid code of a time-step already accepted (codes are single-use)."""
+TOTP_DRIFT_STEPS = 1
+"""Codes of one 30-second step before or after the current one are accepted (clock drift)."""
+PASSWORD_REUSED = "choose a password different from the current one"
 AUDIT_CHAIN = "platform"
 """Staff accounts are not a tenant's: their events go to the platform's audit chain."""
 AUDIT_ROLE = "account"
@@ -284,9 +299,38 @@ def change_password(session: Session, user_id: str, current: str, new: str, *, n
     user = _get(session, user_id)
     if not verify_password(user.password_hash, current):
         raise UserError("the current password is wrong", "current_password")
-    if current == new:
-        raise UserError("choose a password different from the current one", "new_password")
+    if current == new:  # ``current`` was just verified against the stored hash
+        raise UserError(PASSWORD_REUSED, "new_password")
     return set_password(session, user_id, new, now=now)
+
+
+def password_max_age(settings: Mapping[str, Any]) -> timedelta | None:
+    """The ``console.password_max_age`` setting (None when it is zero: passwords never expire)."""
+    raw = settings.get(PASSWORD_MAX_AGE_SETTING, "90d")
+    age = parse_duration(str(raw))
+    return age if age > timedelta(0) else None
+
+
+def password_expires_at(user: StaffUser, settings: Mapping[str, Any]) -> datetime | None:
+    """When the user's password expires (CONSOLE.md §1.4: change every 90 days), or None if never."""
+    age = password_max_age(settings)
+    return None if age is None else user.password_changed_at + age
+
+
+def password_expired(user: StaffUser, settings: Mapping[str, Any], *, now: datetime) -> bool:
+    """True when the password is older than the ``console.password_max_age`` setting."""
+    expires = password_expires_at(user, settings)
+    return expires is not None and expires <= now
+
+
+def session_timeouts(settings: Mapping[str, Any]) -> tuple[timedelta, timedelta]:
+    """(idle, absolute) session limits from the settings (CONSOLE.md §1.4: 15 minutes, 8 hours)."""
+    idle = settings.get(IDLE_TIMEOUT_SETTING)
+    absolute = settings.get(ABSOLUTE_TIMEOUT_SETTING)
+    return (
+        parse_duration(str(idle)) if idle else IDLE_TIMEOUT,
+        parse_duration(str(absolute)) if absolute else ABSOLUTE_TIMEOUT,
+    )
 
 
 def set_active(
@@ -368,6 +412,15 @@ def record_failed_factor(session: Session, user_id: str, *, now: datetime) -> bo
     return _count_failure(session, _get(session, user_id), now)
 
 
+def check_sign_in_code(session: Session, user_id: str, code: str, *, now: datetime) -> str | None:
+    """Second step of sign-in: accept ``code`` once (None), else count a failure and return why not."""
+    user = _get(session, user_id)
+    refusal = accept_totp(user, code, now=now)
+    if refusal is not None:
+        _count_failure(session, user, now)
+    return refusal
+
+
 # --- second factor ---------------------------------------------------------------------------------
 
 
@@ -386,12 +439,37 @@ def totp_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=TOTP_ISSUER)
 
 
-def verify_totp(secret: str | None, code: str, *, now: datetime) -> bool:
-    """True when ``code`` is the current 6-digit code (±30 s for clock drift)."""
+def totp_step(secret: str | None, code: str, *, now: datetime) -> int | None:
+    """The time-step (the current one ±1 for clock drift) whose 6-digit code is ``code``, or None."""
     digits = (code or "").strip().replace(" ", "")
     if not secret or not re.fullmatch(r"\d{6}", digits):
-        return False
-    return pyotp.TOTP(secret).verify(digits, for_time=now, valid_window=1)
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.generate_otp(step), digits):
+            return step
+    return None
+
+
+def verify_totp(secret: str | None, code: str, *, now: datetime) -> bool:
+    """True when ``code`` is a current code of ``secret``; does not consume it (use ``accept_totp``)."""
+    return totp_step(secret, code, now=now) is not None
+
+
+def accept_totp(user: StaffUser, code: str, *, now: datetime, secret: str | None = None) -> str | None:
+    """Accept ``code`` of the user's (or the given) secret once: None, or the refusal message.
+
+    The accepted step is recorded on the row; the caller holds the row lock (``FOR UPDATE``), so two
+    requests racing with the same code cannot both pass.
+    """
+    step = totp_step(secret or user.totp_secret, code, now=now)
+    if step is None:
+        return STEP_UP_WRONG_CODE
+    if user.totp_last_step is not None and step <= user.totp_last_step:
+        return TOTP_REUSED
+    user.totp_last_step = step
+    return None
 
 
 def enable_totp(session: Session, user_id: str, secret: str, code: str, *, now: datetime) -> StaffUser:
@@ -399,22 +477,28 @@ def enable_totp(session: Session, user_id: str, secret: str, code: str, *, now: 
     user = _get(session, user_id)
     if user.totp_secret:
         raise UserError("a second factor is already enrolled", "code")
-    if not verify_totp(secret, code, now=now):
-        raise UserError(STEP_UP_WRONG_CODE, "code")
+    refusal = accept_totp(user, code, now=now, secret=secret)
+    if refusal is not None:
+        raise UserError(refusal, "code")
     user.totp_secret = secret
     _audit(session, "totp_enrolled", user_id, now, user_id=user_id)
     return user
 
 
 def verify_step_up(session: Session, user_id: str, code: str, *, now: datetime) -> None:
-    """Raise StepUpError unless ``code`` is a valid fresh TOTP code of an active user with TOTP."""
-    user = session.get(StaffUser, user_id)
+    """Raise StepUpError unless ``code`` is a valid, not yet used TOTP code of an active user with TOTP.
+
+    Every step-up (four-eyes approvals, admin role grants, the API) comes here; accepting the code
+    records its step, so the same code cannot approve a second request.
+    """
+    user = session.get(StaffUser, user_id, with_for_update=True)
     if user is None or not user.active:
         raise StepUpError("the approver's account is not active")
     if not user.totp_secret:
         raise StepUpError(STEP_UP_NOT_ENROLLED)
-    if not verify_totp(user.totp_secret, code, now=now):
-        raise StepUpError(STEP_UP_WRONG_CODE)
+    refusal = accept_totp(user, code, now=now)
+    if refusal is not None:
+        raise StepUpError(refusal)
 
 
 # --- API tokens ------------------------------------------------------------------------------------
