@@ -7,7 +7,8 @@ server" means refusing cookies the server no longer honours:
   ``session_version`` (``sv``), the sign-in instant (``auth_at``) and the last activity (``seen_at``);
 - the user loader refuses a cookie whose ``sv`` differs from the user's row (signing out, disabling,
   a password or role change all bump the row: every copy of an old cookie, replayed or not, is
-  dead), a disabled user, more than 15 minutes idle or more than 8 hours since sign-in;
+  dead), a disabled user, more than 15 minutes idle or more than 8 hours since sign-in (the settings
+  ``console.session_idle_timeout`` and ``console.session_absolute_timeout``);
 - the JSON API (``/api/``) accepts only ``Authorization: Bearer <token>`` (its blueprint is exempt
   from CSRF, so cookies are ignored there); tokens come from ``marketplace users token``.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import Request, flash, g, jsonify, make_response, redirect, request, session, url_for
@@ -53,8 +54,8 @@ SID, SV, AUTH_AT, SEEN_AT = "sid", "sv", "auth_at", "seen_at"
 """Keys this module keeps in the session cookie (next to Flask-Login's ``_user_id``/``_id``/``_fresh``)."""
 
 REFUSALS = {
-    "idle": "Your session was idle for more than 15 minutes; please sign in again.",
-    "absolute": "Your session reached its 8-hour limit; please sign in again.",
+    "idle": "Your session was idle for more than {idle}; please sign in again.",
+    "absolute": "Your session reached its limit of {absolute}; please sign in again.",
     "revoked": "Your session has ended; please sign in again.",
 }
 
@@ -152,10 +153,11 @@ def load_user(user_id: str) -> SessionUser | None:
         _refuse("revoked")
         return None
     assert auth_at is not None and seen_at is not None
-    if now.timestamp() - seen_at > users.IDLE_TIMEOUT.total_seconds():
+    idle, absolute = users.session_timeouts(runtime().settings)
+    if now.timestamp() - seen_at > idle.total_seconds():
         _refuse("idle")
         return None
-    if now.timestamp() - auth_at > users.ABSOLUTE_TIMEOUT.total_seconds():
+    if now.timestamp() - auth_at > absolute.total_seconds():
         _refuse("absolute")
         return None
     with runtime().db.session() as s:
@@ -206,6 +208,16 @@ def safe_next(target: str | None) -> str | None:
     return target.rstrip("?") or None
 
 
+def _spoken(span: timedelta) -> str:
+    """A duration as people say it: "15 minutes", "8 hours", "1 day 12 hours"."""
+    seconds, parts = int(span.total_seconds()), []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts) or "0 seconds"
+
+
 def unauthorized() -> Any:
     """401 JSON for the API; otherwise send the browser to the sign-in page (htmx via HX-Redirect)."""
     if request.path.startswith("/api/"):
@@ -213,7 +225,10 @@ def unauthorized() -> Any:
         return jsonify({"error": {"code": "unauthorized", "message": message}}), 401
     reason = g.get("auth_refused")
     if reason in REFUSALS:
-        flash(REFUSALS[reason], "error")
+        from webapp import runtime
+
+        idle, absolute = users.session_timeouts(runtime().settings)
+        flash(REFUSALS[reason].format(idle=_spoken(idle), absolute=_spoken(absolute)), "error")
     back = safe_next(request.full_path) if request.method == "GET" else None
     target = url_for("auth.sign_in", next=back) if back else url_for("auth.sign_in")
     if request.headers.get("HX-Request") == "true":

@@ -3,15 +3,29 @@
 Sign-in is two steps when the user has (or must have) a second factor: after the password, the
 session holds only a short-lived *pending* marker (no Flask-Login user), and the user is signed in
 once the TOTP code is verified, or, for ``admin``/``compliance`` without one, once they enrolled.
+A TOTP code is accepted once only (``users.accept_totp``). A user whose password is older than the
+``console.password_max_age`` setting is signed in but sent to ``/auth/password`` by every other page
+until they chose a new one (CONSOLE.md §1.4: change every 90 days).
 The rules themselves live in ``webapp.services.users``; sessions in ``webapp.auth_session``.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
@@ -38,6 +52,10 @@ PENDING = "pending_sign_in"
 """Session key of a half-finished sign-in: {"uid", "sv", "at", "step": "verify"|"enrol", "next"}."""
 PENDING_TTL_SECONDS = 300
 ENROL_SECRET = "enrol_secret"
+PASSWORD_EXPIRES_AT = "pw_expires_at"
+"""Session key: when the signed-in user's password expires (epoch seconds), set at sign-in."""
+EXPIRED_PASSWORD_ALLOWED = frozenset({"auth.password", "auth.sign_out", "static"})
+"""The only endpoints a user with an expired password may reach."""
 
 
 class SignInForm(FlaskForm):  # type: ignore[misc]
@@ -82,7 +100,34 @@ def _finish(user: StaffUser, next_url: str | None, method: str) -> Any:
     with runtime().db.session() as s:
         users.record_sign_in(s, user.id, method=method, now=now)
     start_session(user, now=now)
+    expires = users.password_expires_at(user, runtime().settings)
+    if expires is not None:
+        # Kept in the (signed) session so that a session outliving the expiry is also caught.
+        session[PASSWORD_EXPIRES_AT] = expires.timestamp()
+        if expires <= now:
+            flash("Your password has expired: choose a new one to continue.", "error")
+            return redirect(url_for("auth.password"))
     return redirect(safe_next(next_url) or home_url())
+
+
+def _password_expired(now: datetime) -> bool:
+    expires = session.get(PASSWORD_EXPIRES_AT)
+    return isinstance(expires, int | float) and expires <= now.timestamp()
+
+
+@bp.before_app_request
+def _require_password_change() -> Any:
+    """With an expired password, every page but the change-password page and sign-out leads there."""
+    if request.endpoint in EXPIRED_PASSWORD_ALLOWED or request.path.startswith("/api/"):
+        return None
+    if not _password_expired(utcnow()) or not current_user.is_authenticated or current_user.via_token:
+        return None
+    target = url_for("auth.password")
+    if request.headers.get("HX-Request") == "true":
+        response = make_response("", 403)
+        response.headers["HX-Redirect"] = target
+        return response
+    return redirect(target)
 
 
 def _pending_user(pending: dict[str, Any]) -> StaffUser | None:
@@ -151,16 +196,15 @@ def verify() -> Any:
         from webapp import runtime
 
         user = _pending_user(pending)
-        if user is not None and users.verify_totp(user.totp_secret, form.code.data or "", now=utcnow()):
-            return _finish(user, pending.get("next"), "totp")
-        if user is not None:
-            with runtime().db.session() as s:
-                users.record_failed_factor(s, user.id, now=utcnow())
-        else:
+        if user is None:
             session.pop(PENDING, None)
             flash(users.SIGN_IN_REFUSED, "error")
             return redirect(url_for("auth.sign_in"))
-        form.code.errors = [users.STEP_UP_WRONG_CODE]
+        with runtime().db.session() as s:
+            refusal = users.check_sign_in_code(s, user.id, form.code.data or "", now=utcnow())
+        if refusal is None:
+            return _finish(user, pending.get("next"), "totp")
+        form.code.errors = [refusal]
         return render_template("auth/verify.html", form=form), 401
     return render_template("auth/verify.html", form=form)
 
@@ -236,18 +280,47 @@ def account() -> Any:
 
 
 def _account_page(form: ChangePasswordForm, status: int = 200) -> Any:
-    return render_template("auth/account.html", form=form, min_length=users.MIN_PASSWORD_LENGTH), status
+    from webapp import runtime
+
+    with runtime().db.session() as s:
+        row = s.get(StaffUser, current_user.id)
+        expires = users.password_expires_at(row, runtime().settings) if row is not None else None
+    return render_template(
+        "auth/account.html", form=form, min_length=users.MIN_PASSWORD_LENGTH, password_expires=expires
+    ), status
+
+
+def _password_page(form: ChangePasswordForm, status: int = 200) -> Any:
+    return render_template(
+        "auth/password.html",
+        form=form,
+        min_length=users.MIN_PASSWORD_LENGTH,
+        expired=_password_expired(utcnow()),
+    ), status
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@permission("self.profile")
+def password() -> Any:
+    """Choose a new password (where an expired password leads); then sign in again with it."""
+    form = ChangePasswordForm()
+    if request.method == "GET":
+        return _password_page(form)
+    return _change_password(form, _password_page)
 
 
 @bp.post("/account/password")
 @permission("self.profile")
 def change_password() -> Any:
-    """Change one's password; every session (this one included) must sign in again."""
+    """Change one's password from the account page; every session must sign in again."""
+    return _change_password(ChangePasswordForm(), _account_page)
+
+
+def _change_password(form: ChangePasswordForm, page: Any) -> Any:
     from webapp import runtime
 
-    form = ChangePasswordForm()
     if not form.validate():
-        return _account_page(form, 422)
+        return page(form, 422)
     try:
         with runtime().db.session() as s:
             users.change_password(
@@ -260,7 +333,7 @@ def change_password() -> Any:
     except users.UserError as exc:
         field = getattr(form, exc.field or "", None) or form.new_password
         field.errors = [exc.message]
-        return _account_page(form, 422)
+        return page(form, 422)
     end_session(None)
     flash("Password changed. Sign in with the new password.", "success")
     return redirect(url_for("auth.sign_in"))
