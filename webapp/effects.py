@@ -1,4 +1,4 @@
-"""Effect handlers: what each of the governors' 68 declared effects does when its outbox row runs.
+"""Effect handlers: what each of the governors' 69 declared effects does when its outbox row runs.
 
 A handler is given the effect's call (its outbox row, detached) and returns an ``Outcome``: a summary
 plus what to write, namely feedback events to apply through the one transition service (as the
@@ -11,6 +11,7 @@ job id) in one transaction, so a retried or redelivered job finds the marker and
 Effect families:
   money         billing_charge, billing_process_refund, entitlement_process_refund (payment adapter)
   kyc           compliance_request_verification, account_onboarding_step (KYC adapter)
+  fraud         account_request_fraud_score (fraud-scoring adapter; answers with fraud_check(score))
   feedback      catalog_run_validation, catalog_propagate, quota_run_reset_job, mt_pool_fan_out
   notification  notify_customer, notify_staff, tickets and notices (``notifications`` table)
   audit         audit_note (an extra entry in the tenant's hash chain)
@@ -342,6 +343,18 @@ def account_onboarding_step(env: EffectEnv, call: EffectCall) -> Outcome:
     return Outcome(f"KYC {result.status} ({result.request_id})", detail=detail, fires=(fire,))
 
 
+# --------------------------------------------------------------------------- fraud scoring
+
+
+def account_request_fraud_score(env: EffectEnv, call: EffectCall) -> Outcome:
+    """The adaptive fraud check fell due: ask the scorer, and feed ``fraud_check(score)`` back (A07–A09)."""
+    reference = call.customer_id or call.tenant_id
+    result = env.adapters.fraud.score(_key(call), reference)
+    detail = {"provider_ref": result.request_id, "score": result.score, "indicators": list(result.indicators)}
+    fire = Fire("fraud_check", {"score": result.score})
+    return Outcome(f"fraud score {result.score} ({result.request_id})", detail=detail, fires=(fire,))
+
+
 # --------------------------------------------------------------------------- feedback to governors
 
 
@@ -577,6 +590,8 @@ HANDLERS: dict[str, EffectSpec] = {
     # KYC
     "compliance_request_verification": EffectSpec("kyc", compliance_request_verification),
     "account_onboarding_step": EffectSpec("kyc", account_onboarding_step),
+    # fraud scoring
+    "account_request_fraud_score": EffectSpec("fraud", account_request_fraud_score),
     # feedback to the governors
     "catalog_run_validation": EffectSpec("feedback", catalog_run_validation),
     "catalog_propagate": EffectSpec("feedback", catalog_propagate),

@@ -73,7 +73,7 @@ STATES: Final = (
     State(
         "active",
         "Normal operation. Continuous fraud monitoring",
-        timers=(Timer("fraud_check", "fraud_check", at="next_fraud_check_at"),),
+        timers=(Timer("fraud_check", "fraud_check_due", at="next_fraud_check_at"),),
     ),
     State(
         "suspended",
@@ -82,7 +82,7 @@ STATES: Final = (
         attention_reason="Suspended: resolve, accept an appeal or escalate to review",
         timers=(
             Timer("suspension_timeout", "suspension_timeout", after="customer_account.suspension_window"),
-            Timer("fraud_check", "fraud_check", at="next_fraud_check_at"),
+            Timer("fraud_check", "fraud_check_due", at="next_fraud_check_at"),
         ),
     ),
     State(
@@ -200,14 +200,14 @@ TRANSITIONS: Final = (
         effects=(fx("account_schedule_data_deletion"),),
     ),
     # A07–A09 share (active, fraud_check) and are told apart by the §5.3 band guards (D-26: one band
-    # table for both fraud_check and fraud_alert). The score comes in the payload or, for the timer,
-    # from the fact "fraud_score" the scoring job supplies.
+    # table for both fraud_check and fraud_alert). The score comes in the payload (the scoring job's
+    # answer, see Ax16) or the fact "fraud_score".
     Transition(
         "A07",
         ("fraud_check",),
         ("active",),
         SAME,
-        ("timer", "sys"),
+        ("sys",),
         guards=("account_score_not_high",),
         inputs=(Input("score", "int", required=False, min=0, max=100),),
         updates=("account_record_score", "account_schedule_fraud_check"),
@@ -217,7 +217,7 @@ TRANSITIONS: Final = (
         ("fraud_check", "fraud_alert"),
         ("active",),
         "suspended",
-        ("sys", "timer"),
+        ("sys",),
         guards=("account_score_high",),
         inputs=(Input("score", "int", required=False, min=0, max=100),),
         set={"suspension_causes": ["fraud"], "suspended_at": "$now"},
@@ -232,7 +232,7 @@ TRANSITIONS: Final = (
         ("fraud_check", "fraud_alert"),
         ("active",),
         "under_review",
-        ("sys", "timer"),
+        ("sys",),
         guards=("account_score_critical",),
         inputs=(Input("score", "int", required=False, min=0, max=100),),
         updates=("account_record_score",),
@@ -600,7 +600,7 @@ TRANSITIONS: Final = (
         ("fraud_check",),
         ("suspended",),
         SAME,
-        ("timer", "sys"),
+        ("sys",),
         guards=("account_score_given",),
         inputs=(Input("score", "int", required=False, min=0, max=100),),
         updates=("account_record_score", "account_schedule_fraud_check"),
@@ -669,6 +669,20 @@ TRANSITIONS: Final = (
         set={"billing_address_updated_at": "$now"},
         effects=(fx("account_update_subrecord", record="billing_address"),),
         title="Update billing address",
+    ),
+    Transition(
+        "Ax16",
+        ("fraud_check_due",),
+        ("active", "suspended"),
+        SAME,
+        ("timer",),
+        effects=(fx("account_request_fraud_score"),),
+        doc=(
+            "[I] The spec's adaptive timer sends fraud_check(score), but a clock cannot know a score: the"
+            " timer fires fraud_check_due, which asks the fraud-scoring provider from a job (no call out"
+            " while rows are locked); its answer arrives as fraud_check(score) (A07–A09, Ax10), whose"
+            " updater moves next_fraud_check_at and so re-arms this timer."
+        ),
     ),
 )
 

@@ -34,6 +34,7 @@ declare_effects(
     account_anonymize_pii="Anonymize or delete the customer's PII (GDPR erasure)",
     account_activity_signal="Update the activity baseline, or send the monthly engagement email if inactive",
     account_update_subrecord="Store a validated sub-record (payment method, address, preferences)",
+    account_request_fraud_score="Ask the fraud scorer for a score; it answers with fraud_check(score)",
 )
 
 # Billing states in which an invoice is closed: paid or archived (settled, resolved, written off).

@@ -179,38 +179,19 @@ CASES: tuple[Case, ...] = (
     Case("A06", "onboarding", "onboarding_timeout", "deactivated", role="timer", timer=True),
     Case("A06", "onboarding", "onboarding_timeout", "!role_not_allowed", role="sys"),
     # A07–A09 fraud bands (§5.3, D-26)
-    Case(
-        "A07",
-        "active",
-        "fraud_check",
-        "active",
-        role="timer",
-        timer=True,
-        facts={"fraud_score": 20},
-        data=ACTIVE,
-    ),
+    Case("A07", "active", "fraud_check", "active", facts={"fraud_score": 20}, data=ACTIVE),
+    Case("A07", "active", "fraud_check", "!role_not_allowed", role="timer", timer=True, data=ACTIVE),
     Case("A07", "active", "fraud_check", "active", payload={"score": 70}, data=ACTIVE),
     Case(
         "A07",
         "active",
         "fraud_check",
         "!invalid_input",
-        role="timer",
-        timer=True,
         data=ACTIVE,
         note="no score from payload or the scoring job",
     ),
     Case("A07", "active", "fraud_check", "!invalid_input", payload={"score": 101}, data=ACTIVE),
-    Case(
-        "A08",
-        "active",
-        "fraud_check",
-        "suspended",
-        role="timer",
-        timer=True,
-        facts={"fraud_score": 71},
-        data=ACTIVE,
-    ),
+    Case("A08", "active", "fraud_check", "suspended", facts={"fraud_score": 71}, data=ACTIVE),
     Case("A08", "active", "fraud_alert", "suspended", payload={"score": 90}, data=ACTIVE),
     Case(
         "A08",
@@ -731,9 +712,10 @@ CASES: tuple[Case, ...] = (
     # Ax rows: self-events and sub-operations
     Case("Ax8", "locked", "lock_overdue", "locked", role="timer", timer=True),
     Case("Ax9", "under_review", "review_reminder", "under_review", role="timer", timer=True),
-    Case(
-        "Ax10", "suspended", "fraud_check", "suspended", role="timer", timer=True, facts={"fraud_score": 55}
-    ),
+    Case("Ax10", "suspended", "fraud_check", "suspended", facts={"fraud_score": 55}),
+    Case("Ax16", "active", "fraud_check_due", "active", role="timer", timer=True, data=ACTIVE),
+    Case("Ax16", "suspended", "fraud_check_due", "suspended", role="timer", timer=True),
+    Case("Ax16", "active", "fraud_check_due", "!role_not_allowed", role="support", data=ACTIVE),
     Case(
         "Ax11",
         "suspended",
@@ -1038,19 +1020,23 @@ def test_kyc_passed_arms_weekly_fraud_check_and_cancels_onboarding_timer() -> No
     assert _arms(out) == {"fraud_check": NOW + timedelta(days=7)}
 
 
-def test_fraud_check_rearms_itself_by_band() -> None:
-    timer = TimerState("fraud_check", "fraud_check", 3, due_at=NOW)
+def test_fraud_check_timer_asks_the_scorer_and_its_answer_rearms_the_timer() -> None:
+    timer = TimerState("fraud_check", "fraud_check_due", 3, due_at=NOW)
     inst = replace(account("active", {**ACTIVE, "next_fraud_check_at": NOW}), timers={"fraud_check": timer})
-    facts = make_facts("timer", extra={"fraud_score": 45}, timer="fraud_check", timer_seq=3)
-    out = decide(GOVERNOR, inst, "fraud_check", facts)
-    assert isinstance(out, Decision)
-    assert out.self_transition
-    assert _arms(out) == {"fraud_check": NOW + timedelta(days=3)}
+    due = decide(GOVERNOR, inst, "fraud_check_due", make_facts("timer", timer="fraud_check", timer_seq=3))
+    assert isinstance(due, Decision)
+    assert due.self_transition
+    assert [e.name for e in due.effects] == ["account_request_fraud_score"]
+    assert _arms(due) == {}
+    answer = decide(GOVERNOR, inst, "fraud_check", make_facts("sys", payload={"score": 45}))
+    assert isinstance(answer, Decision)
+    assert answer.self_transition
+    assert _arms(answer) == {"fraud_check": NOW + timedelta(days=3)}
 
 
 def test_stale_fraud_check_is_ignored() -> None:
-    facts = make_facts("timer", extra={"fraud_score": 45}, timer="fraud_check", timer_seq=2)
-    out = decide(GOVERNOR, account("active", ACTIVE), "fraud_check", facts)
+    facts = make_facts("timer", timer="fraud_check", timer_seq=2)
+    out = decide(GOVERNOR, account("active", ACTIVE), "fraud_check_due", facts)
     assert isinstance(out, Rejection)
     assert out.code == "stale_timer"
 

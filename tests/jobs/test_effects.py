@@ -54,7 +54,7 @@ def _count(db: Database, model: type, *where: object) -> int:
 
 
 def test_every_declared_effect_has_a_handler() -> None:
-    assert len(EFFECTS) == 68
+    assert len(EFFECTS) == 69
     assert set(HANDLERS) == set(EFFECTS), (set(EFFECTS) - set(HANDLERS), set(HANDLERS) - set(EFFECTS))
 
 
@@ -274,7 +274,7 @@ def test_notices_audit_notes_and_alerts_are_written_once(rt: Runtime) -> None:
 
 
 def test_every_handler_runs_against_a_real_customer(rt: Runtime) -> None:
-    """Each of the 68 effects, run with empty args on an instance of its governor, ends cleanly."""
+    """Each of the 69 effects, run with empty args on an instance of its governor, ends cleanly."""
     from governors.registry import GOVERNORS
 
     customer = new_customer(rt, "c-1", now=NOW)
@@ -304,7 +304,7 @@ def test_every_handler_runs_against_a_real_customer(rt: Runtime) -> None:
     assert set(statuses.values()) <= {"done", "skipped", "rejected"}, statuses
     assert statuses["billing_charge"] == "skipped"  # no method in the args: nothing is charged
     assert statuses["notify_customer"] == "done"
-    assert _count(rt.db, EffectRun) == 68
+    assert _count(rt.db, EffectRun) == 69
     with rt.db.session() as s:
         erased = s.get(Customer, customer)
         assert erased is not None and erased.erased_at is not None and erased.email.endswith("@invalid")

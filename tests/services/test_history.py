@@ -94,8 +94,6 @@ class Life:
                 if due is None:
                     return
                 payload = dict(due.payload)
-                if due.event == "fraud_check":
-                    payload["score"] = 12  # the fraud scorer's answer, as the fraud-check job supplies it
                 at = due.due_at
                 assert at is not None
                 req = EventRequest(

@@ -1,4 +1,4 @@
-"""Adapters to the outside world (payment processor, KYC provider), chosen once per process.
+"""Adapters to the outside world (payment processor, KYC provider, fraud scorer), chosen once per process.
 
 Only sandbox implementations exist: deterministic, database-backed where idempotency must survive a
 restart, and never touching the network.
@@ -7,8 +7,9 @@ restart, and never touching the network.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from webapp.adapters.fraud import FraudScorer, SandboxFraudScorer
 from webapp.adapters.kyc import KycProvider, SandboxKyc
 from webapp.adapters.payments import PaymentProcessor, SandboxProcessor
 from webapp.runtime import Runtime
@@ -20,6 +21,7 @@ class Adapters:
 
     payments: PaymentProcessor
     kyc: KycProvider
+    fraud: FraudScorer = field(default_factory=SandboxFraudScorer)
 
 
 def adapters_for(runtime: Runtime) -> Adapters:
@@ -34,4 +36,4 @@ def adapters_for(runtime: Runtime) -> Adapters:
     return built
 
 
-__all__ = ["Adapters", "KycProvider", "PaymentProcessor", "adapters_for"]
+__all__ = ["Adapters", "FraudScorer", "KycProvider", "PaymentProcessor", "adapters_for"]

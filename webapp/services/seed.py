@@ -308,6 +308,19 @@ class Life:
 
     # ----------------------------------------------------------------- time
 
+    def _fraud_score_answer(self, account_id: str) -> None:
+        """What the scoring job (``account_request_fraud_score``) feeds back after a due fraud check."""
+        result = fire_event(
+            self.session,
+            EventRequest(self.tenant, "fraud_check", account_id, {"score": self.rng.choice((5, 12, 20, 35))}),
+            SYSTEM,
+            self.now,
+            settings=self.settings,
+            facts_hook=self._facts_hook,
+        )
+        if result.status == 200:
+            self._count(result)
+
     def advance(self, until: datetime) -> None:
         """Move the clock to ``until``, firing every timer that falls due on the way, in due order."""
         for _ in range(500):
@@ -318,8 +331,6 @@ class Life:
             self.now = max(self.now, at)
             timer = inst.timers[name]
             payload = dict(timer.payload)
-            if timer.event == "fraud_check":
-                payload["score"] = self.rng.choice((5, 12, 20, 35))  # the fraud scorer's answer
             result = fire_event(
                 self.session,
                 EventRequest(
@@ -339,6 +350,8 @@ class Life:
             if result.status == 200:
                 self.report.timers_fired += 1
                 self._count(result)
+                if timer.event == "fraud_check_due":
+                    self._fraud_score_answer(inst.id)
             else:
                 # A timer the engine refuses is discarded, as the sweep does with stale timers.
                 self.report.timers_discarded += 1
