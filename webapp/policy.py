@@ -35,6 +35,11 @@ CAPABILITIES: Final[dict[str, frozenset[str]]] = {
     "audit.view": frozenset({"manager", "admin", "compliance", "auditor"}),
     "audit.export": frozenset({"compliance"}),
     "audit.verify": frozenset({"admin", "compliance", "auditor"}),
+    # Data-subject requests (CONSOLE.md §1.2: SAR export Y; erasure 4E[CMP]; support may only
+    # request, which the console does not offer yet) and legal holds.
+    "compliance.sar": frozenset({"compliance"}),
+    "compliance.erasure": frozenset({"compliance"}),
+    "compliance.legal_hold": frozenset({"compliance"}),
     # Administration.
     "users.manage": frozenset({"admin"}),
     "users.review": frozenset({"compliance", "auditor"}),

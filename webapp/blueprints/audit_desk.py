@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, render_template, request, stream_with_context
+from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user
 
 from webapp.htmx import render_page_or_block
@@ -170,9 +170,5 @@ def export() -> Response:
 @bp.get("/kyc")
 @permission("dashboard.compliance")
 def kyc() -> Response:
-    """The KYC review queue: accounts in manual review and open compliance audits, with deadlines."""
-    now = _now()
-    with _rt().db.session() as s:
-        items = aq.kyc_queue(s, now=now, tenants=_tenants())
-    body = render_template("audit/kyc.html", items=items, now=now)
-    return Response(body, status=200, mimetype="text/html")
+    """The KYC review queue moved to the compliance desk; old links and bookmarks follow it."""
+    return redirect(url_for("compliance.kyc"), code=301)

@@ -15,14 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from governors import Instance
-from webapp.models import GovernorInstance
+from webapp.models import GovernorInstance, LegalHold
 
 
 def world_facts(
     session: Session, snapshot: Mapping[str, Instance], target: Instance, event: str
 ) -> dict[str, Any]:
     """Facts for ``event`` on ``target``: SKU holder counts and states for the catalog, legal holds, ..."""
-    facts: dict[str, Any] = {"legal_hold": False}
+    facts: dict[str, Any] = {"legal_hold": _on_hold(session, target.customer_id)}
     catalog = [i for i in snapshot.values() if i.governor == "catalog" and i.state is not None]
     facts["sku_states"] = {str(i.data.get("sku_id") or i.subject_id): i.state for i in catalog}
     if target.governor == "catalog":
@@ -40,3 +40,11 @@ def world_facts(
         if isinstance(replacement, str):
             facts["replacement_sku_state"] = facts["sku_states"].get(replacement)
     return facts
+
+
+def _on_hold(session: Session, customer_id: str | None) -> bool:
+    """True while a legal hold stands on the customer's data (guards of erasure and retention)."""
+    if customer_id is None:
+        return False
+    hold = select(LegalHold.id).where(LegalHold.customer_id == customer_id, LegalHold.released_at.is_(None))
+    return session.scalar(hold.limit(1)) is not None
