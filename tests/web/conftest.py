@@ -21,16 +21,20 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from webapp import create_app
@@ -156,3 +160,42 @@ def sign_in(
 def login() -> Callable[..., TestResponse]:
     """``login(client, email, password=PASSWORD, totp=None)`` (the module-level ``sign_in``)."""
     return sign_in
+
+
+# --------------------------------------------------------------------------- browser journeys
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium (Playwright cannot download its own browser here); .ci/run installs it."""
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+"""Where browser journeys save their screenshots, to be looked at."""
+
+
+@pytest.fixture
+def server(app: Flask) -> Iterator[str]:
+    """The app served from a thread on a free port; yields its base URL."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (no skip: browser journeys are part of the suite)."""
+    assert CHROMIUM.exists(), "browser tests drive Debian's chromium: apt-get install -y chromium"
+    from playwright import sync_api
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
