@@ -26,7 +26,7 @@ from governors.outcomes import (
     Rejection,
     TimerOp,
 )
-from governors.rules.base import GUARDS, UPDATERS
+from governors.rules.base import GUARDS, UPDATERS, GuardFn, UpdateFn
 from governors.settings import Settings, default_settings
 from governors.spec import (
     ANY,
@@ -38,95 +38,16 @@ from governors.spec import (
     FourEyes,
     Governor,
     Input,
+    State,
     Timer,
     Transition,
     frozen_map,
 )
 
 _ZERO = timedelta(0)
-
-
-@dataclass
-class _Compiled:
-    """Indexes over one definition so that a decision is a few dictionary look-ups."""
-
-    gov: Governor
-    creation: dict[str, list[Transition]] = field(default_factory=dict)
-    rows: dict[tuple[str, str], list[Transition]] = field(default_factory=dict)
-    timers: dict[str, tuple[Timer, ...]] = field(default_factory=dict)
-    cascades: dict[str, list[Cascade]] = field(default_factory=dict)
-    manual: dict[str, list[str]] = field(default_factory=dict)
-    timer_only: set[tuple[str, str]] = field(default_factory=set)
-    possible: dict[str, str] = field(default_factory=dict)
-    roles: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    events: frozenset[str] = frozenset()
-    terminal: frozenset[str] = frozenset()
-    states: dict[str, Any] = field(default_factory=dict)
-
-
-_COMPILED: dict[int, tuple[Governor, _Compiled]] = {}
-
-
-def compile_governor(gov: Governor) -> _Compiled:
-    """Build (once per definition object) the look-up tables the engine uses."""
-    hit = _COMPILED.get(id(gov))
-    if hit is not None and hit[0] is gov:
-        return hit[1]
-    comp = _Compiled(gov=gov, terminal=gov.terminal_states, events=frozenset(gov.events))
-    comp.states = {s.name: s for s in gov.states}
-    non_terminal = [s.name for s in gov.states if not s.terminal]
-    for row in gov.transitions:
-        sources: Iterable[str] = non_terminal if ANY in row.src else row.src
-        for event in row.events:
-            if not row.src:
-                comp.creation.setdefault(event, []).append(row)
-            for state in sources:
-                comp.rows.setdefault((state, event), []).append(row)
-                if row.manual:
-                    listed = comp.manual.setdefault(state, [])
-                    if event not in listed:
-                        listed.append(event)
-    for s in gov.states:
-        comp.timers[s.name] = s.timers
-        # A row like "resume, or pause_expired (timer)" lists a staff event and a timer event: the
-        # event the state's own timer fires is not a staff action there.
-        for t in s.timers:
-            rows = comp.rows.get((s.name, t.event), [])
-            if rows and all(len(r.events) > 1 for r in rows):
-                comp.timer_only.add((s.name, t.event))
-                if t.event in comp.manual.get(s.name, []):
-                    comp.manual[s.name].remove(t.event)
-    for c in gov.cascades:
-        for row_id in c.on:
-            comp.cascades.setdefault(row_id, []).append(c)
-    # Texts of the common rejections, prepared once (they are a third of all events).
-    for state in comp.states:
-        comp.possible[state] = ", ".join(sorted({e for (s, e) in comp.rows if s == state}))
-    for key, rows in comp.rows.items():
-        comp.roles[key] = sorted({x for r in rows for x in r.by + r.requesters})
-    _COMPILED[id(gov)] = (gov, comp)
-    return comp
-
-
-_REGISTRY: dict[str, Governor] = {}
-
-
-def _governor(governor: Governor | str) -> Governor:
-    if type(governor) is Governor:
-        return governor
-    found = _REGISTRY.get(governor)  # type: ignore[arg-type]
-    if found is None:
-        from governors.registry import GOVERNORS, get_governor
-
-        _REGISTRY.update(GOVERNORS)
-        found = _REGISTRY.get(governor) or get_governor(str(governor))  # type: ignore[arg-type]
-    return found
-
-
-def _instance(gov: Governor, instance: Instance | str | None) -> Instance:
-    if isinstance(instance, Instance):
-        return instance
-    return Instance(governor=gov.name, id="?", state=instance)
+_STAFF: frozenset[str] = frozenset(STAFF_ROLES)
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_NO_SLOTS: dict[str, Any] = {}
 
 
 # --------------------------------------------------------------------------- references
@@ -182,36 +103,75 @@ def resolve(value: Any, ctx: Context) -> Any:
 REFERENCE_HEADS = ("now", "payload", "data", "instance", "event", "state", "setting")
 
 
+def _has_refs(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.startswith("$")
+    if isinstance(value, Mapping):
+        return any(_has_refs(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_refs(v) for v in value)
+    return False
+
+
+def _shareable(values: Mapping[str, Any]) -> bool:
+    """True when a mapping resolves to the same plain scalars on every event (one copy can be shared)."""
+    return not _has_refs(values) and all(
+        v is None or isinstance(v, str | int | float | bool) for v in values.values()
+    )
+
+
 # --------------------------------------------------------------------------- guards and inputs
 
 
-def _failing_guard(names: Iterable[str], ctx: Context) -> tuple[str, str, str] | None:
-    """(guard name, code, message) of the first guard that fails, or None when all pass."""
-    for name in names:
-        spec = GUARDS[name]
-        try:
-            if spec.fn(ctx):
-                continue
-            return name, spec.code, spec.message
-        except GuardFailed as failed:
-            return name, spec.code, failed.message
-    return None
+def _guard_fn(name: str) -> GuardFn:
+    """The predicate registered as ``name``; an unknown name fails (KeyError) when it is evaluated."""
+    spec = GUARDS.get(name)
+    if spec is not None:
+        return spec.fn
+
+    def unknown(ctx: Context) -> bool:
+        raise KeyError(name)
+
+    return unknown
 
 
 def _holds(name: str | None, ctx: Context) -> bool:
     """True when no guard is named or the named guard passes (a NeedsInput counts as failing)."""
     if name is None:
         return True
+    return _passes(_guard_fn(name), ctx)
+
+
+def _passes(fn: GuardFn | None, ctx: Context) -> bool:
+    """``_holds`` for a guard resolved at compile time."""
+    if fn is None:
+        return True
     try:
-        return bool(GUARDS[name].fn(ctx))
+        return bool(fn(ctx))
     except (GuardFailed, NeedsInput):
         return False
 
 
-def _input_error(inp: Input, value: Any, settings: Settings, staff: bool) -> str | None:
-    label = inp.label or inp.name.replace("_", " ")
+class _Input:
+    """An ``Input`` with its label and requirement worked out once."""
+
+    __slots__ = ("choices", "kind", "label", "max", "min", "name", "required", "staff_required")
+
+    def __init__(self, inp: Input) -> None:
+        self.name = inp.name
+        self.kind = inp.kind
+        self.label = inp.label or inp.name.replace("_", " ")
+        self.required = inp.required is True
+        self.staff_required = inp.required == STAFF
+        self.choices = inp.choices
+        self.min = inp.min
+        self.max = inp.max
+
+
+def _input_error(inp: _Input, value: Any, settings: Settings, staff: bool) -> str | None:
+    label = inp.label
     if value is None or value == "":
-        required = inp.required is True or (inp.required == STAFF and staff)
+        required = inp.required or (inp.staff_required and staff)
         return f"{label} is required" if required else None
     kind = inp.kind
     if kind in ("cents", "int"):
@@ -226,7 +186,7 @@ def _input_error(inp: Input, value: Any, settings: Settings, staff: bool) -> str
             return f"{label} must be text"
         if inp.choices and value not in inp.choices:
             return f"{label} must be one of: {', '.join(inp.choices)}"
-        limit = inp.max if inp.max is not None else int(settings["engine.max_text_length"])
+        limit = inp.max if inp.max is not None else _reason_limits(settings)[2]
         if len(value) > limit:
             return f"{label} must be at most {limit} characters"
         if inp.min is not None and len(value.strip()) < inp.min:
@@ -248,23 +208,324 @@ def _input_error(inp: Input, value: Any, settings: Settings, staff: bool) -> str
     return None
 
 
-def _check_inputs(row: Transition, facts: Facts, settings: Settings) -> tuple[str, str] | None:
+_REASON_LIMITS: list[tuple[Settings, int, int, Any]] = []
+
+
+def _reason_limits(settings: Settings) -> tuple[Settings, int, int, Any]:
+    """(settings, min reason length, max text length, max as written), kept for the last settings seen."""
+    if _REASON_LIMITS and _REASON_LIMITS[0][0] is settings:
+        return _REASON_LIMITS[0]
+    raw = settings["engine.max_text_length"]
+    hit = (settings, int(settings["engine.min_reason_length"]), int(raw), raw)
+    _REASON_LIMITS[:] = [hit]
+    return hit
+
+
+def _check_inputs(
+    inputs: tuple[_Input, ...], facts: Facts, settings: Settings, staff: bool
+) -> tuple[str, str] | None:
     """(field, message) for the first invalid input, including the staff reason rule (§0.2)."""
-    if not row.inputs and facts.role not in STAFF_ROLES:
-        return None
-    if facts.role in STAFF_ROLES:
-        reason = facts.payload.get("reason")
-        minimum = int(settings["engine.min_reason_length"])
+    payload = facts.payload
+    if staff:
+        _, minimum, maximum, written = _reason_limits(settings)
+        reason = payload.get("reason")
         if not isinstance(reason, str) or len(reason.strip()) < minimum:
             return "reason", f"give a reason of at least {minimum} characters"
-        if len(reason) > int(settings["engine.max_text_length"]):
-            return "reason", f"the reason must be at most {settings['engine.max_text_length']} characters"
-    staff = facts.role in STAFF_ROLES
-    for inp in row.inputs:
-        message = _input_error(inp, facts.payload.get(inp.name), settings, staff)
+        if len(reason) > maximum:
+            return "reason", f"the reason must be at most {written} characters"
+    for inp in inputs:
+        value = payload.get(inp.name)
+        if value is None or value == "":
+            # Most inputs are optional notes that are absent: decided here without a call.
+            if inp.required or (inp.staff_required and staff):
+                return inp.name, f"{inp.label} is required"
+            continue
+        message = _input_error(inp, value, settings, staff)
         if message:
             return inp.name, message
     return None
+
+
+# --------------------------------------------------------------------------- compiled definitions
+#
+# A definition is compiled once (per Governor object) into tables keyed by (state, event): the
+# candidate rows per role, each with its guard callables, target, data changes, effects and cascades
+# resolved ahead of time, so deciding is a few look-ups and calls with no per-event string work.
+# Settings are not compiled in: they are read per event from ``facts.settings`` (durations are
+# parsed once per Settings object by ``Settings.duration``), so overrides apply immediately.
+
+
+class _Timer:
+    """A state's timer with its guard resolved and its payload precompiled."""
+
+    __slots__ = ("after", "at", "before", "event", "name", "payload", "payload_fn", "plain", "when_fn")
+
+    def __init__(self, t: Timer) -> None:
+        self.name = t.name
+        self.event = t.event
+        self.after = t.after
+        self.at = t.at
+        self.before = t.before
+        self.when_fn = _guard_fn(t.when) if t.when is not None else None
+        # A plain running timer changes only on state entry, when it fires, or when a row re-arms it.
+        self.plain = t.when is None and t.at is None
+        self.payload: Mapping[str, Any] = t.payload
+        self.payload_fn: Resolver | None = None
+        if t.payload:
+            if _shareable(t.payload):
+                self.payload = MappingProxyType(dict(t.payload))
+            else:
+                self.payload_fn = compile_value(t.payload)
+
+
+class _StateInfo:
+    """What entering a state means: its timers and whether it needs attention."""
+
+    __slots__ = ("attention", "attention_fn", "reason", "timers")
+
+    def __init__(self, s: State) -> None:
+        self.timers = tuple(_Timer(t) for t in s.timers)
+        self.attention: bool | None = s.attention if isinstance(s.attention, bool) else None
+        self.attention_fn = None if isinstance(s.attention, bool) else _guard_fn(s.attention)
+        self.reason = s.attention_reason
+
+
+class _Cascade:
+    """An outgoing cascade of a row with its guard and payload precompiled."""
+
+    __slots__ = (
+        "create_event",
+        "event",
+        "fan_out",
+        "id",
+        "must",
+        "payload",
+        "payload_fn",
+        "select",
+        "target",
+        "when_fn",
+        "where",
+    )
+
+    def __init__(self, c: Cascade) -> None:
+        self.id = c.id
+        self.target = c.target
+        self.event = c.event
+        self.select = c.select
+        self.where = c.where
+        self.must = c.must
+        self.create_event = c.create_event
+        self.when_fn = _guard_fn(c.when) if c.when is not None else None
+        self.fan_out = compile_value(c.fan_out) if c.fan_out is not None else None
+        # Payloads of plain literals are shared by every emit (read-only views of one dict).
+        self.payload: Mapping[str, Any] | None = (
+            MappingProxyType(dict(c.payload)) if _shareable(c.payload) else None
+        )
+        self.payload_fn = compile_value(c.payload)
+
+
+_Guard = tuple[str, GuardFn, str, str, Mapping[str, Any]]
+"""(name, predicate, rejection code, message, rejection details when it is the only failure)."""
+
+
+class _Row:
+    """One transition row, compiled: everything about it that does not depend on the event."""
+
+    __slots__ = (
+        "cascades",
+        "dst",
+        "dst_choices",
+        "dst_mode",
+        "effect_fns",
+        "effects",
+        "four_eyes",
+        "four_eyes_when",
+        "guards",
+        "id",
+        "inputs",
+        "rearm",
+        "reenter",
+        "request_needs",
+        "requesters_only",
+        "roles",
+        "set_fns",
+        "static_changes",
+        "t",
+        "updaters",
+    )
+
+    def __init__(self, t: Transition, cascades: Iterable[Cascade]) -> None:
+        self.t = t
+        self.id = t.id
+        self.roles = frozenset(t.by + t.requesters)
+        self.requesters_only = frozenset(t.requesters) - frozenset(t.by)
+        self.request_needs = FourEyes(approvers=tuple(r for r in t.by if r in _STAFF))
+        self.four_eyes = t.four_eyes
+        self.four_eyes_when = (
+            _guard_fn(t.four_eyes.when) if t.four_eyes is not None and t.four_eyes.when is not None else None
+        )
+        self.inputs = tuple(_Input(inp) for inp in t.inputs)
+        self.guards: tuple[_Guard, ...] = tuple(
+            (
+                name,
+                _guard_fn(name),
+                GUARDS[name].code if name in GUARDS else "guard_failed",
+                GUARDS[name].message if name in GUARDS else "",
+                MappingProxyType({"guard": name, "failed": (name,)}),
+            )
+            for name in t.guards
+        )
+        self.dst = t.dst
+        self.dst_choices = t.dst_choices
+        self.dst_mode = 1 if t.dst == SAME else 2 if t.dst.startswith("@") else 0
+        dynamic_set = _has_refs(t.set)
+        self.set_fns = tuple((k, compile_value(v)) for k, v in t.set.items()) if dynamic_set else None
+        self.updaters = tuple(_updater_fn(name) for name in t.updates)
+        # Rows that change data only by literals share one read-only view of the changes.
+        self.static_changes: Mapping[str, Any] | None = (
+            MappingProxyType(dict(t.set)) if not dynamic_set and not t.updates else None
+        )
+        self.effects = t.effects
+        self.effect_fns: tuple[tuple[Effect, Resolver | None], ...] | None = None
+        if any(_has_refs(e.args) for e in t.effects):
+            self.effect_fns = tuple(
+                (e, compile_value(e.args) if _has_refs(e.args) else None) for e in t.effects
+            )
+        self.cascades = tuple(_Cascade(c) for c in cascades)
+        self.rearm = frozenset(t.rearm)
+        self.reenter = t.reenter
+
+
+def _updater_fn(name: str) -> UpdateFn:
+    fn = UPDATERS.get(name)
+    if fn is not None:
+        return fn
+
+    def unknown(ctx: Context) -> Mapping[str, Any]:
+        raise KeyError(name)
+
+    return unknown
+
+
+class _Slot:
+    """The candidate rows of one (state, event), by the role that sends the event."""
+
+    __slots__ = ("by_role", "first_id", "roles", "timer_only")
+
+    def __init__(self, rows: list[_Row], timer_only: bool) -> None:
+        self.first_id = rows[0].id
+        self.timer_only = timer_only
+        self.roles = sorted({x for r in rows for x in r.t.by + r.t.requesters})
+        self.by_role = {role: tuple(r for r in rows if role in r.roles) for role in self.roles}
+
+
+@dataclass
+class _Compiled:
+    """Indexes over one definition so that a decision is a few dictionary look-ups."""
+
+    gov: Governor
+    creation: dict[str, list[Transition]] = field(default_factory=dict)
+    rows: dict[tuple[str, str], list[Transition]] = field(default_factory=dict)
+    timers: dict[str, tuple[Timer, ...]] = field(default_factory=dict)
+    cascades: dict[str, list[Cascade]] = field(default_factory=dict)
+    manual: dict[str, list[str]] = field(default_factory=dict)
+    timer_only: set[tuple[str, str]] = field(default_factory=set)
+    possible: dict[str, str] = field(default_factory=dict)
+    roles: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    events: frozenset[str] = frozenset()
+    terminal: frozenset[str] = frozenset()
+    states: dict[str, Any] = field(default_factory=dict)
+    # state -> event -> candidate rows, for non-terminal states; state None holds the creation rows.
+    slots: dict[str | None, dict[str, _Slot]] = field(default_factory=dict)
+    entering: dict[str, _StateInfo] = field(default_factory=dict)
+
+
+_COMPILED: dict[int, tuple[Governor, _Compiled]] = {}
+
+
+def compile_governor(gov: Governor) -> _Compiled:
+    """Build (once per definition object) the look-up tables the engine uses."""
+    hit = _COMPILED.get(id(gov))
+    if hit is not None and hit[0] is gov:
+        return hit[1]
+    comp = _Compiled(gov=gov, terminal=gov.terminal_states, events=frozenset(gov.events))
+    comp.states = {s.name: s for s in gov.states}
+    non_terminal = [s.name for s in gov.states if not s.terminal]
+    for row in gov.transitions:
+        sources: Iterable[str] = non_terminal if ANY in row.src else row.src
+        for event in row.events:
+            if not row.src:
+                comp.creation.setdefault(event, []).append(row)
+            for state in sources:
+                comp.rows.setdefault((state, event), []).append(row)
+                if row.manual:
+                    listed = comp.manual.setdefault(state, [])
+                    if event not in listed:
+                        listed.append(event)
+    for s in gov.states:
+        comp.timers[s.name] = s.timers
+        # A row like "resume, or pause_expired (timer)" lists a staff event and a timer event: the
+        # event the state's own timer fires is not a staff action there.
+        for t in s.timers:
+            rows = comp.rows.get((s.name, t.event), [])
+            if rows and all(len(r.events) > 1 for r in rows):
+                comp.timer_only.add((s.name, t.event))
+                if t.event in comp.manual.get(s.name, []):
+                    comp.manual[s.name].remove(t.event)
+    for c in gov.cascades:
+        for row_id in c.on:
+            comp.cascades.setdefault(row_id, []).append(c)
+    # Texts of the common rejections, prepared once (they are a third of all events).
+    for state in comp.states:
+        comp.possible[state] = ", ".join(sorted({e for (s, e) in comp.rows if s == state}))
+    for key, rows in comp.rows.items():
+        comp.roles[key] = sorted({x for r in rows for x in r.by + r.requesters})
+    compiled = {id(t): _Row(t, comp.cascades.get(t.id, ())) for t in gov.transitions}
+    for event, rows in comp.creation.items():
+        comp.slots.setdefault(None, {})[event] = _Slot([compiled[id(r)] for r in rows], False)
+    for (state, event), rows in comp.rows.items():
+        if state in comp.states and state not in comp.terminal:
+            comp.slots.setdefault(state, {})[event] = _Slot(
+                [compiled[id(r)] for r in rows], (state, event) in comp.timer_only
+            )
+    comp.entering = {s.name: _StateInfo(s) for s in gov.states}
+    _COMPILED[id(gov)] = (gov, comp)
+    return comp
+
+
+_REGISTRY: dict[str, Governor] = {}
+_BY_NAME: dict[str, _Compiled] = {}
+"""Compiled registry governors by name: the one look-up ``decide`` makes for a governor name."""
+
+
+def _governor(governor: Governor | str) -> Governor:
+    if type(governor) is Governor:
+        return governor
+    found = _REGISTRY.get(governor)  # type: ignore[arg-type]
+    if found is None:
+        from governors.registry import GOVERNORS, get_governor
+
+        _REGISTRY.update(GOVERNORS)
+        found = _REGISTRY.get(governor) or get_governor(str(governor))  # type: ignore[arg-type]
+    return found
+
+
+def _compiled(governor: Governor | str) -> _Compiled:
+    if type(governor) is str:
+        comp = _BY_NAME.get(governor)
+        if comp is not None:
+            return comp
+    gov = _governor(governor)
+    comp = compile_governor(gov)
+    if type(governor) is str and _REGISTRY.get(governor) is gov:
+        _BY_NAME[governor] = comp
+    return comp
+
+
+def _instance(gov: Governor, instance: Instance | str | None) -> Instance:
+    if isinstance(instance, Instance):
+        return instance
+    return Instance(governor=gov.name, id="?", state=instance)
 
 
 # --------------------------------------------------------------------------- decide
@@ -273,7 +534,9 @@ def _check_inputs(row: Transition, facts: Facts, settings: Settings) -> tuple[st
 def _reject(
     gov: Governor, inst: Instance, event: str, code: str, message: str, row: str | None = None, **details: Any
 ) -> Rejection:
-    return Rejection(code, message, gov.name, event, inst.state, row, frozen_map(details))
+    return Rejection(
+        code, message, gov.name, event, inst.state, row, frozen_map(details) if details else _EMPTY
+    )
 
 
 def _roles_text(roles: Iterable[str]) -> str:
@@ -281,22 +544,20 @@ def _roles_text(roles: Iterable[str]) -> str:
     return " or ".join(staff) if staff else "the system"
 
 
-def _candidate_rows(comp: _Compiled, inst: Instance, event: str) -> list[Transition] | Rejection:
+def _no_rows(comp: _Compiled, inst: Instance, event: str) -> Rejection:
+    """Why no row of the definition matches (state, event)."""
     gov = comp.gov
     if event not in comp.events:
         return _reject(gov, inst, event, "unknown_event", f"{gov.title} has no event '{event}'")
     if inst.state is None:
-        rows = comp.creation.get(event)
-        if not rows:
-            starts = ", ".join(comp.creation) or "nothing"
-            return _reject(
-                gov,
-                inst,
-                event,
-                "not_created",
-                f"this {gov.title} instance does not exist yet; it starts with {starts}",
-            )
-        return rows
+        starts = ", ".join(comp.creation) or "nothing"
+        return _reject(
+            gov,
+            inst,
+            event,
+            "not_created",
+            f"this {gov.title} instance does not exist yet; it starts with {starts}",
+        )
     if inst.state not in comp.states:
         return _reject(gov, inst, event, "unknown_state", f"{gov.title} has no state '{inst.state}'")
     if inst.state in comp.terminal:
@@ -307,18 +568,15 @@ def _candidate_rows(comp: _Compiled, inst: Instance, event: str) -> list[Transit
             "terminal_state",
             f"{gov.title} is {inst.state}, a final state: nothing can change it",
         )
-    rows = comp.rows.get((inst.state, event))
-    if not rows:
-        possible = comp.possible.get(inst.state, "")
-        return _reject(
-            gov,
-            inst,
-            event,
-            "invalid_transition",
-            f"'{event}' is not possible while {gov.title} is {inst.state}"
-            + (f"; possible now: {possible}" if possible else ""),
-        )
-    return rows
+    possible = comp.possible.get(inst.state, "")
+    return _reject(
+        gov,
+        inst,
+        event,
+        "invalid_transition",
+        f"'{event}' is not possible while {gov.title} is {inst.state}"
+        + (f"; possible now: {possible}" if possible else ""),
+    )
 
 
 def decide(governor: Governor | str, instance: Instance | str | None, event: str, facts: Facts) -> Outcome:
@@ -326,55 +584,72 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
 
     ``instance`` may be a bare state name for quick questions. Never mutates anything.
     """
-    gov = _governor(governor)
-    comp = compile_governor(gov)
-    inst = _instance(gov, instance)
-    settings = facts.settings or default_settings()
-    rows = _candidate_rows(comp, inst, event)
-    if isinstance(rows, Rejection):
-        return rows
-    if facts.role == "timer" and facts.timer_seq is not None and facts.timer_seq != inst.state_seq:
-        return _reject(
-            gov,
-            inst,
-            event,
+    comp = _BY_NAME.get(governor) if type(governor) is str else None
+    if comp is None:
+        comp = _compiled(governor)
+    gov = comp.gov
+    inst = instance if type(instance) is Instance else _instance(gov, instance)
+    state = inst.state
+    slot = comp.slots.get(state, _NO_SLOTS).get(event)
+    if slot is None:
+        return _no_rows(comp, inst, event)
+    role = facts.role
+    if role == "timer" and facts.timer_seq is not None and facts.timer_seq != inst.state_seq:
+        return Rejection(
             "stale_timer",
             "the timer belongs to an earlier entry into this state and is ignored",
+            gov.name,
+            event,
+            state,
+            None,
+            _EMPTY,
         )
-    if facts.role in STAFF_ROLES and (inst.state, event) in comp.timer_only:
+    staff = role in _STAFF
+    if staff and slot.timer_only:
+        return Rejection(
+            "role_not_allowed",
+            f"'{event}' is fired by the {state} timer, not by staff",
+            gov.name,
+            event,
+            state,
+            slot.first_id,
+            _EMPTY,
+        )
+    permitted = slot.by_role.get(role)
+    if permitted is None:
         return _reject(
             gov,
             inst,
             event,
             "role_not_allowed",
-            f"'{event}' is fired by the {inst.state} timer, not by staff",
-            rows[0].id,
+            f"'{event}' needs {_roles_text(slot.roles)}; you have {role}",
+            slot.first_id,
+            allowed_roles=slot.roles,
         )
-    permitted = [r for r in rows if facts.role in r.by or facts.role in r.requesters]
-    if not permitted:
-        roles = comp.roles.get((inst.state or "", event)) or sorted(
-            {x for r in rows for x in r.by + r.requesters}
-        )
-        return _reject(
-            gov,
-            inst,
-            event,
-            "role_not_allowed",
-            f"'{event}' needs {_roles_text(roles)}; you have {facts.role}",
-            rows[0].id,
-            allowed_roles=roles,
-        )
-    failures: list[tuple[str, str, str, str]] = []
+    settings = facts.settings
+    if settings is None:
+        settings = default_settings()
+    failures: list[tuple[str, str, str, str, Mapping[str, Any]]] | None = None
     # One context for all candidate rows, so views derived with ctx.cached are computed once.
     ctx = Context(gov, inst, event, facts, settings, inst.data)
     for row in permitted:
-        bad_input = _check_inputs(row, facts, settings)
-        if bad_input:
-            return _reject(gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0])
-        ctx.row = row
+        if staff or row.inputs:
+            bad_input = _check_inputs(row.inputs, facts, settings, staff)
+            if bad_input:
+                return _reject(gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0])
+        ctx.row = row.t
         try:
-            failed = _failing_guard(row.guards, ctx)
-            if failed is None:
+            for name, fn, code, message, details in row.guards:
+                try:
+                    if fn(ctx):
+                        continue
+                except GuardFailed as failed:
+                    message = failed.message
+                if failures is None:
+                    failures = []
+                failures.append((row.id, name, code, message, details))
+                break
+            else:
                 return _build(comp, inst, row, event, facts, settings, ctx)
         except NeedsInput as missing:
             return _reject(
@@ -386,11 +661,11 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
                 row.id,
                 field=missing.name,
             )
-        failures.append((row.id, *failed))
-    row_id, guard_name, code, message = failures[0]
-    return _reject(
-        gov, inst, event, code, message, row_id, guard=guard_name, failed=tuple(f[1] for f in failures)
-    )
+    assert failures is not None  # every candidate row either decided or failed a guard
+    row_id, guard_name, code, message, details = failures[0]
+    if len(failures) > 1:
+        details = frozen_map({"guard": guard_name, "failed": tuple(f[1] for f in failures)})
+    return Rejection(code, message, gov.name, event, state, row_id, details)
 
 
 class _Overlay(Mapping[str, Any]):
@@ -433,164 +708,163 @@ class _Overlay(Mapping[str, Any]):
         return sum(1 for _ in self)
 
 
-@dataclass(frozen=True)
-class _RowPlan:
-    """What can be known about a row before any event: whether its data needs resolving."""
-
-    dynamic_set: bool
-    dynamic_effects: bool
-
-
-_ROW_PLANS: dict[int, tuple[Transition, _RowPlan]] = {}
-
-
-def _has_refs(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.startswith("$")
-    if isinstance(value, Mapping):
-        return any(_has_refs(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_refs(v) for v in value)
-    return False
-
-
-def _row_plan(row: Transition) -> _RowPlan:
-    hit = _ROW_PLANS.get(id(row))
-    if hit is not None and hit[0] is row:
-        return hit[1]
-    compiled = _RowPlan(_has_refs(row.set), any(_has_refs(e.args) for e in row.effects))
-    _ROW_PLANS[id(row)] = (row, compiled)
-    return compiled
-
-
-def _target_state(row: Transition, inst: Instance) -> str | None:
-    if row.dst == SAME:
-        return inst.state
-    if row.dst.startswith("@"):
-        value = inst.data.get(row.dst[1:])
-        return value if isinstance(value, str) and value in row.dst_choices else None
-    return row.dst
-
-
 def _build(
     comp: _Compiled,
     inst: Instance,
-    row: Transition,
+    row: _Row,
     event: str,
     facts: Facts,
     settings: Settings,
     ctx: Context,
 ) -> Outcome:
     gov = comp.gov
-    to = _target_state(row, inst)
+    state = inst.state
+    mode = row.dst_mode
+    to: str | None
+    if mode == 0:
+        to = row.dst
+    elif mode == 1:
+        to = state
+    else:
+        value = inst.data.get(row.dst[1:])
+        to = value if isinstance(value, str) and value in row.dst_choices else None
     if to is None:
         return _reject(
             gov, inst, event, "invalid_data", f"{gov.title} has no valid '{row.dst[1:]}' to return to", row.id
         )
-    entering = inst.state is None or to != inst.state or row.reenter
-    compiled = _row_plan(row)
-    changes: dict[str, Any] = (
-        {k: resolve(v, ctx) for k, v in row.set.items()} if compiled.dynamic_set else dict(row.set)
-    )
-    for name in row.updates:
-        changes.update(UPDATERS[name](ctx))
+    entering = state is None or to != state or row.reenter
+    changes: Mapping[str, Any]
+    if row.static_changes is not None:
+        changes = row.static_changes
+    else:
+        made: dict[str, Any] = (
+            {k: f(ctx) for k, f in row.set_fns} if row.set_fns is not None else dict(row.t.set)
+        )
+        for update in row.updaters:
+            made.update(update(ctx))
+        changes = MappingProxyType(made)
     new_data: Mapping[str, Any] = _Overlay(changes, inst.data) if changes else inst.data
     seq = inst.state_seq + 1 if entering else inst.state_seq
-    # ``after`` shows guards the data as the transition leaves it; ``target`` is the new state.
-    after = Context(gov, inst, event, facts, settings, new_data, row, to)
-    timer_ops = _timer_ops(comp, inst, row, to, entering, seq, after)
-
     needs: FourEyes | None = None
     if facts.approved_by is None:
-        if facts.role in row.requesters and facts.role not in row.by:
-            needs = FourEyes(approvers=tuple(r for r in row.by if r in STAFF_ROLES))
-        elif row.four_eyes is not None and facts.role in STAFF_ROLES and _holds(row.four_eyes.when, ctx):
+        role = facts.role
+        if role in row.requesters_only:
+            needs = row.request_needs
+        elif row.four_eyes is not None and role in _STAFF and _passes(row.four_eyes_when, ctx):
             needs = row.four_eyes
 
-    cascades: list[CascadeEmit] = []
-    for c in comp.cascades.get(row.id, ()):
-        if not _holds(c.when, after):
-            continue
-        payload = resolve(c.payload, after)
-        items: list[Any] = [None]
-        if c.fan_out is not None:
-            listed = resolve(c.fan_out, after)
-            items = list(listed) if isinstance(listed, list | tuple) else []
-        for item in items:
-            body = payload if item is None else {**payload, "item": item}
-            cascades.append(
-                CascadeEmit(
-                    c.id, c.target, c.event, MappingProxyType(body), c.select, c.where, c.must, c.create_event
-                )
-            )
+    info = comp.entering[to]
+    # From here on guards see the data as the transition leaves it and ``target`` is the new state:
+    # the same context moves on (one object per decision), with its cached views dropped.
+    after = ctx.moved_on(new_data, to)
+    timer_ops: tuple[TimerOp, ...] = ()
+    if entering:
+        if inst.timers or info.timers:
+            ops = [TimerOp("cancel", ts) for ts in inst.timers.values()]
+            for t in info.timers:
+                armed = _arm(t, seq, after, settings)
+                if armed is not None:
+                    ops.append(TimerOp("arm", armed))
+            timer_ops = tuple(ops)
+    elif info.timers:
+        timer_ops = _held_timer_ops(inst, row, info, seq, after, settings)
 
-    state = comp.states[to]
-    attention = state.attention if isinstance(state.attention, bool) else _holds(state.attention, after)
+    cascades: tuple[CascadeEmit, ...] = ()
+    if row.cascades:
+        emits: list[CascadeEmit] = []
+        for c in row.cascades:
+            if c.when_fn is not None and not _passes(c.when_fn, after):
+                continue
+            if c.fan_out is None:
+                body = c.payload if c.payload is not None else MappingProxyType(c.payload_fn(after))
+                emits.append(
+                    CascadeEmit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event)
+                )
+                continue
+            payload = c.payload_fn(after)
+            listed = c.fan_out(after)
+            for item in list(listed) if isinstance(listed, list | tuple) else ():
+                emits.append(
+                    CascadeEmit(
+                        c.id,
+                        c.target,
+                        c.event,
+                        MappingProxyType(payload if item is None else {**payload, "item": item}),
+                        c.select,
+                        c.where,
+                        c.must,
+                        c.create_event,
+                    )
+                )
+        cascades = tuple(emits)
+
+    attention = info.attention
+    if attention is None:
+        attention = _passes(info.attention_fn, after)
+    effects = row.effects
+    if row.effect_fns is not None:
+        effects = tuple(
+            e if fn is None else Effect(e.name, MappingProxyType(fn(after))) for e, fn in row.effect_fns
+        )
     return Decision(
-        governor=gov.name,
-        instance_id=inst.id,
-        event=event,
-        row_id=row.id,
-        from_state=inst.state,
-        to_state=to,
-        state_seq=seq,
-        self_transition=not entering,
-        actor=facts.actor,
-        role=facts.role,
-        at=facts.now,
-        payload=facts.payload,
-        changes=MappingProxyType(changes),
-        effects=(
-            tuple(Effect(e.name, MappingProxyType(resolve(e.args, after))) for e in row.effects)
-            if compiled.dynamic_effects
-            else row.effects
-        ),
-        timer_ops=tuple(timer_ops),
-        cascades=tuple(cascades),
-        needs_approval=needs,
-        attention=attention,
-        attention_reason=state.attention_reason if attention else "",
+        gov.name,
+        inst.id,
+        event,
+        row.id,
+        state,
+        to,
+        seq,
+        not entering,
+        facts.actor,
+        facts.role,
+        facts.now,
+        facts.payload,
+        changes,
+        effects,
+        timer_ops,
+        cascades,
+        needs,
+        attention,
+        info.reason if attention else "",
     )
 
 
-def _arm(t: Timer, seq: int, ctx: Context) -> TimerState | None:
+def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | None:
     """A fresh timer for the state entry ``seq``: running, or paused when its ``when`` fails."""
+    now = ctx.facts.now
     if t.after is not None:
-        due = ctx.now + ctx.settings.duration(t.after)
+        due = now + settings.duration(t.after)
     else:
         anchor = as_datetime(ctx.data.get(t.at or ""))
         if anchor is None:
             return None
-        due = anchor - ctx.settings.duration(t.before) if t.before else anchor
-    payload = frozen_map(resolve(t.payload, ctx)) if t.payload else t.payload
-    if t.when is None or _holds(t.when, ctx):
+        due = anchor - settings.duration(t.before) if t.before else anchor
+    payload = t.payload if t.payload_fn is None else MappingProxyType(t.payload_fn(ctx))
+    if t.when_fn is None or _passes(t.when_fn, ctx):
         return TimerState(t.name, t.event, seq, due, None, payload)
-    return TimerState(t.name, t.event, seq, None, max(_ZERO, due - ctx.now), payload)
+    return TimerState(t.name, t.event, seq, None, max(_ZERO, due - now), payload)
 
 
-def _timer_ops(
-    comp: _Compiled, inst: Instance, row: Transition, to: str, entering: bool, seq: int, after: Context
-) -> list[TimerOp]:
+def _held_timer_ops(
+    inst: Instance, row: _Row, info: _StateInfo, seq: int, after: Context, settings: Settings
+) -> tuple[TimerOp, ...]:
+    """Timer operations of a self-transition: re-arms, used-up fired timers, holds paused or resumed."""
     ops: list[TimerOp] = []
-    if entering:
-        ops = [TimerOp("cancel", ts) for ts in inst.timers.values()]
-        for t in comp.timers[to]:
-            armed = _arm(t, seq, after)
-            if armed is not None:
-                ops.append(TimerOp("arm", armed))
-        return ops
-    fired = after.facts.timer if after.facts.role == "timer" else None
-    for t in comp.timers[to]:
-        if t.when is None and t.at is None and t.name != fired and t.name not in row.rearm:
+    facts = after.facts
+    fired = facts.timer if facts.role == "timer" else None
+    rearm = row.rearm
+    for t in info.timers:
+        name = t.name
+        if t.plain and name != fired and name not in rearm:
             continue  # nothing on this row can change a plain running timer
-        existing = inst.timers.get(t.name)
+        existing = inst.timers.get(name)
         moved = t.at is not None and after.data.get(t.at) != inst.data.get(t.at)
-        if t.name == fired and existing is not None and t.name not in row.rearm and not moved:
+        if name == fired and existing is not None and name not in rearm and not moved:
             # A timer that fired into a self-transition is used up (unless the row re-arms it).
             ops.append(TimerOp("cancel", existing))
             continue
-        if t.name in row.rearm or moved:
-            armed = _arm(t, seq, after)
+        if name in rearm or moved:
+            armed = _arm(t, seq, after, settings)
             if armed is not None:
                 ops.append(TimerOp("arm", armed))
             elif existing is not None:
@@ -598,14 +872,33 @@ def _timer_ops(
             continue
         if existing is None:
             continue
-        running = _holds(t.when, after)
+        running = _passes(t.when_fn, after)
         if running and existing.paused:
             remaining = existing.remaining or _ZERO
-            ops.append(TimerOp("resume", replace(existing, due_at=after.now + remaining, remaining=None)))
+            ops.append(
+                TimerOp(
+                    "resume",
+                    TimerState(
+                        existing.name,
+                        existing.event,
+                        existing.state_seq,
+                        facts.now + remaining,
+                        None,
+                        existing.payload,
+                    ),
+                )
+            )
         elif not running and not existing.paused and existing.due_at is not None:
-            left = max(_ZERO, existing.due_at - after.now)
-            ops.append(TimerOp("pause", replace(existing, due_at=None, remaining=left)))
-    return ops
+            left = max(_ZERO, existing.due_at - facts.now)
+            ops.append(
+                TimerOp(
+                    "pause",
+                    TimerState(
+                        existing.name, existing.event, existing.state_seq, None, left, existing.payload
+                    ),
+                )
+            )
+    return tuple(ops)
 
 
 # --------------------------------------------------------------------------- apply

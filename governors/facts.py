@@ -159,6 +159,13 @@ class Context:
             memo[key] = compute(self)
         return memo[key]  # type: ignore[no-any-return]
 
+    def moved_on(self, data: Mapping[str, Any], target: str) -> Context:
+        """This context as it is after the transition (engine use): new data and target, no cached views."""
+        self.data = data
+        self.target = target
+        self._memo = None
+        return self
+
     def __repr__(self) -> str:
         inst = self.instance
         return f"Context({self.governor.name}, {inst.id}, {self.event!r}, state={inst.state})"
