@@ -18,10 +18,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Blueprint, Response, abort, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user  # type: ignore[import-untyped,unused-ignore]
 
 from webapp.htmx import render_page_or_block
@@ -93,9 +103,53 @@ def _row_actions(session: Any, rows: list[GovernorInstance], now: datetime) -> d
 
 @bp.get("/")
 @permission("dashboard.finance")
-def index() -> Any:
-    """Finance's home is the retry board."""
-    return redirect(url_for("finance.retries"))
+def index() -> Response:
+    """The finance overview: counts that need someone, links to each desk, and the charts."""
+    now = utcnow()
+    rt = _rt()
+    tenants = _tenants()
+    with rt.db.session() as session:
+        ladder = bq.stage_counts(session, bq.BoardFilters(), tenants)
+        money = bq.money_page(session, tenants=tenants, limit=1).counts
+        unreconciled = bq.unreconciled(
+            session, now, _duration("billing.unreconciled_attention_after"), tenants
+        )
+        stuck = bq.stuck(session, now, _duration("billing.payment_window"), tenants)
+        waiting, mine = _my_approvals(session, now)
+        return render_page_or_block(
+            "finance/index.html",
+            "content",
+            ladder=ladder,
+            money=money,
+            unreconciled=unreconciled,
+            stuck=stuck,
+            waiting=waiting,
+            mine=[a for a in mine if a.status == "pending"],
+            charts=_chart_fragments(),
+            now=now,
+        )
+
+
+def _duration(key: str) -> timedelta:
+    return _rt().settings.duration(key)  # type: ignore[no-any-return]
+
+
+CHART_PREFIX = "/dashboards/finance/"
+"""The dashboards blueprint serves finance's Plotly charts as htmx fragments under this prefix."""
+
+
+def _chart_fragments() -> list[tuple[str, str]]:
+    """(title, url) of every finance chart fragment the app serves (none yet: the page says so)."""
+    found = []
+    for rule in current_app.url_map.iter_rules():
+        path = rule.rule
+        if not path.startswith(CHART_PREFIX) or path == CHART_PREFIX or rule.arguments:
+            continue
+        if "GET" not in (rule.methods or ()):
+            continue
+        doc = (current_app.view_functions[rule.endpoint].__doc__ or "").strip()
+        found.append((doc.splitlines()[0].rstrip(".") if doc else path.rsplit("/", 1)[-1], path))
+    return sorted(found, key=lambda x: x[1])
 
 
 @bp.get("/retries")
@@ -259,3 +313,177 @@ def bulk_progress(run_id: str) -> Response:
     response = make_response(body)
     response.headers["Vary"] = "HX-Request"
     return response
+
+
+# --------------------------------------------------------------------------- money actions and refunds
+
+
+def _money_actions(session: Any, rows: list[GovernorInstance], now: datetime) -> dict[str, list[Any]]:
+    settings = _rt().settings
+    roles = _roles()
+    out: dict[str, list[Any]] = {}
+    for row in rows:
+        best = best_actions_for_row(session, row, roles, now, settings)
+        out[row.id] = [best[e][0] for e in bq.MONEY_EVENTS if e in best]
+    return out
+
+
+@bp.get("/invoices")
+@permission("dashboard.finance")
+def invoices() -> Response:
+    """Paid, disputed and collections invoices with refund, reconcile, resolve, settle and write-off."""
+    state = request.args.get("state", "")[:32]
+    state = state if state in bq.MONEY_STATES else ""
+    cursor = request.args.get("cursor", "")[:80] or None
+    now = utcnow()
+    with _rt().db.session() as session:
+        page = bq.money_page(session, state, cursor=cursor, tenants=_tenants())
+        rows = {r.id: r for r in bq.instances(session, [i.invoice.id for i in page.items], _tenants())}
+        return render_page_or_block(
+            "finance/invoices.html",
+            "money",
+            page=page,
+            state=state,
+            states=bq.MONEY_STATES,
+            cursor=cursor,
+            actions=_money_actions(session, list(rows.values()), now),
+            instances=rows,
+            now=now,
+            relative=relative,
+        )
+
+
+@bp.get("/refunds")
+@permission("dashboard.finance")
+def refunds() -> Response:
+    """Issued refunds: amount, invoice, customer, who asked, who approved, when and why."""
+    with _rt().db.session() as session:
+        rows = bq.refunds(session, _tenants())
+        return render_page_or_block("finance/refunds.html", "refunds", refunds=rows, now=utcnow())
+
+
+def _my_approvals(session: Any, now: datetime) -> tuple[list[Any], list[Any]]:
+    """Billing requests waiting for me (not mine, one of my roles approves) and the ones I made."""
+    from webapp.services import approvals as approval_service
+
+    scope = _tenants()
+    waiting = [
+        a
+        for a in approval_service.pending_for(session, current_user.id, _roles(), now)
+        if a.governor == "billing"
+        and (scope is None or a.tenant_id in scope)
+        and approval_service.void_if_stale(session, a, now) is None
+    ]
+    mine = [
+        a
+        for a in approval_service.requested_by(session, current_user.id, now)
+        if a.governor == "billing" and (scope is None or a.tenant_id in scope)
+    ]
+    return waiting, mine
+
+
+@bp.get("/approvals")
+@permission("dashboard.finance")
+def my_approvals() -> Response:
+    """My approvals: billing requests waiting for me as approver, and my own requests with their status."""
+    now = utcnow()
+    with _rt().db.session() as session:
+        waiting, mine = _my_approvals(session, now)
+        return render_page_or_block(
+            "finance/approvals.html",
+            "approvals",
+            waiting=waiting,
+            mine=mine,
+            now=now,
+            relative=relative,
+            can_decide=can(_roles(), "approval.decide"),
+        )
+
+
+# --------------------------------------------------------------------------- unreconciled and stuck
+
+
+@bp.get("/reconciliation")
+@permission("dashboard.finance")
+def reconciliation() -> Response:
+    """Unreconciled invoices (paid, not yet archived) and stuck ones (past their timer), with ages."""
+    now = utcnow()
+    with _rt().db.session() as session:
+        limit_age = _duration("billing.unreconciled_attention_after")
+        return render_page_or_block(
+            "finance/reconciliation.html",
+            "tables",
+            unreconciled=bq.unreconciled(session, now, limit_age, _tenants()),
+            stuck=bq.stuck(session, now, _duration("billing.payment_window"), _tenants()),
+            limit_age=limit_age,
+            payment_window=_duration("billing.payment_window"),
+            now=now,
+            age_text=_age_text,
+        )
+
+
+def _age_text(age: timedelta) -> str:
+    """3 d 4 h / 5 h 12 min / 7 min."""
+    minutes = int(age.total_seconds()) // 60
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {mins:02d} min"
+    return f"{mins} min"
+
+
+# --------------------------------------------------------------------------- dunning ladder preview
+
+
+def _parse_start(raw: str, now: datetime) -> datetime:
+    """ "2026-04-01" or "2026-04-01T09:30" (UTC) → an aware datetime; InputError with a usable message."""
+    text = raw.strip()
+    if not text:
+        return now.replace(minute=0, second=0, microsecond=0)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(
+            "give the start as a date (2026-04-01) or a date and time (2026-04-01T09:30), UTC"
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    if not 2000 <= parsed.year <= 2100:
+        raise InputError("choose a start between the years 2000 and 2100")
+    return parsed.replace(tzinfo=UTC, second=0, microsecond=0)
+
+
+@bp.get("/ladder")
+@permission("dashboard.finance")
+def ladder_preview() -> Response:
+    """The dunning ladder's calendar for a sample renewal invoice declined at the chosen start."""
+    from webapp.services import ladder
+
+    settings = _rt().settings
+    tiers = ladder.tiers(settings)
+    tier = request.args.get("tier", "")[:32] or (tiers[0] if tiers else "")
+    raw_start = request.args.get("start", "")[:40]
+    error = ""
+    result = None
+    start = None
+    try:
+        start = _parse_start(raw_start, utcnow())
+        if tier not in tiers:
+            raise InputError(f"choose one of the tiers with a list price: {', '.join(tiers)}")
+        result = ladder.calendar(start, tier, settings)
+    except (InputError, ladder.LadderError) as exc:
+        error = str(exc)
+    return render_page_or_block(
+        "finance/ladder.html",
+        "calendar",
+        422 if error else 200,
+        result=result,
+        error=error,
+        tier=tier,
+        tiers=tiers,
+        start_value=start.strftime("%Y-%m-%dT%H:%M") if start else raw_start,
+        shown=ladder.SHOWN_SETTINGS,
+        settings=settings,
+    )

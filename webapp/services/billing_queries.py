@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, Select, String, cast, func, select
@@ -242,3 +242,285 @@ def instances(
         stmt = stmt.where(GovernorInstance.tenant_id.in_(list(tenants)))
     found = {r.id: r for r in session.scalars(stmt)}
     return [found[i] for i in ids if i in found]
+
+
+# --------------------------------------------------------------------------- money actions, refunds
+
+MONEY_STATES: tuple[str, ...] = ("payment_received", "payment_disputed", "collection_agency", "archived")
+"""Where finance refunds, reconciles, resolves, settles or writes off (GOVERNORS.md §2.2, §11 #12-17)."""
+
+MONEY_EVENTS: tuple[str, ...] = (
+    "issue_refund",
+    "accounting_reconciled",
+    "dispute_resolved",
+    "payment_recovered",
+    "settlement_agreed",
+    "account_written_off",
+)
+"""The billing staff actions of the money page: B22, B08, B21, B18, B19, B20."""
+
+
+def _cents_expr(key: str) -> Any:
+    return func.coalesce(cast(GovernorInstance.data[key].as_string(), Integer), 0)
+
+
+def _money_base(state: str, tenants: Iterable[str] | None) -> Select[Any]:
+    stmt = select(GovernorInstance).where(GovernorInstance.governor == "billing")
+    if state in MONEY_STATES:
+        stmt = stmt.where(GovernorInstance.state == state)
+    else:
+        stmt = stmt.where(GovernorInstance.state.in_(MONEY_STATES))
+    # An archived invoice is on the page only while something is left to refund (B22).
+    stmt = stmt.where(
+        (GovernorInstance.state != "archived") | (_cents_expr("paid_cents") > _cents_expr("refunded_cents"))
+    )
+    if tenants is not None:
+        stmt = stmt.where(GovernorInstance.tenant_id.in_(list(tenants)))
+    return stmt
+
+
+@dataclass(frozen=True)
+class MoneyRow:
+    """An invoice on the money page: the board row plus what was paid and what can still be refunded."""
+
+    invoice: InvoiceRow
+    paid_cents: int
+    refunded_cents: int
+    outstanding_cents: int
+
+    @property
+    def refundable_cents(self) -> int:
+        """Paid minus already refunded (the B22 upper bound)."""
+        return max(0, self.paid_cents - self.refunded_cents)
+
+
+@dataclass(frozen=True)
+class MoneyPage:
+    """A page of money-page invoices, the next cursor and the count per state."""
+
+    items: list[MoneyRow]
+    next_cursor: str | None
+    counts: dict[str, int]
+
+
+def money_page(
+    session: Session,
+    state: str = "",
+    *,
+    cursor: str | None = None,
+    tenants: Iterable[str] | None = None,
+    limit: int = PAGE_SIZE,
+) -> MoneyPage:
+    """Invoices finance can refund, reconcile, resolve, settle or write off; keyset-paginated by id."""
+    scoped = None if tenants is None else list(tenants)
+    stmt = _money_base(state, scoped).order_by(GovernorInstance.id)
+    if cursor:
+        stmt = stmt.where(GovernorInstance.id > cast(cursor, String))
+    rows = list(session.scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    names = _names(session, (r.customer_id for r in rows))
+    items = []
+    for r in rows:
+        data = r.data or {}
+        total = _int(data.get("total_cents"))
+        paid = _int(data.get("paid_cents"))
+        items.append(
+            MoneyRow(
+                invoice=to_row(r, names),
+                paid_cents=paid,
+                refunded_cents=_int(data.get("refunded_cents")),
+                outstanding_cents=max(0, total - paid),
+            )
+        )
+    sub = _money_base("", scoped).with_only_columns(GovernorInstance.state).subquery()
+    counts = dict.fromkeys(MONEY_STATES, 0)
+    for st, n in session.execute(select(sub.c.state, func.count()).group_by(sub.c.state)):
+        counts[str(st)] = int(n)
+    return MoneyPage(items=items, next_cursor=rows[-1].id if more and rows else None, counts=counts)
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """One issued refund: amount in cents, on which invoice, who asked, who approved, when and why."""
+
+    transition_id: int
+    at: datetime
+    instance_id: str
+    customer_id: str | None
+    customer_name: str
+    amount_cents: int
+    currency: str
+    reason_code: str
+    reason: str
+    requested_by: str
+    approved_by: str
+    approval_id: str | None
+    event: str
+
+
+def refunds(session: Session, tenants: Iterable[str] | None = None, limit: int = 100) -> list[RefundRow]:
+    """Issued refunds, newest first: B22 refunds and B21 dispute resolutions that refunded money."""
+    from webapp.models import Approval, StaffUser, TransitionRecord
+
+    stmt = (
+        select(TransitionRecord)
+        .where(
+            TransitionRecord.governor == "billing",
+            TransitionRecord.event.in_(("issue_refund", "dispute_resolved")),
+        )
+        .order_by(TransitionRecord.id.desc())
+        .limit(limit * 2)
+    )
+    if tenants is not None:
+        stmt = stmt.where(TransitionRecord.tenant_id.in_(list(tenants)))
+    records = [
+        r
+        for r in session.scalars(stmt)
+        if _int((r.payload or {}).get("amount_cents" if r.event == "issue_refund" else "refund_cents")) > 0
+    ][:limit]
+    approval_ids = sorted({r.approval_id for r in records if r.approval_id})
+    approvers: dict[str, str] = {}
+    if approval_ids:
+        rows = session.execute(select(Approval.id, Approval.decided_by).where(Approval.id.in_(approval_ids)))
+        approvers = {aid: by or "" for aid, by in rows}
+    user_ids = {r.actor for r in records} | set(approvers.values())
+    emails: dict[str, str] = {}
+    if user_ids:
+        stmt_users = select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(user_ids))
+        emails = dict(session.execute(stmt_users).all())
+    currencies: dict[str, str | None] = {}
+    if records:
+        stmt_cur = select(GovernorInstance.id, GovernorInstance.data["currency"].as_string()).where(
+            GovernorInstance.id.in_({r.instance_id for r in records})
+        )
+        currencies = dict(session.execute(stmt_cur).all())
+    names = _names(session, (r.customer_id for r in records))
+    out = []
+    for r in records:
+        payload = r.payload or {}
+        refund = r.event == "issue_refund"
+        approver = approvers.get(r.approval_id or "", "")
+        out.append(
+            RefundRow(
+                transition_id=r.id,
+                at=r.occurred_at,
+                instance_id=r.instance_id,
+                customer_id=r.customer_id,
+                customer_name=names.get(r.customer_id or "", ""),
+                amount_cents=_int(payload.get("amount_cents" if refund else "refund_cents")),
+                currency=str(currencies.get(r.instance_id) or ""),
+                reason_code=str(payload.get("reason_code") or ("dispute_resolution" if not refund else "")),
+                reason=r.reason or str(payload.get("reason") or ""),
+                requested_by=emails.get(r.actor, r.actor),
+                approved_by=emails.get(approver, approver),
+                approval_id=r.approval_id,
+                event=r.event,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- unreconciled and stuck
+
+STATUS_CLASSES: tuple[str, ...] = ("ESCALATE", "WARN", "OK")
+"""CONSOLE.md §2.4's age classes (as for entitlement pending age: > limit ESCALATE, > half WARN)."""
+
+SWEEP_SLACK = timedelta(minutes=15)
+"""A timer this much past due has been missed by the sweep (it runs every few minutes)."""
+
+
+def age_class(age: timedelta, limit: timedelta) -> str:
+    """ESCALATE beyond ``limit``, WARN beyond half of it, else OK (§2.4: 24 h / 12 h for a 1-day limit)."""
+    if age > limit:
+        return "ESCALATE"
+    if age > limit / 2:
+        return "WARN"
+    return "OK"
+
+
+@dataclass(frozen=True)
+class AgedInvoice:
+    """An invoice waiting too long: since when, how long, its §2.4 class and what it waits for."""
+
+    invoice: InvoiceRow
+    since: datetime
+    age: timedelta
+    status_class: str
+    waiting_for: str
+
+
+def unreconciled(
+    session: Session,
+    now: datetime,
+    limit_age: timedelta,
+    tenants: Iterable[str] | None = None,
+    limit: int = 200,
+) -> list[AgedInvoice]:
+    """Paid invoices not reconciled yet (payment_received), oldest payment first, classed by age."""
+    from governors.facts import as_datetime
+
+    stmt = select(GovernorInstance).where(
+        GovernorInstance.governor == "billing", GovernorInstance.state == "payment_received"
+    )
+    if tenants is not None:
+        stmt = stmt.where(GovernorInstance.tenant_id.in_(list(tenants)))
+    rows = list(session.scalars(stmt.order_by(GovernorInstance.entered_at, GovernorInstance.id).limit(limit)))
+    names = _names(session, (r.customer_id for r in rows))
+    out = []
+    for r in rows:
+        since = as_datetime((r.data or {}).get("paid_at")) or r.entered_at
+        age = max(timedelta(0), now - since)
+        out.append(
+            AgedInvoice(to_row(r, names), since, age, age_class(age, limit_age), "reconciliation (B08)")
+        )
+    return sorted(out, key=lambda a: (a.since, a.invoice.id))
+
+
+def stuck(
+    session: Session,
+    now: datetime,
+    payment_window: timedelta,
+    tenants: Iterable[str] | None = None,
+    limit: int = 200,
+) -> list[AgedInvoice]:
+    """Invoices past their timer: a billing timer overdue by more than the sweep's slack, or a payment
+    window open longer than ``payment_window`` (CONSOLE.md §3.2 "payment_pending > 7 days").
+
+    The age is how far past due; the class uses 24 h as the limit (§2.4).
+    """
+    from webapp.models import DueTimer
+
+    timer_stmt = (
+        select(DueTimer)
+        .where(
+            DueTimer.governor == "billing", DueTimer.due_at.is_not(None), DueTimer.due_at < now - SWEEP_SLACK
+        )
+        .order_by(DueTimer.due_at, DueTimer.id)
+        .limit(limit)
+    )
+    if tenants is not None:
+        timer_stmt = timer_stmt.where(DueTimer.tenant_id.in_(list(tenants)))
+    overdue: dict[str, tuple[datetime, str]] = {}
+    for t in session.scalars(timer_stmt):
+        assert t.due_at is not None
+        overdue.setdefault(t.instance_id, (t.due_at, f"timer {t.name} ({t.event}) did not fire"))
+    window_stmt = select(GovernorInstance.id, GovernorInstance.entered_at).where(
+        GovernorInstance.governor == "billing",
+        GovernorInstance.state == "payment_pending",
+        GovernorInstance.entered_at < now - payment_window,
+    )
+    if tenants is not None:
+        window_stmt = window_stmt.where(GovernorInstance.tenant_id.in_(list(tenants)))
+    for inst_id, entered in session.execute(window_stmt.limit(limit)):
+        due = entered + payment_window
+        if inst_id not in overdue or due < overdue[inst_id][0]:
+            overdue[inst_id] = (due, "payment window open longer than allowed")
+    rows = instances(session, list(overdue), tenants)
+    names = _names(session, (r.customer_id for r in rows))
+    out = []
+    for r in rows:
+        due, what = overdue[r.id]
+        age = max(timedelta(0), now - due)
+        out.append(AgedInvoice(to_row(r, names), due, age, age_class(age, timedelta(hours=24)), what))
+    return sorted(out, key=lambda a: (a.since, a.invoice.id))[:limit]
