@@ -171,4 +171,4 @@ def export() -> Response:
 @permission("dashboard.compliance")
 def kyc() -> Response:
     """The KYC review queue moved to the compliance desk; old links and bookmarks follow it."""
-    return redirect(url_for("compliance.kyc"), code=301)
+    return redirect(url_for("compliance.kyc"), code=301)  # type: ignore[return-value]

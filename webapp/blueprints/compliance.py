@@ -175,7 +175,7 @@ def _customer(session: Any, customer_id: str) -> Customer | None:
 
 def _done(message: str) -> Response:
     flash(message, "success")
-    return redirect(url_for("compliance.index"), code=303)
+    return redirect(url_for("compliance.index"), code=303)  # type: ignore[return-value]
 
 
 @bp.get("/")
@@ -209,7 +209,7 @@ def open_sar() -> Response:
             request = sar.open_sar(s, customer, reason=form.reason.data, actor=_officer(), now=_now())
             due = request.due_at.strftime("%Y-%m-%d")
     if not due:
-        form.customer_id.errors.append("no customer with this id")
+        form.customer_id.errors = [*form.customer_id.errors, "no customer with this id"]
         return _desk(422, sar_form=form)
     return _done(f"Subject access request recorded; due {due}.")
 
@@ -260,7 +260,7 @@ def request_erasure() -> Response:
             failure = exc
     if failure is not None:
         if failure.field == "customer_id":
-            form.customer_id.errors.append(failure.message)
+            form.customer_id.errors = [*form.customer_id.errors, failure.message]
         return _desk(failure.status, erasure_form=form, error=failure.message)
     return _done("Erasure requested; a second compliance officer must approve it.")
 
@@ -330,7 +330,7 @@ def place_hold() -> Response:
             erasure.place_hold(s, customer, reference=form.reference.data, actor=_officer(), now=_now())
             placed = True
     if not placed:
-        form.customer_id.errors.append("no customer with this id")
+        form.customer_id.errors = [*form.customer_id.errors, "no customer with this id"]
         return _desk(422, hold_form=form)
     return _done("Legal hold placed.")
 

@@ -165,11 +165,12 @@ def privacy_queue(
         query = query.where(PrivacyRequest.tenant_id.in_(list(tenants)))
     rows = list(session.scalars(query.order_by(PrivacyRequest.due_at, PrivacyRequest.id).limit(500)))
     ids = [r.approval_id for r in rows if r.approval_id]
-    statuses = (
-        dict(session.execute(select(Approval.id, Approval.status).where(Approval.id.in_(ids))).tuples().all())
-        if ids
-        else {}
-    )
+    statuses: dict[str, str] = {}
+    if ids:
+        for approval_id, status in session.execute(
+            select(Approval.id, Approval.status).where(Approval.id.in_(ids))
+        ):
+            statuses[approval_id] = status
     return [
         QueuedRequest(r, (r.due_at - now).total_seconds() / 86400, statuses.get(r.approval_id or ""))
         for r in rows

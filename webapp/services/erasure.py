@@ -398,12 +398,12 @@ def anonymize_customer(session: Session, customer_id: str, now: datetime) -> Era
         values = []
     pattern = _pattern(values)
     # Free text typed about this customer: blanked whatever it says (it may name people we cannot list).
-    n = session.execute(
+    result = session.execute(
         update(TransitionRecord)
         .where(TransitionRecord.customer_id == customer_id, TransitionRecord.reason.is_not(None))
         .values(reason=None)
-    ).rowcount
-    report.count("transitions.reason", int(n or 0))
+    )
+    report.count("transitions.reason", int(getattr(result, "rowcount", 0) or 0))
     for rec in session.scalars(select(TransitionRecord).where(TransitionRecord.customer_id == customer_id)):
         for name in ("payload", "changes"):
             _replace(report, rec, name, pattern)
