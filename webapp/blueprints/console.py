@@ -110,7 +110,7 @@ def _context(session: Any, view: queries.CustomerView, **extra: Any) -> dict[str
         "customer": view,
         "history": history,
         "filters": filters,
-        "choices": queries.history_choices(session, view.id),
+        "choices": queries.history_choices(session, view.id, last_id=queries.parse_marker(view.marker)[0]),
         "governors": queries.GOVERNOR_ORDER,
         "read_only": view.as_of is not None,
         "can_reveal": can(roles, "customer.reveal_pii"),

@@ -32,8 +32,13 @@ def facts_for(
     settings: Settings | None,
     session: Session,
     actor: str = "system",
+    *,
+    legal_hold: bool | None = None,
 ) -> Facts:
-    """The facts the engine needs to judge actions on ``instance``: its peers and the world facts."""
+    """The facts the engine needs to judge actions on ``instance``: its peers and the world facts.
+
+    ``legal_hold`` is passed on to ``world_facts`` (when the caller has already read it).
+    """
     peers: dict[str, list[Instance]] = {}
     for other in snapshot.values():
         if other.id != instance.id and other.state is not None:
@@ -42,7 +47,7 @@ def facts_for(
         now=now,
         actor=actor,
         peers=frozen_map({g: tuple(v) for g, v in peers.items()}),
-        extra=frozen_map(world_facts(session, snapshot, instance, "")),
+        extra=frozen_map(world_facts(session, snapshot, instance, "", legal_hold=legal_hold)),
         settings=settings,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Exists, func, select
 from sqlalchemy.orm import Session
 
 from governors import Instance
@@ -19,10 +19,20 @@ from webapp.models import GovernorInstance, LegalHold
 
 
 def world_facts(
-    session: Session, snapshot: Mapping[str, Instance], target: Instance, event: str
+    session: Session,
+    snapshot: Mapping[str, Instance],
+    target: Instance,
+    event: str,
+    *,
+    legal_hold: bool | None = None,
 ) -> dict[str, Any]:
-    """Facts for ``event`` on ``target``: SKU holder counts and states for the catalog, legal holds, ..."""
-    facts: dict[str, Any] = {"legal_hold": _on_hold(session, target.customer_id)}
+    """Facts for ``event`` on ``target``: SKU holder counts and states for the catalog, legal holds, ...
+
+    ``legal_hold``: pass it when already read for the customer (``legal_hold_exists``), so a page
+    judging all of a customer's cards does not ask once per card.
+    """
+    hold = _on_hold(session, target.customer_id) if legal_hold is None else legal_hold
+    facts: dict[str, Any] = {"legal_hold": hold}
     catalog = [i for i in snapshot.values() if i.governor == "catalog" and i.state is not None]
     facts["sku_states"] = {str(i.data.get("sku_id") or i.subject_id): i.state for i in catalog}
     if target.governor == "catalog":
@@ -46,5 +56,13 @@ def _on_hold(session: Session, customer_id: str | None) -> bool:
     """True while a legal hold stands on the customer's data (guards of erasure and retention)."""
     if customer_id is None:
         return False
-    hold = select(LegalHold.id).where(LegalHold.customer_id == customer_id, LegalHold.released_at.is_(None))
-    return session.scalar(hold.limit(1)) is not None
+    return bool(session.scalar(select(legal_hold_exists(customer_id))))
+
+
+def legal_hold_exists(customer_id: str) -> Exists:
+    """EXISTS a standing legal hold on the customer's data (to read along with other columns)."""
+    return (
+        select(LegalHold.id)
+        .where(LegalHold.customer_id == customer_id, LegalHold.released_at.is_(None))
+        .exists()
+    )

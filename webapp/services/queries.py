@@ -10,12 +10,15 @@ Time travel uses ``webapp.services.history.state_as_of`` (snapshots plus replaye
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, String, and_, func, literal, or_, select, true, union_all
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session
 
 from governors import GOVERNORS, AllowedEvent, Facts, Instance, Settings
@@ -23,6 +26,7 @@ from webapp.diagrams import layout, render_svg
 from webapp.models import Customer, GovernorInstance, OutboxMessage, TransitionRecord
 from webapp.models.background import EffectRun
 from webapp.services.actions import best_actions, facts_for
+from webapp.services.facts import legal_hold_exists
 from webapp.services.history import state_as_of
 from webapp.services.instances import revive, to_instance
 
@@ -458,40 +462,99 @@ def find_customer(
     return row
 
 
-def _instances(session: Session, customer_id: str) -> list[GovernorInstance]:
-    return list(
-        session.scalars(
-            select(GovernorInstance)
-            .where(GovernorInstance.customer_id == customer_id)
-            .order_by(GovernorInstance.governor, GovernorInstance.created_at, GovernorInstance.id)
-        )
+@dataclass(frozen=True)
+class _CustomerRows:
+    """What the cockpit reads about a customer in one query (``_customer_rows``)."""
+
+    instances: list[GovernorInstance]
+    last_id: int | None
+    legal_hold: bool | None
+
+
+def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
+    """The customer's instances, then the catalog SKUs it holds, its newest history id and legal hold.
+
+    One query: the instances come ordered by (governor, created_at, id), the SKUs by subject id. The
+    history id and the hold ride along as scalar subqueries; both are None when the customer has no
+    instance (the caller then asks for them separately).
+    """
+    held = select(GovernorInstance.subject_id).where(
+        GovernorInstance.customer_id == customer_id,
+        GovernorInstance.governor == "entitlement",
+        GovernorInstance.subject_id.is_not(None),
     )
-
-
-def _held_skus(rows: Sequence[GovernorInstance] | Sequence[Instance]) -> list[str]:
-    skus = {r.subject_id for r in rows if r.governor == "entitlement" and r.subject_id}
-    return sorted(s for s in skus if s)
-
-
-def _catalog_rows(session: Session, skus: Sequence[str]) -> list[GovernorInstance]:
-    if not skus:
-        return []
-    return list(
-        session.scalars(
-            select(GovernorInstance)
-            .where(GovernorInstance.governor == "catalog", GovernorInstance.subject_id.in_(list(skus)))
-            .order_by(GovernorInstance.subject_id)
-        )
+    last_id = (
+        select(func.max(TransitionRecord.id))
+        .where(TransitionRecord.customer_id == customer_id)
+        .scalar_subquery()
     )
+    result = session.execute(
+        select(GovernorInstance, last_id, legal_hold_exists(customer_id)).where(
+            or_(
+                GovernorInstance.customer_id == customer_id,
+                and_(GovernorInstance.governor == "catalog", GovernorInstance.subject_id.in_(held)),
+            )
+        )
+    ).all()
+    own = sorted(
+        (r for r, _, _ in result if r.customer_id == customer_id),
+        key=lambda r: (r.governor, r.created_at, r.id),
+    )
+    skus = sorted(
+        (r for r, _, _ in result if r.customer_id != customer_id), key=lambda r: (r.subject_id, r.id)
+    )
+    if not result:
+        return _CustomerRows([], None, None)
+    return _CustomerRows(own + skus, int(result[0][1] or 0), bool(result[0][2]))
 
 
 def _recent_paths(
     session: Session, instance_ids: Sequence[str], before: datetime | None = None
 ) -> dict[str, list[tuple[str | None, str]]]:
-    """The last few (from, to) steps of each instance, oldest first: one windowed query for all of them."""
+    """The last few (from, to) steps of each instance, oldest first: one query for all of them.
+
+    On PostgreSQL a LATERAL join reads RECENT_PATH index entries per instance (the cost does not grow
+    with the history); elsewhere a window over the instances' rows does the same.
+    """
     out: dict[str, list[tuple[str | None, str]]] = {iid: [] for iid in instance_ids}
     if not instance_ids:
         return out
+    dialect = session.get_bind().dialect.name
+    query = (
+        _recent_lateral(instance_ids, before)
+        if dialect == "postgresql"
+        else _recent_window(instance_ids, before)
+    )
+    for instance_id, from_state, to_state in session.execute(query).all():
+        out[instance_id].append((from_state, to_state))
+    return out
+
+
+def _recent_lateral(instance_ids: Sequence[str], before: datetime | None) -> Select[Any]:
+    ids = func.unnest(array(list(instance_ids), type_=String)).table_valued("id").render_derived("ids")
+    steps = (
+        select(
+            TransitionRecord.from_state,
+            TransitionRecord.to_state,
+            TransitionRecord.occurred_at,
+            TransitionRecord.id,
+        )
+        .where(TransitionRecord.instance_id == ids.c.id)
+        .order_by(TransitionRecord.occurred_at.desc(), TransitionRecord.id.desc())
+        .limit(RECENT_PATH)
+    )
+    if before is not None:
+        steps = steps.where(TransitionRecord.occurred_at <= before)
+    last = steps.lateral("steps")
+    return (
+        select(ids.c.id, last.c.from_state, last.c.to_state)
+        .select_from(ids)
+        .join(last, true())
+        .order_by(ids.c.id, last.c.occurred_at, last.c.id)
+    )
+
+
+def _recent_window(instance_ids: Sequence[str], before: datetime | None) -> Select[Any]:
     rank = (
         func.row_number()
         .over(
@@ -506,14 +569,11 @@ def _recent_paths(
     if before is not None:
         inner = inner.where(TransitionRecord.occurred_at <= before)
     ranked = inner.subquery()
-    rows = session.execute(
+    return (
         select(ranked.c.instance_id, ranked.c.from_state, ranked.c.to_state)
         .where(ranked.c.rank <= RECENT_PATH)
         .order_by(ranked.c.instance_id, ranked.c.rank.desc())
-    ).all()
-    for instance_id, from_state, to_state in rows:
-        out[instance_id].append((from_state, to_state))
-    return out
+    )
 
 
 def _timers(raw: Mapping[str, Any], now: datetime) -> list[TimerView]:
@@ -656,11 +716,14 @@ def _attach_actions(
     user_id: str,
     now: datetime,
     settings: Settings | None,
+    legal_hold: bool | None = None,
 ) -> None:
     held = list(roles)
     for card in cards:
         inst = snapshot[card.id]
-        facts = facts_for(snapshot, inst, now, settings, session, actor=user_id)
+        # The customer's hold was read with its instances; a global SKU has none (no query either way).
+        hold = legal_hold if inst.customer_id is not None else None
+        facts = facts_for(snapshot, inst, now, settings, session, actor=user_id, legal_hold=hold)
         card.actions = merged_actions(card.governor, inst, facts, held)
 
 
@@ -748,18 +811,19 @@ def customer_overview(
 
     ``only`` limits the cards built to those governors (live updates re-render only what changed).
     """
-    rows = _instances(session, customer.id)
-    rows += _catalog_rows(session, _held_skus(rows))
+    read = _customer_rows(session, customer.id)
+    rows = read.instances
+    last_id = last_transition_id(session, customer.id) if read.last_id is None else read.last_id
     wanted = None if only is None else set(only)
     shown = [r for r in rows if wanted is None or r.governor in wanted]
     recent = _recent_paths(session, [r.id for r in shown])
-    jobs, available = customer_jobs(session, customer.id, redis)
+    jobs, available, digest = _jobs_and_digest(session, customer.id, redis)
     view = _view(
         customer,
         [_snap(r) for r in shown],
         recent,
         now,
-        marker=change_marker(session, customer.id),
+        marker=f"{last_id}.{digest}",
         jobs=jobs,
         jobs_available=available,
     )
@@ -772,11 +836,16 @@ def customer_overview(
         user_id=user_id,
         now=now,
         settings=settings,
+        legal_hold=read.legal_hold,
     )
     return view
 
 
 # --------------------------------------------------------------------------- jobs
+
+
+JOBS_LIMIT = 20
+"""How many pending and how many failed jobs the cockpit lists (each)."""
 
 
 def customer_jobs(session: Session, customer_id: str, redis: Any = None) -> tuple[list[JobView], bool]:
@@ -786,26 +855,68 @@ def customer_jobs(session: Session, customer_id: str, redis: Any = None) -> tupl
     effect runs that failed or were refused. With a Redis connection, the RQ jobs of the customer
     (queued, started, scheduled, failed) from ``webapp.jobs.jobs_for_customer`` are added.
     """
-    out: list[JobView] = []
-    pending = session.scalars(
-        select(OutboxMessage)
+    jobs, available, _ = _jobs_and_digest(session, customer_id, redis)
+    return jobs, available
+
+
+def _jobs_and_digest(
+    session: Session, customer_id: str, redis: Any = None
+) -> tuple[list[JobView], bool, str]:
+    """``customer_jobs`` and the jobs part of the change marker, from one query when the lists are short.
+
+    Both lists come from one UNION ALL (the newest JOBS_LIMIT + 1 of each); while neither is cut off,
+    their counts and newest id/time are the digest's inputs, so ``_jobs_digest`` only runs for a
+    customer with more than JOBS_LIMIT pending or failed jobs.
+    """
+    pending = (
+        select(
+            literal("pending").label("kind"),
+            OutboxMessage.job_id.label("job_id"),
+            func.coalesce(OutboxMessage.args["effect"].as_string(), OutboxMessage.job).label("name"),
+            literal("pending").label("status"),
+            literal("").label("summary"),
+            OutboxMessage.attempts.label("attempts"),
+            OutboxMessage.created_at.label("at"),
+            OutboxMessage.id.label("outbox_id"),
+        )
         .where(OutboxMessage.customer_id == customer_id, OutboxMessage.delivered_at.is_(None))
         .order_by(OutboxMessage.id.desc())
-        .limit(20)
+        .limit(JOBS_LIMIT + 1)
+        .subquery()
     )
-    for m in pending:
-        name = str((m.args or {}).get("effect") or m.job)
-        out.append(
-            JobView(m.job_id, name, "pending", f"attempt {m.attempts}" if m.attempts else "", m.created_at)
+    failed = (
+        select(
+            literal("failed").label("kind"),
+            EffectRun.job_id,
+            EffectRun.effect,
+            EffectRun.status,
+            EffectRun.summary,
+            EffectRun.attempts,
+            EffectRun.finished_at,
+            EffectRun.outbox_id,
         )
-    failed = session.scalars(
-        select(EffectRun)
         .where(EffectRun.customer_id == customer_id, EffectRun.status.in_(("failed", "rejected")))
         .order_by(EffectRun.finished_at.desc())
-        .limit(20)
+        .limit(JOBS_LIMIT + 1)
+        .subquery()
     )
-    for r in failed:
-        out.append(JobView(r.job_id, r.effect, r.status, r.summary[:300], r.finished_at))
+    rows = session.execute(union_all(select(pending), select(failed))).all()
+    waiting = [r for r in rows if r.kind == "pending"]
+    broken = [r for r in rows if r.kind == "failed"]
+    if len(waiting) > JOBS_LIMIT or len(broken) > JOBS_LIMIT:
+        digest = _jobs_digest(session, customer_id)
+    else:
+        digest = _digest(
+            len(waiting),
+            max((r.outbox_id for r in waiting), default=None),
+            len(broken),
+            max((r.at for r in broken), default=None),
+        )
+    out = [
+        JobView(r.job_id, str(r.name), "pending", f"attempt {r.attempts}" if r.attempts else "", r.at)
+        for r in waiting[:JOBS_LIMIT]
+    ]
+    out += [JobView(r.job_id, r.name, r.status, (r.summary or "")[:300], r.at) for r in broken[:JOBS_LIMIT]]
     if redis is not None:
         try:
             from webapp.jobs import jobs_for_customer
@@ -819,23 +930,35 @@ def customer_jobs(session: Session, customer_id: str, redis: Any = None) -> tupl
                 )
         except Exception:  # the queue being down must not take the cockpit down
             out.append(JobView("queue", "queue", "unreachable", "the job queue could not be read", None))
-    return out, True
+    return out, True, digest
+
+
+def _digest(pending: int, newest_pending: int | None, failed: int, newest_failure: datetime | None) -> str:
+    """The jobs fingerprint: counts and newest id/time of undelivered outbox rows and failed runs."""
+    at = newest_failure.astimezone(UTC).isoformat() if newest_failure is not None else None
+    text = f"{pending}:{newest_pending}|{failed}:{at}"
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _marker_parts(customer_id: str) -> Select[Any]:
+    """One SELECT of scalar subqueries: newest history id, then the four inputs of the jobs digest."""
+    outbox = (OutboxMessage.customer_id == customer_id, OutboxMessage.delivered_at.is_(None))
+    runs = (EffectRun.customer_id == customer_id, EffectRun.status.in_(("failed", "rejected")))
+    return select(
+        select(func.max(TransitionRecord.id))
+        .where(TransitionRecord.customer_id == customer_id)
+        .scalar_subquery(),
+        select(func.count()).select_from(OutboxMessage).where(*outbox).scalar_subquery(),
+        select(func.max(OutboxMessage.id)).where(*outbox).scalar_subquery(),
+        select(func.count()).select_from(EffectRun).where(*runs).scalar_subquery(),
+        select(func.max(EffectRun.finished_at)).where(*runs).scalar_subquery(),
+    )
 
 
 def _jobs_digest(session: Session, customer_id: str) -> str:
     """A cheap fingerprint of the customer's background work (undelivered outbox, failed runs)."""
-    pending = session.execute(
-        select(func.count(), func.max(OutboxMessage.id)).where(
-            OutboxMessage.customer_id == customer_id, OutboxMessage.delivered_at.is_(None)
-        )
-    ).one()
-    failed = session.execute(
-        select(func.count(), func.max(EffectRun.finished_at)).where(
-            EffectRun.customer_id == customer_id, EffectRun.status.in_(("failed", "rejected"))
-        )
-    ).one()
-    text = f"{pending[0]}:{pending[1]}|{failed[0]}:{failed[1]}"
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+    _, pending, newest_pending, failed, newest_failure = session.execute(_marker_parts(customer_id)).one()
+    return _digest(int(pending or 0), newest_pending, int(failed or 0), newest_failure)
 
 
 # --------------------------------------------------------------------------- history
@@ -864,8 +987,28 @@ class HistoryPage:
     next_cursor: int | None
 
 
+_ITEM_COLUMNS = (
+    TransitionRecord.id,
+    TransitionRecord.instance_id,
+    TransitionRecord.governor,
+    TransitionRecord.event,
+    TransitionRecord.from_state,
+    TransitionRecord.to_state,
+    TransitionRecord.actor,
+    TransitionRecord.role,
+    TransitionRecord.reason,
+    TransitionRecord.occurred_at,
+    TransitionRecord.cause_id,
+    TransitionRecord.cascade_id,
+    TransitionRecord.approval_id,
+)
+"""What a timeline row shows (not the payload, changes and timers documents)."""
+
+
 def _history_query(customer_id: str, filters: HistoryFilters) -> Select[Any]:
-    query = select(TransitionRecord).where(TransitionRecord.customer_id == customer_id)
+    query: Select[Any] = select(*_ITEM_COLUMNS).where(  # type: ignore[assignment]
+        TransitionRecord.customer_id == customer_id
+    )
     if filters.governor:
         query = query.where(TransitionRecord.governor == filters.governor)
     if filters.actor:
@@ -877,7 +1020,7 @@ def _history_query(customer_id: str, filters: HistoryFilters) -> Select[Any]:
     return query
 
 
-def _item(r: TransitionRecord) -> HistoryItem:
+def _item(r: Any) -> HistoryItem:
     gov = GOVERNORS.get(r.governor)
     return HistoryItem(
         id=r.id,
@@ -918,25 +1061,48 @@ def history_page(
         query = query.where(TransitionRecord.id > after_id)
     if before is not None:
         query = query.where(TransitionRecord.occurred_at <= before)
-    rows = list(session.scalars(query.order_by(TransitionRecord.id.desc()).limit(limit + 1)))
+    rows = list(session.execute(query.order_by(TransitionRecord.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return HistoryPage([_item(r) for r in rows], rows[-1].id if more and rows else None)
 
 
-def history_choices(session: Session, customer_id: str) -> dict[str, list[str]]:
-    """The governors, actors and events that occur in the customer's history (filter menus)."""
+_CHOICES: OrderedDict[tuple[str, int], dict[str, list[str]]] = OrderedDict()
+_CHOICES_MAX = 512
+_CHOICES_LOCK = threading.Lock()
+
+
+def history_choices(session: Session, customer_id: str, last_id: int | None = None) -> dict[str, list[str]]:
+    """The governors, actors and events that occur in the customer's history (filter menus).
+
+    With ``last_id`` (the customer's newest history id, from the change marker) the menus are kept in
+    a small per-process LRU: history rows are only ever added, and governor, actor and event are never
+    rewritten (erasure blanks reasons and payloads only), so the key says when they can change.
+    """
+    key = (customer_id, last_id) if last_id is not None else None
+    if key is not None:
+        with _CHOICES_LOCK:
+            hit = _CHOICES.get(key)
+            if hit is not None:
+                _CHOICES.move_to_end(key)
+                return {name: list(values) for name, values in hit.items()}
     rows = session.execute(
         select(TransitionRecord.governor, TransitionRecord.actor, TransitionRecord.event)
         .where(TransitionRecord.customer_id == customer_id)
         .group_by(TransitionRecord.governor, TransitionRecord.actor, TransitionRecord.event)
     ).all()
     governors, actors, events = ({row[i] for row in rows} for i in range(3))
-    return {
+    choices = {
         "governor": sorted(governors)[:200],
         "actor": sorted(actors)[:200],
         "event": sorted(events)[:200],
     }
+    if key is not None:
+        with _CHOICES_LOCK:
+            _CHOICES[key] = {name: list(values) for name, values in choices.items()}
+            while len(_CHOICES) > _CHOICES_MAX:
+                _CHOICES.popitem(last=False)
+    return choices
 
 
 # --------------------------------------------------------------------------- live updates
@@ -955,9 +1121,10 @@ def last_transition_id(session: Session, customer_id: str) -> int:
 def change_marker(session: Session, customer_id: str) -> str:
     """A cheap token that changes whenever the customer's governors or background work change.
 
-    ``<last transition id>.<fingerprint of pending and failed jobs>``: two index probes.
+    ``<last transition id>.<fingerprint of pending and failed jobs>``: one statement of index probes.
     """
-    return f"{last_transition_id(session, customer_id)}.{_jobs_digest(session, customer_id)}"
+    last, pending, newest_pending, failed, newest_failure = session.execute(_marker_parts(customer_id)).one()
+    return f"{int(last or 0)}.{_digest(int(pending or 0), newest_pending, int(failed or 0), newest_failure)}"
 
 
 def parse_marker(marker: str) -> tuple[int | None, str]:
