@@ -92,7 +92,8 @@ def seed(db: Database, customers: int, clients: int) -> list[str]:
     with db.session() as s:
         for n in range(clients):
             email = f"support{n}@bench.example.com"
-            users.create_user(s, email, ["support"], PASSWORD, granted_by="bench", now=START)
+            # Signed in on the real clock: a password set at START would have expired (90 days).
+            users.create_user(s, email, ["support"], PASSWORD, granted_by="bench", now=datetime.now(UTC))
             emails.append(email)
     return emails
 
