@@ -271,6 +271,9 @@ GOVERNOR = Governor(
                 Input("campaign_id", "code", label="Campaign id"),
                 Input("featured_price_cents", "cents", label="Featured price (cents)"),
                 Input("ends_at", "datetime", label="End date"),
+                Input(
+                    "sla_confirmed", "bool", required=False, label="The featured SLA targets are confirmed"
+                ),
             ),
             updates=("catalog_start_campaign",),
             effects=(fx("catalog_badge", on=True, featured_price_cents="$payload.featured_price_cents"),),

@@ -365,11 +365,15 @@ def catalog_breaking_notice_ok(ctx: Context) -> bool:
 
 @guard("catalog_featured_sla_ok", "the SKU does not meet the featured SLA targets")
 def catalog_featured_sla_ok(ctx: Context) -> bool:
-    """P11: monitoring confirms the featured SLA targets.
+    """P11: the featured SLA targets are confirmed: by monitoring, or else by the person featuring it.
 
-    Facts: ``sku_featured_sla_ok`` (bool; absent counts as not confirmed).
+    Facts: ``sku_featured_sla_ok`` (bool from monitoring). False refuses whatever was typed; when
+    it is absent (the console has no SLA feed per SKU) the payload's ``sla_confirmed`` must be true.
     """
-    return ctx.fact("sku_featured_sla_ok") is True
+    measured = ctx.fact("sku_featured_sla_ok")
+    if measured is False:
+        raise GuardFailed("monitoring reports that the SKU misses the featured SLA targets")
+    return measured is True or ctx.payload.get("sla_confirmed") is True
 
 
 @guard("catalog_featured_price_valid", "the featured price must be below the regular price")
