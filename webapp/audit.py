@@ -19,13 +19,13 @@ import hmac
 import json
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from webapp.models import AuditEntry, AuditHead
@@ -118,63 +118,125 @@ def append(
     payload: Mapping[str, Any] | None = None,
 ) -> AuditEntry:
     """Append one entry to the tenant's chain inside the caller's transaction (locks the head)."""
-    occurred_at = occurred_at.astimezone(UTC)
-    head = _locked_head(session, tenant_id)
-    payload_json = canonical_payload(payload or {})
-    seq = head.seq + 1
-    digest = entry_hash(
-        tenant_id=tenant_id,
-        seq=seq,
-        occurred_at=occurred_at,
+    entry = NewEntry(
         actor=actor,
         role=role,
         action=action,
-        customer_id=customer_id,
-        instance_id=instance_id,
-        payload_json=payload_json,
-        prev_hash=head.hash,
-    )
-    entry = AuditEntry(
-        tenant_id=tenant_id,
-        seq=seq,
         occurred_at=occurred_at,
-        actor=actor,
-        role=role,
-        action=action,
         customer_id=customer_id,
         instance_id=instance_id,
-        payload=payload_json,
-        prev_hash=head.hash,
-        hash=digest,
+        payload=payload or {},
     )
-    session.add(entry)
-    head.seq, head.hash = seq, digest
-    return entry
+    (values,) = append_many(session, [(tenant_id, entry)])
+    return AuditEntry(**values)
 
 
-def _locked_head(session: Session, tenant_id: str) -> AuditHead:
-    """The tenant's head row, locked FOR UPDATE once per (sub)transaction.
+@dataclass(frozen=True)
+class NewEntry:
+    """One entry to append (``append_many``); the chain supplies its tenant, seq and hashes."""
+
+    actor: str
+    role: str
+    action: str
+    occurred_at: datetime
+    customer_id: str | None = None
+    instance_id: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> list[dict[str, Any]]:
+    """Append ``(tenant_id, entry)`` pairs, in order, to their tenants' chains; returns the rows written.
+
+    Each tenant's head is locked once (tenants in sorted order, so two multi-tenant appends never
+    wait on each other in opposite orders); all entries go in one multi-row INSERT and each head is
+    moved once.
+    """
+    if not entries:
+        return []
+    heads = {t: _locked_head(session, t) for t in sorted({t for t, _ in entries})}
+    rows: list[dict[str, Any]] = []
+    for tenant_id, e in entries:
+        head = heads[tenant_id]
+        occurred_at = e.occurred_at.astimezone(UTC)
+        payload_json = canonical_payload(e.payload)
+        seq = head.seq + 1
+        digest = entry_hash(
+            tenant_id=tenant_id,
+            seq=seq,
+            occurred_at=occurred_at,
+            actor=e.actor,
+            role=e.role,
+            action=e.action,
+            customer_id=e.customer_id,
+            instance_id=e.instance_id,
+            payload_json=payload_json,
+            prev_hash=head.hash,
+        )
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "seq": seq,
+                "occurred_at": occurred_at,
+                "actor": e.actor,
+                "role": e.role,
+                "action": e.action,
+                "customer_id": e.customer_id,
+                "instance_id": e.instance_id,
+                "payload": payload_json,
+                "prev_hash": head.hash,
+                "hash": digest,
+            }
+        )
+        head.seq, head.hash = seq, digest
+    connection = session.connection()
+    connection.execute(insert(_ENTRIES), rows)
+    connection.execute(
+        update(_HEADS)
+        .where(_HEADS.c.tenant_id == bindparam("t"))
+        .values(seq=bindparam("s"), hash=bindparam("h")),
+        [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()],
+    )
+    return rows
+
+
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_HEADS = cast(Table, AuditHead.__table__)
+
+
+@dataclass
+class _Head:
+    """A locked head as this transaction has moved it (written back by ``append_many``)."""
+
+    seq: int
+    hash: str
+
+
+def _locked_head(session: Session, tenant_id: str) -> _Head:
+    """The tenant's head, its row locked FOR UPDATE once per (sub)transaction.
 
     A cascade appends many entries in one transaction; the row lock taken by the first append is
-    held until the transaction ends, so later appends reuse the locked row instead of asking the
+    held until the transaction ends, so later appends reuse the head instead of asking the
     database again. The cache is keyed by the innermost transaction object: a savepoint (whose
-    rollback would release a lock taken inside it) or a new transaction locks afresh.
+    rollback would release a lock taken inside it and undo its appends) or a new transaction locks
+    and reads afresh.
     """
     txn = session.get_nested_transaction() or session.get_transaction()
     cache = session.info.get("_audit_locked_heads")
     if cache is None or cache[0] is not txn:
         cache = (txn, {})
         session.info["_audit_locked_heads"] = cache
-    locked: dict[str, AuditHead] = cache[1]
+    locked: dict[str, _Head] = cache[1]
     head = locked.get(tenant_id)
     if head is not None:
         return head
-    head = session.get(AuditHead, tenant_id, with_for_update=True)
-    if head is None:
+    query = select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.tenant_id == tenant_id).with_for_update()
+    connection = session.connection()
+    row = connection.execute(query).first()
+    if row is None:
         _create_head(session, tenant_id)
-        head = session.get(AuditHead, tenant_id, with_for_update=True, populate_existing=True)
-        assert head is not None
-    locked[tenant_id] = head
+        row = connection.execute(query).first()
+        assert row is not None
+    head = locked[tenant_id] = _Head(int(row[0]), str(row[1]))
     return head
 
 

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Row
+
 from governors import Instance, TimerState
 from governors.spec import frozen_map
 from webapp.models import GovernorInstance
@@ -72,8 +74,8 @@ def timers_from_json(raw: Mapping[str, Any]) -> dict[str, TimerState]:
     return out
 
 
-def to_instance(row: GovernorInstance) -> Instance:
-    """The engine's view of a row."""
+def to_instance(row: GovernorInstance | Row[Any]) -> Instance:
+    """The engine's view of a row (an ORM object or a plain row with the same columns)."""
     return Instance(
         governor=row.governor,
         id=row.id,

@@ -18,14 +18,28 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from governors import (
     Decision,
@@ -52,7 +66,7 @@ from webapp.models import (
     TransitionRecord,
 )
 from webapp.services.facts import world_facts
-from webapp.services.instances import jsonable, next_due, timers_from_json, timers_to_json, to_instance
+from webapp.services.instances import jsonable, next_due, timers_to_json, to_instance
 
 SNAPSHOT_EVERY = 20
 """A full state snapshot is stored every this many versions of an instance (time travel)."""
@@ -212,40 +226,80 @@ def plan_json(result: Plan, ids: Mapping[str, str] | None = None) -> dict[str, A
 # --------------------------------------------------------------------------- loading and locking
 
 
-def _load_target(session: Session, req: EventRequest) -> GovernorInstance | None:
+_INSTANCES = cast(Table, GovernorInstance.__table__)
+_CUSTOMERS = cast(Table, Customer.__table__)
+_HISTORY = cast(Table, TransitionRecord.__table__)
+_SNAPSHOTS = cast(Table, StateSnapshot.__table__)
+_DUE = cast(Table, DueTimer.__table__)
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_IDEMPOTENCY = cast(Table, IdempotencyRecord.__table__)
+
+# The hot path reads and writes plain rows (Core), not ORM objects: one event touches a handful of
+# rows a handful of times, and the unit of work's bookkeeping cost more than the SQL itself.
+_LOAD: Select[Any] = select(
+    _INSTANCES.c.id,
+    _INSTANCES.c.tenant_id,
+    _INSTANCES.c.customer_id,
+    _INSTANCES.c.governor,
+    _INSTANCES.c.subject_id,
+    _INSTANCES.c.state,
+    _INSTANCES.c.state_seq,
+    _INSTANCES.c.version,
+    _INSTANCES.c.entered_at,
+    _INSTANCES.c.data,
+    _INSTANCES.c.timers,
+)
+_UPDATE_INSTANCE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id"))
+
+
+def _connection(session: Session) -> Connection:
+    """The session's connection, after flushing the caller's pending ORM changes (Core skips autoflush)."""
+    session.flush()
+    return session.connection()
+
+
+def _load_target(session: Session, req: EventRequest) -> Row[Any] | None:
     if req.instance_id is None:
         return None
-    row = session.get(GovernorInstance, req.instance_id)
+    row = _connection(session).execute(_LOAD.where(_INSTANCES.c.id == req.instance_id)).first()
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
     return row
 
 
-def _lock_customer(session: Session, tenant_id: str, customer_id: str | None) -> list[GovernorInstance]:
+def _lock_customer(session: Session, tenant_id: str, customer_id: str | None) -> list[Row[Any]]:
     """Lock the customer row, then every instance of the customer in id order; return them."""
     if customer_id is None:
         return []
-    customer = session.execute(
-        select(Customer).where(Customer.id == customer_id, Customer.tenant_id == tenant_id).with_for_update()
-    ).scalar_one_or_none()
+    connection = _connection(session)
+    customer = connection.execute(
+        select(_CUSTOMERS.c.id)
+        .where(_CUSTOMERS.c.id == customer_id, _CUSTOMERS.c.tenant_id == tenant_id)
+        .with_for_update()
+    ).first()
     if customer is None:
         raise TransitionError(404, "not_found", "no such customer")
-    rows = session.scalars(
-        select(GovernorInstance)
-        .where(GovernorInstance.customer_id == customer_id)
-        .order_by(GovernorInstance.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    return list(
+        connection.execute(
+            _LOAD.where(_INSTANCES.c.customer_id == customer_id).order_by(_INSTANCES.c.id).with_for_update()
+        )
     )
-    return list(rows)
 
 
-def _catalog(session: Session) -> list[GovernorInstance]:
-    return list(session.scalars(select(GovernorInstance).where(GovernorInstance.governor == "catalog")))
+def _catalog(session: Session) -> list[Row[Any]]:
+    return list(_connection(session).execute(_LOAD.where(_INSTANCES.c.governor == "catalog")))
 
 
 def _stored(session: Session, tenant_id: str, key: str, fingerprint: str) -> EventResult | None:
-    record = session.get(IdempotencyRecord, (tenant_id, key))
+    record = (
+        _connection(session)
+        .execute(
+            select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code, _IDEMPOTENCY.c.response).where(
+                _IDEMPOTENCY.c.tenant_id == tenant_id, _IDEMPOTENCY.c.key == key
+            )
+        )
+        .first()
+    )
     if record is None:
         return None
     if record.request_hash != fingerprint:
@@ -255,6 +309,14 @@ def _stored(session: Session, tenant_id: str, key: str, fingerprint: str) -> Eve
             "this Idempotency-Key was already used with a different request body",
         )
     return EventResult(record.status_code, dict(record.response), replayed=True)
+
+
+def _add_rows(snapshot: dict[str, Instance], tenants: dict[str, str], rows: Sequence[Row[Any]]) -> None:
+    """Add stored rows to the plan's snapshot (the first copy of a row wins) and note their tenants."""
+    for r in rows:
+        if r.id not in snapshot:
+            snapshot[r.id] = to_instance(r)
+            tenants[r.id] = r.tenant_id
 
 
 # --------------------------------------------------------------------------- the service
@@ -309,8 +371,8 @@ def _fire_event(
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
     rows = _lock_customer(session, req.tenant_id, customer_id)
     if target_row is not None and target_row.governor == "catalog" and customer_id is None:
-        session.execute(
-            select(GovernorInstance).where(GovernorInstance.id == target_row.id).with_for_update()
+        session.connection().execute(
+            select(_INSTANCES.c.id).where(_INSTANCES.c.id == target_row.id).with_for_update()
         )
     if req.idempotency_key:
         # Checked again under the lock: a concurrent request with the same key may have won.
@@ -318,15 +380,15 @@ def _fire_event(
         if replay is not None:
             return replay
 
-    snapshot: dict[str, Instance] = {r.id: to_instance(r) for r in rows}
-    for r in _catalog(session):
-        snapshot.setdefault(r.id, to_instance(r))
+    snapshot: dict[str, Instance] = {}
+    tenants: dict[str, str] = {}
+    _add_rows(snapshot, tenants, rows)
+    _add_rows(snapshot, tenants, _catalog(session))
     if target_row is not None:
-        snapshot.setdefault(target_row.id, to_instance(target_row))
+        _add_rows(snapshot, tenants, [target_row])
         target: Instance = snapshot[target_row.id]
         if target_row.governor == "catalog":
-            for holder in _sku_holders(session, target_row.subject_id):
-                snapshot.setdefault(holder.id, to_instance(holder))
+            _add_rows(snapshot, tenants, _sku_holders(session, target_row.subject_id))
     else:
         if req.governor is None:
             raise TransitionError(
@@ -387,7 +449,7 @@ def _fire_event(
     root = result.root
     if isinstance(root, Rejection):
         if req.timer is not None and target_row is not None:
-            _consume_timer(session, target_row, req.timer)
+            _consume_timer(session, target, req.timer)
         status = HTTP_STATUS.get(root.code, 409)
         return _reject(
             session,
@@ -402,7 +464,7 @@ def _fire_event(
     if root.needs_approval is not None:
         expiry = (settings or default_settings()).duration("engine.approval_expiry")
         return _request_approval(session, req, actor, now, target, fingerprint, result, expiry)
-    ids, outbox_ids = _execute(session, req, actor, now, result, settings, frozenset(snapshot))
+    ids, outbox_ids = _execute(session, req, now, result, snapshot, tenants)
     body = {
         "decisions": list(plan_json(result, ids)["steps"]),
         "alerts": list(result.alerts),
@@ -412,25 +474,28 @@ def _fire_event(
     return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids))
 
 
-def _sku_holders(session: Session, sku_id: str | None) -> Sequence[GovernorInstance]:
+def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
     if sku_id is None:
         return []
-    entitlements = session.scalars(
-        select(GovernorInstance)
-        .where(
-            GovernorInstance.governor == "entitlement",
-            GovernorInstance.subject_id == sku_id,
-            GovernorInstance.state != "archived",
+    connection = session.connection()
+    entitlements = list(
+        connection.execute(
+            _LOAD.where(
+                _INSTANCES.c.governor == "entitlement",
+                _INSTANCES.c.subject_id == sku_id,
+                _INSTANCES.c.state != "archived",
+            ).order_by(_INSTANCES.c.id)
         )
-        .order_by(GovernorInstance.id)
-    ).all()
+    )
     customers = {e.customer_id for e in entitlements if e.customer_id}
     subscriptions = (
-        session.scalars(
-            select(GovernorInstance)
-            .where(GovernorInstance.governor == "subscription", GovernorInstance.customer_id.in_(customers))
-            .order_by(GovernorInstance.id)
-        ).all()
+        list(
+            connection.execute(
+                _LOAD.where(
+                    _INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(customers)
+                ).order_by(_INSTANCES.c.id)
+            )
+        )
         if customers
         else []
     )
@@ -441,15 +506,16 @@ def _remember(
     session: Session, req: EventRequest, fingerprint: str, status: int, body: dict[str, Any], now: datetime
 ) -> None:
     if req.idempotency_key:
-        session.add(
-            IdempotencyRecord(
-                tenant_id=req.tenant_id,
-                key=req.idempotency_key,
-                request_hash=fingerprint,
-                status_code=status,
-                response=jsonable(body),
-                created_at=now,
-            )
+        session.connection().execute(
+            insert(_IDEMPOTENCY),
+            {
+                "tenant_id": req.tenant_id,
+                "key": req.idempotency_key,
+                "request_hash": fingerprint,
+                "status_code": status,
+                "response": jsonable(body),
+                "created_at": now,
+            },
         )
 
 
@@ -553,13 +619,17 @@ def approval_input_hash(instance_id: str, event: str, payload: Mapping[str, Any]
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _consume_timer(session: Session, row: GovernorInstance, name: str) -> None:
+def _consume_timer(session: Session, target: Instance, name: str) -> None:
     """A timer the engine refused has fired all the same: drop it from the row and from due_timers."""
-    timers = dict(row.timers or {})
-    timers.pop(name, None)
-    row.timers = timers
-    row.timeout_at = next_due(timers_from_json(timers))
-    session.execute(delete(DueTimer).where(DueTimer.instance_id == row.id, DueTimer.name == name))
+    timers = {k: v for k, v in target.timers.items() if k != name}
+    connection = session.connection()
+    connection.execute(
+        update(_INSTANCES)
+        .where(_INSTANCES.c.id == target.id)
+        .values(timers=timers_to_json(timers), timeout_at=next_due(timers))
+    )
+    connection.execute(delete(_DUE).where(_DUE.c.instance_id == target.id, _DUE.c.name == name))
+    _expire(session, (target.id,))
 
 
 def _timer_current(target: Instance, req: EventRequest) -> bool:
@@ -572,7 +642,7 @@ def _timer_current(target: Instance, req: EventRequest) -> bool:
     return req.timer_due is None or armed.due_at == req.timer_due
 
 
-def _event_id(req: EventRequest, actor: Actor, now: datetime) -> str:
+def _event_id(req: EventRequest, now: datetime) -> str:
     if req.idempotency_key:
         seed = f"{req.tenant_id}|{req.idempotency_key}"
     elif req.timer is not None:
@@ -584,32 +654,119 @@ def _event_id(req: EventRequest, actor: Actor, now: datetime) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One applied step of a plan, worked out in memory before anything is written."""
+
+    decision: Decision
+    after: Instance
+    event_id: str
+    tenant_id: str
+    customer_id: str | None
+
+
 def _execute(
     session: Session,
     req: EventRequest,
-    actor: Actor,
     now: datetime,
     result: Plan,
-    settings: Settings | None,
-    existing: frozenset[str] = frozenset(),
+    snapshot: Mapping[str, Instance],
+    tenants: Mapping[str, str],
 ) -> tuple[dict[str, str], list[int]]:
     """Write every applied step: rows, history, audit, timers, outbox.
 
-    Returns (plan id → real id, outbox ids).
+    The whole plan is worked out in memory first; then each table gets one statement (instances:
+    one UPDATE per row, sent as one batch), so an event costs a fixed handful of round trips however
+    far its cascades reach. Returns (plan id → real id, outbox ids).
     """
-    ids: dict[str, str] = {}
-    created: set[str] = set()
-    records: dict[int, TransitionRecord] = {}
-    timer_rows: dict[tuple[str, str], dict[str, Any] | None] = {}
-    event_ids: dict[int, str] = {}
-    current: dict[str, Instance] = {}
-    outbox: list[OutboxMessage] = []
-    root_event_id = _event_id(req, actor, now)
+    connection = session.connection()
+    root_event_id = _event_id(req, now)
     reason = req.payload.get("reason") if isinstance(req.payload.get("reason"), str) else None
+
+    # Pass 1, in memory: every applied step's instance after it, and each instance's final row.
+    steps: dict[int, _Step] = {}
+    current: dict[str, Instance] = {}
+    owners: dict[str, tuple[str, str | None]] = {}
+    subjects: dict[str, str | None] = {}
+    last: dict[str, Decision] = {}
     for step in result.steps:
         if step.status != "applied":
+            continue
+        d = step.outcome
+        assert isinstance(d, Decision)
+        iid = step.instance_id
+        if step.cause is None:
+            event_id = root_event_id
+        else:
+            source = steps[step.cause].event_id
+            event_id = hashlib.sha256(f"{source}|{iid}|{step.event}".encode()).hexdigest()[:32]
+        before = current.get(iid) or snapshot.get(iid) or _planned_new(result, iid)
+        after = current[iid] = apply(before, d)
+        if iid not in owners:
+            stored = snapshot.get(iid)
+            if stored is not None:
+                owners[iid] = (tenants[iid], stored.customer_id)
+                subjects[iid] = stored.subject_id
+            else:
+                owners[iid] = (req.tenant_id, after.customer_id)
+                subjects[iid] = after.subject_id or _subject_of(after)
+        if subjects[iid] is None:
+            subjects[iid] = _subject_of(after)
+        last[iid] = d
+        steps[step.index] = _Step(d, after, event_id, *owners[iid])
+
+    # The instance rows first: on SQLite the first write takes the database's write lock, which
+    # makes the history ids handed out below safe from other writers.
+    updates: list[dict[str, Any]] = []
+    creations: list[dict[str, Any]] = []
+    for iid, after in current.items():
+        d = last[iid]
+        values = {
+            "state": after.state or d.to_state,
+            "state_seq": after.state_seq,
+            "version": after.version,
+            "entered_at": after.entered_at or now,
+            "data": jsonable(after.data),
+            "timers": timers_to_json(after.timers),
+            "timeout_at": next_due(after.timers),
+            "attention": d.attention,
+            "attention_reason": d.attention_reason,
+            "updated_at": now,
+            "subject_id": subjects[iid],
+        }
+        if iid in snapshot:
+            updates.append({"b_id": iid, **values})
+        else:
+            tenant_id, customer_id = owners[iid]
+            creations.append(
+                {
+                    "id": iid,
+                    "tenant_id": tenant_id,
+                    "customer_id": customer_id,
+                    "governor": d.governor,
+                    "created_at": now,
+                    **values,
+                }
+            )
+    if creations:
+        connection.execute(insert(_INSTANCES), creations)
+    if updates:
+        connection.execute(_UPDATE_INSTANCE, updates)
+    transition_ids = iter(_allocate_history_ids(connection, len(steps)))
+
+    # Pass 2: history, audit entries, timers, outbox rows and snapshots, now that ids are known.
+    ids = {iid: iid for iid in current}
+    records: dict[int, int] = {}
+    history: list[dict[str, Any]] = []
+    entries: list[tuple[str, audit.NewEntry]] = []
+    snapshots: list[dict[str, Any]] = []
+    timer_rows: dict[tuple[str, str], dict[str, Any] | None] = {}
+    outbox: list[dict[str, Any]] = []
+    for step in result.steps:
+        applied = steps.get(step.index)
+        if applied is None:
             if step.status in ("ignored", "failed", "cycle", "depth_exceeded") and step.index > 0:
-                _audit_cascade_problem(session, req, step, ids, now)
+                entries.append((req.tenant_id, _cascade_problem(req, step, ids, now)))
                 if step.status != "ignored":
                     outbox.append(
                         _outbox(
@@ -624,150 +781,139 @@ def _execute(
                         )
                     )
             continue
-        d = step.outcome
-        assert isinstance(d, Decision)
-        if step.cause is None:
-            event_id = root_event_id
-        else:
-            source = event_ids[step.cause]
-            event_id = hashlib.sha256(f"{source}|{step.instance_id}|{step.event}".encode()).hexdigest()[:32]
-        event_ids[step.index] = event_id
-        before = current.get(step.instance_id) or (
-            result_instance_before(result, step.instance_id, session)
-            if step.instance_id in existing
-            else _planned_new(result, step.instance_id)
-        )
-        after = apply(before, d)
-        current[step.instance_id] = after
-        real_id = ids.get(step.instance_id)
-        if real_id is None:
-            real_id = step.instance_id
-            ids[step.instance_id] = real_id
-        row = session.get(GovernorInstance, real_id) if real_id in existing or real_id in created else None
-        tenant_id = req.tenant_id if row is None else row.tenant_id
-        if row is None:
-            row = GovernorInstance(
-                id=real_id,
-                tenant_id=tenant_id,
-                customer_id=after.customer_id,
-                governor=d.governor,
-                subject_id=after.subject_id or _subject_of(after),
-                created_at=now,
-                entered_at=now,
-                state=d.to_state,
-            )
-            session.add(row)
-            created.add(real_id)
-        row.state = after.state or d.to_state
-        row.state_seq = after.state_seq
-        row.version = after.version
-        row.entered_at = after.entered_at or now
-        row.data = jsonable(after.data)
-        row.timers = timers_to_json(after.timers)
-        row.timeout_at = next_due(after.timers)
-        row.attention = d.attention
-        row.attention_reason = d.attention_reason
-        row.updated_at = now
-        if row.subject_id is None:
-            row.subject_id = _subject_of(after)
-        cause = records.get(step.cause) if step.cause is not None else None
-        record = TransitionRecord(
-            tenant_id=tenant_id,
-            customer_id=row.customer_id,
-            instance_id=real_id,
-            governor=d.governor,
-            row_id=d.row_id,
-            event=d.event,
-            from_state=d.from_state,
-            to_state=d.to_state,
-            state_seq=d.state_seq,
-            actor=d.actor,
-            role=d.role,
-            reason=reason if step.cause is None else None,
-            payload=jsonable({k: v for k, v in d.payload.items() if k != "reason"}),
-            changes=jsonable(d.changes),
-            timers=jsonable({op.timer.name: op.op for op in d.timer_ops}),
-            cause_id=cause.id if cause is not None else None,
-            cascade_id=step.cascade,
-            approval_id=req.approval_id if step.cause is None else None,
-            event_id=event_id,
-            occurred_at=now,
-        )
-        session.add(record)
-        session.flush()
-        records[step.index] = record
-        audit.append(
-            session,
-            tenant_id,
-            actor=d.actor,
-            role=d.role,
-            action="transition",
-            occurred_at=now,
-            customer_id=row.customer_id,
-            instance_id=real_id,
-            payload={
-                "transition_id": record.id,
+        d, after, iid = applied.decision, applied.after, step.instance_id
+        tenant_id, customer_id = applied.tenant_id, applied.customer_id
+        transition_id = records[step.index] = next(transition_ids)
+        cause_id = records[step.cause] if step.cause is not None else None
+        approval_id = req.approval_id if step.cause is None else None
+        history.append(
+            {
+                "id": transition_id,
+                "tenant_id": tenant_id,
+                "customer_id": customer_id,
+                "instance_id": iid,
                 "governor": d.governor,
+                "row_id": d.row_id,
                 "event": d.event,
-                "row": d.row_id,
-                "from": d.from_state,
-                "to": d.to_state,
-                "cascade": step.cascade,
-                "cause_transition_id": cause.id if cause is not None else None,
-                "approval_id": record.approval_id,
-                # The reason is free text and may name people: the chain keeps only its hash (erasable PII
-                # stays in the history table), so anonymisation never breaks verification.
-                "reason_sha256": hashlib.sha256(reason.encode()).hexdigest()
-                if reason and step.cause is None
-                else None,
-            },
+                "from_state": d.from_state,
+                "to_state": d.to_state,
+                "state_seq": d.state_seq,
+                "actor": d.actor,
+                "role": d.role,
+                "reason": reason if step.cause is None else None,
+                "payload": jsonable({k: v for k, v in d.payload.items() if k != "reason"}),
+                "changes": jsonable(d.changes),
+                "timers": jsonable({op.timer.name: op.op for op in d.timer_ops}),
+                "cause_id": cause_id,
+                "cascade_id": step.cascade,
+                "approval_id": approval_id,
+                "event_id": applied.event_id,
+                "occurred_at": now,
+            }
         )
-        _collect_timers(timer_rows, row, d)
+        entries.append(
+            (
+                tenant_id,
+                audit.NewEntry(
+                    actor=d.actor,
+                    role=d.role,
+                    action="transition",
+                    occurred_at=now,
+                    customer_id=customer_id,
+                    instance_id=iid,
+                    payload={
+                        "transition_id": transition_id,
+                        "governor": d.governor,
+                        "event": d.event,
+                        "row": d.row_id,
+                        "from": d.from_state,
+                        "to": d.to_state,
+                        "cascade": step.cascade,
+                        "cause_transition_id": cause_id,
+                        "approval_id": approval_id,
+                        # The reason is free text and may name people: the chain keeps only its hash
+                        # (erasable PII stays in the history table), so anonymisation never breaks
+                        # verification.
+                        "reason_sha256": hashlib.sha256(reason.encode()).hexdigest()
+                        if reason and step.cause is None
+                        else None,
+                    },
+                ),
+            )
+        )
+        _collect_timers(timer_rows, iid, tenant_id, customer_id, d)
         for n, effect in enumerate(d.effects):
             outbox.append(
                 _outbox(
                     req,
-                    real_id,
+                    iid,
                     d.governor,
                     "run_effect",
-                    {"effect": effect.name, "args": jsonable(effect.args), "transition_id": record.id},
-                    f"fx:{event_id}:{n}",
+                    {"effect": effect.name, "args": jsonable(effect.args), "transition_id": transition_id},
+                    f"fx:{applied.event_id}:{n}",
                     now,
                     ids,
-                    customer_id=row.customer_id,
+                    customer_id=customer_id,
                     tenant_id=tenant_id,
                 )
             )
-        if row.version % SNAPSHOT_EVERY == 0:
-            session.add(
-                StateSnapshot(
-                    instance_id=real_id,
-                    transition_id=record.id,
-                    state=row.state,
-                    state_seq=row.state_seq,
-                    version=row.version,
-                    entered_at=row.entered_at,
-                    data=row.data,
-                    timers=row.timers,
-                    occurred_at=now,
-                )
+        if after.version % SNAPSHOT_EVERY == 0:
+            snapshots.append(
+                {
+                    "instance_id": iid,
+                    "transition_id": transition_id,
+                    "state": after.state or d.to_state,
+                    "state_seq": after.state_seq,
+                    "version": after.version,
+                    "entered_at": after.entered_at or now,
+                    "data": jsonable(after.data),
+                    "timers": timers_to_json(after.timers),
+                    "occurred_at": now,
+                }
             )
-    _write_timers(session, timer_rows)
-    for message in outbox:
-        session.add(message)
-    session.flush()
-    return ids, [m.id for m in outbox]
-
-
-def result_instance_before(result: Plan, plan_id: str, session: Session) -> Instance:
-    """The instance as it was before the plan (from the database, or empty for a new one)."""
-    row = session.get(GovernorInstance, plan_id)
-    if row is not None:
-        return to_instance(row)
-    planned = result.instances[plan_id]
-    return Instance(
-        governor=planned.governor, id=plan_id, customer_id=planned.customer_id, subject_id=planned.subject_id
+    if history:
+        connection.execute(insert(_HISTORY), history)
+    if snapshots:
+        connection.execute(insert(_SNAPSHOTS), snapshots)
+    audit.append_many(session, entries)
+    _write_timers(connection, timer_rows)
+    outbox_ids = (
+        list(
+            connection.execute(
+                insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True), outbox
+            ).scalars()
+        )
+        if outbox
+        else []
     )
+    _expire(session, current)
+    return ids, outbox_ids
+
+
+def _allocate_history_ids(connection: Connection, count: int) -> list[int]:
+    """``count`` fresh ids for history rows, known before the rows are written (causes link to them)."""
+    if count == 0:
+        return []
+    if connection.dialect.name == "postgresql":
+        return list(
+            connection.execute(
+                text("SELECT nextval('transitions_id_seq') FROM generate_series(1, :n)"), {"n": count}
+            ).scalars()
+        )
+    # SQLite: this transaction has already written (the instance rows), so it holds the database's
+    # only write lock and nobody else can take the ids after the largest one meanwhile.
+    largest = connection.execute(select(func.max(_HISTORY.c.id))).scalar() or 0
+    return list(range(largest + 1, largest + 1 + count))
+
+
+def _expire(session: Session, instance_ids: Iterable[str]) -> None:
+    """Forget ORM copies of rows written here with Core, so the caller's session reads them afresh."""
+    if not session.identity_map:
+        return
+    for iid in instance_ids:
+        obj = session.identity_map.get(identity_key(GovernorInstance, iid))
+        if obj is not None:
+            session.expire(obj)
 
 
 def _subject_of(inst: Instance) -> str | None:
@@ -787,19 +933,23 @@ def _planned_new(result: Plan, plan_id: str) -> Instance:
 
 
 def _collect_timers(
-    timer_rows: dict[tuple[str, str], dict[str, Any] | None], row: GovernorInstance, d: Decision
+    timer_rows: dict[tuple[str, str], dict[str, Any] | None],
+    instance_id: str,
+    tenant_id: str,
+    customer_id: str | None,
+    d: Decision,
 ) -> None:
     """Record the decision's timer operations; the last one per (instance, timer) wins."""
     for op in d.timer_ops:
         t = op.timer
-        timer_rows[(row.id, t.name)] = (
+        timer_rows[(instance_id, t.name)] = (
             None
             if op.op == "cancel"
             else {
-                "tenant_id": row.tenant_id,
-                "customer_id": row.customer_id,
-                "instance_id": row.id,
-                "governor": row.governor,
+                "tenant_id": tenant_id,
+                "customer_id": customer_id,
+                "instance_id": instance_id,
+                "governor": d.governor,
                 "name": t.name,
                 "event": t.event,
                 "state_seq": t.state_seq,
@@ -810,20 +960,14 @@ def _collect_timers(
         )
 
 
-def _write_timers(session: Session, timer_rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+def _write_timers(connection: Connection, timer_rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
     """Mirror the plan's timer operations into due_timers: one DELETE and one multi-row INSERT."""
     if not timer_rows:
         return
-    session.flush()
-    keys = list(timer_rows)
-    session.execute(
-        delete(DueTimer)
-        .where(tuple_(DueTimer.instance_id, DueTimer.name).in_(keys))
-        .execution_options(synchronize_session=False)
-    )
+    connection.execute(delete(_DUE).where(tuple_(_DUE.c.instance_id, _DUE.c.name).in_(list(timer_rows))))
     fresh = [values for values in timer_rows.values() if values is not None]
     if fresh:
-        session.execute(insert(DueTimer), fresh)
+        connection.execute(insert(_DUE), fresh)
 
 
 def _outbox(
@@ -838,17 +982,17 @@ def _outbox(
     *,
     customer_id: str | None = None,
     tenant_id: str | None = None,
-) -> OutboxMessage:
-    return OutboxMessage(
-        job_id=job_id,
-        tenant_id=tenant_id or req.tenant_id,
-        customer_id=customer_id or req.customer_id,
-        instance_id=ids.get(instance_id, instance_id),
-        governor=governor,
-        job=job,
-        args=args,
-        created_at=now,
-    )
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "tenant_id": tenant_id or req.tenant_id,
+        "customer_id": customer_id or req.customer_id,
+        "instance_id": ids.get(instance_id, instance_id),
+        "governor": governor,
+        "job": job,
+        "args": args,
+        "created_at": now,
+    }
 
 
 def _step_message(step: Any) -> str:
@@ -857,13 +1001,10 @@ def _step_message(step: Any) -> str:
     return f"cascade {step.cascade} → {step.governor}.{step.event}: {why}"
 
 
-def _audit_cascade_problem(
-    session: Session, req: EventRequest, step: Any, ids: Mapping[str, str], now: datetime
-) -> None:
+def _cascade_problem(req: EventRequest, step: Any, ids: Mapping[str, str], now: datetime) -> audit.NewEntry:
+    """The audit entry of a cascade that was ignored or failed."""
     outcome = step.outcome
-    audit.append(
-        session,
-        req.tenant_id,
+    return audit.NewEntry(
         actor=f"cascade:{step.cascade}",
         role="cascade",
         action="cascade.ignored" if step.status == "ignored" else "cascade.failed",
@@ -892,13 +1033,13 @@ def preview(
     target_row = _load_target(session, req)
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
     rows = (
-        list(session.scalars(select(GovernorInstance).where(GovernorInstance.customer_id == customer_id)))
+        list(session.connection().execute(_LOAD.where(_INSTANCES.c.customer_id == customer_id)))
         if customer_id
         else []
     )
-    snapshot = {r.id: to_instance(r) for r in rows}
-    for r in _catalog(session):
-        snapshot.setdefault(r.id, to_instance(r))
+    snapshot: dict[str, Instance] = {}
+    _add_rows(snapshot, {}, rows)
+    _add_rows(snapshot, {}, _catalog(session))
     if target_row is None:
         if req.governor is None:
             raise TransitionError(
@@ -906,7 +1047,7 @@ def preview(
             )
         target = Instance(governor=req.governor, id=_new_id(req.governor), customer_id=customer_id)
     else:
-        snapshot.setdefault(target_row.id, to_instance(target_row))
+        _add_rows(snapshot, {}, [target_row])
         target = snapshot[target_row.id]
     extra = dict((facts_hook or world_facts)(session, snapshot, target, req.event))
     facts = Facts(
