@@ -9,7 +9,7 @@ lives only in its definition (data) and in the named guards and updaters of ``go
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -80,24 +80,69 @@ def compile_value(value: Any) -> Resolver:
     if isinstance(value, str) and value.startswith("$"):
         return _ref(value)
     if isinstance(value, Mapping):
-        parts = [(k, compile_value(v)) for k, v in value.items()]
-        return lambda ctx: {k: f(ctx) for k, f in parts}
+        return _compile_mapping(value)
     if isinstance(value, list | tuple):
         items = [compile_value(v) for v in value]
         return lambda ctx: [f(ctx) for f in items]
     return lambda ctx: value
 
 
-_COMPILED_VALUES: dict[int, tuple[Any, Resolver]] = {}
+# Kinds of reference in a mapping, resolved inline by ``_compile_mapping`` (one call per mapping).
+_DATA, _PAYLOAD, _INSTANCE, _SETTING, _NOW, _EVENT, _STATE, _NESTED = range(8)
+_HEADS = {
+    "data": _DATA,
+    "payload": _PAYLOAD,
+    "instance": _INSTANCE,
+    "setting": _SETTING,
+    "now": _NOW,
+    "event": _EVENT,
+    "state": _STATE,
+}
 
 
-def resolve(value: Any, ctx: Context) -> Any:
-    """Resolve ``$`` references (see ``governors.spec``) inside a literal, list or mapping."""
-    hit = _COMPILED_VALUES.get(id(value))
-    if hit is None or hit[0] is not value:
-        hit = (value, compile_value(value))
-        _COMPILED_VALUES[id(value)] = hit
-    return hit[1](ctx)
+def _compile_mapping(values: Mapping[str, Any]) -> Resolver:
+    """Resolve a mapping with one call: a copy of its literals (keys in definition order) with the
+    references and nested lists/mappings filled in."""
+    template: dict[str, Any] = {}
+    refs: list[tuple[str, int, Any]] = []
+    for key, value in values.items():
+        template[key] = None
+        if isinstance(value, str) and value.startswith("$"):
+            head, _, rest = value[1:].partition(".")
+            kind = _HEADS.get(head)
+            if kind is None:
+                refs.append((key, _NESTED, _ref(value)))  # raises: unknown reference
+            else:
+                refs.append((key, kind, rest))
+        elif isinstance(value, Mapping | list | tuple):
+            refs.append((key, _NESTED, compile_value(value)))
+        else:
+            template[key] = value
+    if not refs:
+        return lambda ctx: template.copy()
+
+    def resolve_mapping(ctx: Context) -> dict[str, Any]:
+        out = template.copy()
+        for key, kind, arg in refs:
+            if kind == _DATA:
+                out[key] = ctx.data.get(arg)
+            elif kind == _PAYLOAD:
+                out[key] = ctx.facts.payload.get(arg)
+            elif kind == _INSTANCE:
+                out[key] = getattr(ctx.instance, arg)
+            elif kind == _SETTING:
+                out[key] = ctx.settings[arg]
+            elif kind == _NOW:
+                out[key] = ctx.facts.now
+            elif kind == _EVENT:
+                out[key] = ctx.event
+            elif kind == _STATE:
+                out[key] = ctx.target or ctx.instance.state
+            else:
+                out[key] = arg(ctx)
+        return out
+
+    return resolve_mapping
 
 
 REFERENCE_HEADS = ("now", "payload", "data", "instance", "event", "state", "setting")
@@ -153,9 +198,9 @@ def _passes(fn: GuardFn | None, ctx: Context) -> bool:
 
 
 class _Input:
-    """An ``Input`` with its label and requirement worked out once."""
+    """An ``Input`` with its label, requirement and kind-specific check worked out once."""
 
-    __slots__ = ("choices", "kind", "label", "max", "min", "name", "required", "staff_required")
+    __slots__ = ("check", "choices", "kind", "label", "max", "min", "name", "required", "staff_required")
 
     def __init__(self, inp: Input) -> None:
         self.name = inp.name
@@ -166,46 +211,80 @@ class _Input:
         self.choices = inp.choices
         self.min = inp.min
         self.max = inp.max
+        self.check: Callable[[_Input, Any, Settings], str | None] = _CHECKS.get(inp.kind, _check_nothing)
 
 
-def _input_error(inp: _Input, value: Any, settings: Settings, staff: bool) -> str | None:
-    label = inp.label
-    if value is None or value == "":
-        required = inp.required or (inp.staff_required and staff)
-        return f"{label} is required" if required else None
-    kind = inp.kind
-    if kind in ("cents", "int"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"{label} must be a whole number" + (" of cents" if kind == "cents" else "")
-        if inp.min is not None and value < inp.min:
-            return f"{label} must be at least {inp.min}"
-        if inp.max is not None and value > inp.max:
-            return f"{label} must be at most {inp.max}"
-    elif kind in ("text", "code"):
-        if not isinstance(value, str):
-            return f"{label} must be text"
-        if inp.choices and value not in inp.choices:
-            return f"{label} must be one of: {', '.join(inp.choices)}"
-        limit = inp.max if inp.max is not None else _reason_limits(settings)[2]
-        if len(value) > limit:
-            return f"{label} must be at most {limit} characters"
-        if inp.min is not None and len(value.strip()) < inp.min:
-            return f"{label} must be at least {inp.min} characters"
-    elif kind == "bool":
-        if not isinstance(value, bool):
-            return f"{label} must be true or false"
-    elif kind == "datetime":
-        moment = as_datetime(value)
-        if moment is None or moment.tzinfo is None:
-            return f"{label} must be a date and time with a time zone (ISO 8601)"
-    elif kind == "list":
-        if not isinstance(value, list | tuple):
-            return f"{label} must be a list"
-        if inp.choices and any(v not in inp.choices for v in value):
-            return f"{label} may only contain: {', '.join(inp.choices)}"
-    elif kind == "mapping" and not isinstance(value, Mapping):
-        return f"{label} must be an object"
+def _check_number(inp: _Input, value: Any, settings: Settings) -> str | None:
+    if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"{inp.label} must be a whole number" + (" of cents" if inp.kind == "cents" else "")
+    if inp.min is not None and value < inp.min:
+        return f"{inp.label} must be at least {inp.min}"
+    if inp.max is not None and value > inp.max:
+        return f"{inp.label} must be at most {inp.max}"
     return None
+
+
+def _check_text(inp: _Input, value: Any, settings: Settings) -> str | None:
+    if type(value) is not str and not isinstance(value, str):
+        return f"{inp.label} must be text"
+    if inp.choices and value not in inp.choices:
+        return f"{inp.label} must be one of: {', '.join(inp.choices)}"
+    limit = inp.max if inp.max is not None else _reason_limits(settings)[2]
+    if len(value) > limit:
+        return f"{inp.label} must be at most {limit} characters"
+    if inp.min is not None and len(value.strip()) < inp.min:
+        return f"{inp.label} must be at least {inp.min} characters"
+    return None
+
+
+def _check_bool(inp: _Input, value: Any, settings: Settings) -> str | None:
+    return None if value is True or value is False else f"{inp.label} must be true or false"
+
+
+def _check_datetime(inp: _Input, value: Any, settings: Settings) -> str | None:
+    moment: datetime | None
+    if type(value) is str:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    else:
+        moment = as_datetime(value)
+    if moment is None or moment.tzinfo is None:
+        return f"{inp.label} must be a date and time with a time zone (ISO 8601)"
+    return None
+
+
+def _check_list(inp: _Input, value: Any, settings: Settings) -> str | None:
+    if type(value) is not list and not isinstance(value, list | tuple):
+        return f"{inp.label} must be a list"
+    if inp.choices and any(v not in inp.choices for v in value):
+        return f"{inp.label} may only contain: {', '.join(inp.choices)}"
+    return None
+
+
+def _check_mapping(inp: _Input, value: Any, settings: Settings) -> str | None:
+    kind = type(value)
+    if kind is dict or kind is MappingProxyType or isinstance(value, Mapping):
+        return None
+    return f"{inp.label} must be an object"
+
+
+def _check_nothing(inp: _Input, value: Any, settings: Settings) -> str | None:
+    return None
+
+
+_CHECKS: dict[str, Callable[[_Input, Any, Settings], str | None]] = {
+    "cents": _check_number,
+    "int": _check_number,
+    "text": _check_text,
+    "code": _check_text,
+    "bool": _check_bool,
+    "datetime": _check_datetime,
+    "list": _check_list,
+    "mapping": _check_mapping,
+}
+"""How a present value of each input kind is validated (an absent one is handled by ``_check_inputs``)."""
 
 
 _REASON_LIMITS: list[tuple[Settings, int, int, Any]] = []
@@ -240,7 +319,7 @@ def _check_inputs(
             if inp.required or (inp.staff_required and staff):
                 return inp.name, f"{inp.label} is required"
             continue
-        message = _input_error(inp, value, settings, staff)
+        message = inp.check(inp, value, settings)
         if message:
             return inp.name, message
     return None
@@ -348,7 +427,8 @@ class _Row:
         "request_needs",
         "requesters_only",
         "roles",
-        "set_fns",
+        "set_fn",
+        "set_values",
         "static_changes",
         "t",
         "updaters",
@@ -379,11 +459,12 @@ class _Row:
         self.dst_choices = t.dst_choices
         self.dst_mode = 1 if t.dst == SAME else 2 if t.dst.startswith("@") else 0
         dynamic_set = _has_refs(t.set)
-        self.set_fns = tuple((k, compile_value(v)) for k, v in t.set.items()) if dynamic_set else None
+        self.set_fn = _compile_mapping(t.set) if dynamic_set else None
         self.updaters = tuple(_updater_fn(name) for name in t.updates)
         # Rows that change data only by literals share one read-only view of the changes.
+        self.set_values = dict(t.set)
         self.static_changes: Mapping[str, Any] | None = (
-            MappingProxyType(dict(t.set)) if not dynamic_set and not t.updates else None
+            MappingProxyType(self.set_values) if not dynamic_set and not t.updates else None
         )
         self.effects = t.effects
         self.effect_fns: tuple[tuple[Effect, Resolver | None], ...] | None = None
@@ -668,44 +749,20 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     return Rejection(code, message, gov.name, event, state, row_id, details)
 
 
-class _Overlay(Mapping[str, Any]):
-    """Data after a transition without copying it: changes over the base (None deletes a key)."""
-
-    __slots__ = ("_base", "_changes")
-
-    def __init__(self, changes: Mapping[str, Any], base: Mapping[str, Any]) -> None:
-        self._changes = changes
-        self._base = base
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._changes:
-            value = self._changes[key]
-            if value is None:
-                raise KeyError(key)
-            return value
-        return self._base[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self._changes:
-            value = self._changes[key]
-            return default if value is None else value
-        return self._base.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        if key in self._changes:
-            return self._changes[key] is not None  # type: ignore[index]
-        return key in self._base
-
-    def __iter__(self) -> Iterator[str]:
-        for key in self._base:
-            if key not in self._changes or self._changes[key] is not None:
-                yield key
-        for key, value in self._changes.items():
-            if key not in self._base and value is not None:
-                yield key
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
+def _changed(data: Mapping[str, Any], changes: dict[str, Any]) -> Mapping[str, Any]:
+    """Read-only data after a transition: ``changes`` over ``data`` (a None value deletes the key)."""
+    # ``dict(proxy)`` takes CPython's slow generic-mapping path; copying the proxied dict does not.
+    kind = type(data)
+    merged: dict[str, Any] = (
+        data.copy()  # type: ignore[attr-defined]
+        if kind is MappingProxyType or kind is dict
+        else dict(data)
+    )
+    merged.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            del merged[key]
+    return MappingProxyType(merged)
 
 
 def _build(
@@ -734,16 +791,16 @@ def _build(
         )
     entering = state is None or to != state or row.reenter
     changes: Mapping[str, Any]
+    made: dict[str, Any]
     if row.static_changes is not None:
         changes = row.static_changes
+        made = row.set_values
     else:
-        made: dict[str, Any] = (
-            {k: f(ctx) for k, f in row.set_fns} if row.set_fns is not None else dict(row.t.set)
-        )
+        made = row.set_fn(ctx) if row.set_fn is not None else row.set_values.copy()
         for update in row.updaters:
             made.update(update(ctx))
         changes = MappingProxyType(made)
-    new_data: Mapping[str, Any] = _Overlay(changes, inst.data) if changes else inst.data
+    new_data = _changed(inst.data, made) if made else inst.data
     seq = inst.state_seq + 1 if entering else inst.state_seq
     needs: FourEyes | None = None
     if facts.approved_by is None:
