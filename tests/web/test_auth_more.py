@@ -340,3 +340,55 @@ def test_a_shorter_idle_setting_still_lets_an_active_session_through(
     with client.session_transaction() as sess:
         sess["seen_at"] = time.time() - 240
     assert client.get("/auth/account").status_code == 200
+
+
+# --- password policy and the refusal message ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("Password123!", "well-known default password"),
+        ("P@ssw0rd!!!!!", "well-known default password"),
+        ("changeme2026", "well-known default password"),
+        ("123456789012", "well-known default password"),
+        ("Marketplace2026", "well-known default password"),
+        ("aaaaaaaaaaaaaaa", "at least 5 different characters"),
+        ("abababababababab", "at least 5 different characters"),
+        ("Samantha likes tea", "may not contain your email name"),
+    ],
+)
+def test_weak_passwords_are_refused_with_a_reason(web_db: Database, password: str, message: str) -> None:
+    with web_db.session() as s, pytest.raises(users.UserError, match=message):
+        users.create_user(
+            s, "samantha@corp.test", ["support"], password, granted_by="test", now=datetime.now(UTC)
+        )
+    with web_db.session() as s:
+        assert users.find_user(s, "samantha@corp.test") is None
+
+
+def test_a_weak_new_password_is_refused_on_the_form_and_changes_nothing(
+    client: FlaskClient, make_user: MakeUser, web_db: Database
+) -> None:
+    user = make_user("sam@corp.test", ["support"])
+    sign_in(client, user.email)
+    before = row(web_db, user.id)
+    response = client.post(
+        "/auth/password",
+        data={
+            "current_password": PASSWORD,
+            "new_password": "Password2026!",
+            "confirm": "Password2026!",
+            "csrf_token": csrf_token(client, "/auth/password"),
+        },
+    )
+    assert response.status_code == 422
+    assert "well-known default password" in response.get_data(as_text=True)
+    after = row(web_db, user.id)
+    assert (after.password_hash, after.session_version) == (before.password_hash, before.session_version)
+
+
+def test_the_refusal_message_says_how_lockout_works(client: FlaskClient, make_user: MakeUser) -> None:
+    user = make_user("sam@corp.test", ["support"])
+    page = sign_in(client, user.email, "not the password").get_data(as_text=True)
+    assert "6 failed attempts lock it for 30 minutes" in page

@@ -48,6 +48,40 @@ from webapp.policy import ROLES, role_conflicts
 MIN_PASSWORD_LENGTH = 12
 """CONSOLE.md §1.4 asks for ≥ 8 characters (PCI req 8); we require 12, which NIST 800-63B prefers."""
 MAX_PASSWORD_LENGTH = 256
+MIN_DISTINCT_CHARACTERS = 5
+"""``aaaaaaaaaaaa`` or ``abababababab`` is long but not a password."""
+COMMON_PASSWORD_WORDS = frozenset(
+    {
+        "",
+        "password",
+        "passwort",
+        "passw",
+        "changeme",
+        "welcome",
+        "letmein",
+        "qwerty",
+        "qwertyuiop",
+        "asdfgh",
+        "admin",
+        "administrator",
+        "root",
+        "secret",
+        "default",
+        "marketplace",
+        "console",
+        "iloveyou",
+        "trustno",
+        "monkey",
+        "dragon",
+        "master",
+        "abc",
+        "abcdef",
+        "test",
+        "guest",
+    }
+)
+"""Default or most-used passwords: a password that is one of these once digits and symbols are
+stripped is refused (``Password123!``, ``changeme2026``, ``123456789012``); no default accounts (§1.4)."""
 LOCKOUT_THRESHOLD = 6
 """Failed sign-ins that lock an account (CONSOLE.md §1.4: PCI 8.2.3)."""
 LOCKOUT_DURATION = timedelta(minutes=30)
@@ -65,7 +99,10 @@ API_TOKEN_TTL = timedelta(days=90)
 TOTP_REQUIRED_ROLES = frozenset({"admin", "compliance"})
 """Roles that cannot use the console without a second factor (CONSOLE.md §1.4, issue 4)."""
 TOTP_ISSUER = "Marketplace Console"
-SIGN_IN_REFUSED = "Sign-in failed: the email or password is wrong, or the account is locked for a while."
+SIGN_IN_REFUSED = (
+    "Sign-in failed: the email or password is wrong, or the account is locked"
+    f" ({LOCKOUT_THRESHOLD} failed attempts lock it for {LOCKOUT_DURATION.seconds // 60} minutes)."
+)
 """The one message for every refused sign-in (unknown email, wrong password, locked, disabled)."""
 STEP_UP_NOT_ENROLLED = "enrol a second factor to approve"
 STEP_UP_WRONG_CODE = "the authenticator code is wrong or expired"
@@ -79,6 +116,8 @@ AUDIT_CHAIN = "platform"
 AUDIT_ROLE = "account"
 """The ``role`` column of account audit entries (the actor is a user id, ``cli`` or ``system``)."""
 
+_LEET = str.maketrans("@4310$5", "aaeioss")
+"""``P@ssw0rd`` is ``password``."""
 _EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,}$")
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
@@ -144,14 +183,29 @@ def check_email(email: str) -> str:
     return value
 
 
-def check_password(password: str) -> None:
-    """UserError unless the password meets the policy (length; CONSOLE.md §1.4)."""
+def check_password(password: str, *, email: str | None = None) -> None:
+    """UserError unless the password meets the policy (CONSOLE.md §1.4 length; NIST 800-63B blocklist).
+
+    Besides the length, a password may not contain the user's email name, be mostly one repeated
+    character, or be a well-known default (``password``, ``changeme``…) padded with digits and symbols.
+    """
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters", "password")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise UserError(f"the password may have at most {MAX_PASSWORD_LENGTH} characters", "password")
     if not password.strip():
         raise UserError("the password cannot be blank", "password")
+    lowered = password.lower()
+    name = normalize_email(email or "").split("@", 1)[0]
+    if len(name) >= 3 and name in lowered:
+        raise UserError("the password may not contain your email name", "password")
+    if len(set(lowered)) < MIN_DISTINCT_CHARACTERS:
+        raise UserError(
+            f"the password needs at least {MIN_DISTINCT_CHARACTERS} different characters", "password"
+        )
+    words = {re.sub(r"[^a-z]", "", text) for text in (lowered, lowered.translate(_LEET))}
+    if words & COMMON_PASSWORD_WORDS:
+        raise UserError("this is a well-known default password; choose a passphrase of your own", "password")
 
 
 def hash_password(password: str) -> str:
@@ -210,7 +264,7 @@ def create_user(
     """Create an active staff user with ``roles``; UserError on bad input or an existing email."""
     address = check_email(email)
     held = check_roles(roles)
-    check_password(password)
+    check_password(password, email=address)
     if find_user(session, address) is not None:
         raise UserError("a user with this email already exists", "email")
     user = StaffUser(
@@ -285,8 +339,8 @@ def set_password(
     session: Session, user_id: str, password: str, *, now: datetime, by: str | None = None
 ) -> StaffUser:
     """Replace the password; every session of the user must sign in again."""
-    check_password(password)
     user = _get(session, user_id)
+    check_password(password, email=user.email)
     user.password_hash = hash_password(password)
     user.password_changed_at = now
     user.session_version += 1
