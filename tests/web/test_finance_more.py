@@ -11,7 +11,6 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -25,7 +24,7 @@ from webapp.services import ladder
 from webapp.services.demo import SYSTEM, Driver, buy_and_invoice, pay_invoice
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 
-from .conftest import MadeUser, sign_in
+from .conftest import MadeUser, fresh_code, sign_in
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PAGES = (
@@ -100,9 +99,9 @@ def _signed_in(app: Flask, user: MadeUser) -> FlaskClient:
 
 
 def _next_code(user: MadeUser) -> str:
-    """The next time-step's code (the sign-in used the current one; a code is accepted once)."""
+    """A code for a time-step not handed out before (the sign-in used one; a code is accepted once)."""
     assert user.totp_secret
-    return pyotp.TOTP(user.totp_secret).at(datetime.now(UTC) + timedelta(seconds=30))
+    return fresh_code(user.totp_secret)
 
 
 def _submit(client: FlaskClient, instance_id: str, event: str, data: dict[str, str]) -> tuple[int, str]:
@@ -138,7 +137,16 @@ def test_every_finance_page_renders_for_the_roles_with_the_finance_dashboard(
         assert response.status_code == 200, (page, response.status_code)
         html = response.get_data(as_text=True)
         assert 'aria-label="Finance"' in html, page  # the finance tabs
-    assert 'id="finance-overview"' in client.get("/finance/").get_data(as_text=True)
+    overview = client.get("/finance/").get_data(as_text=True)
+    assert 'id="finance-overview"' in overview
+    # The dashboards' finance charts are embedded as htmx fragments, in the issue's order.
+    slots = re.findall(r'id="chart-(\w+)" hx-get="(/dashboards/finance/\w+)" hx-trigger="load', overview)
+    assert slots == [
+        ("payments", "/dashboards/finance/payments"),
+        ("recovery", "/dashboards/finance/recovery"),
+        ("failures", "/dashboards/finance/failures"),
+    ]
+    assert 'id="charts-pending"' not in overview
 
 
 def test_support_is_refused_every_finance_page(app: Flask, make_user: Callable[..., MadeUser]) -> None:

@@ -16,6 +16,7 @@ Views are thin: parse filters, call ``webapp.services.billing_queries`` (read) o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -97,8 +98,17 @@ def _row_actions(session: Any, rows: list[GovernorInstance], now: datetime) -> d
     out: dict[str, list[Any]] = {}
     for row in rows:
         best = best_actions_for_row(session, row, roles, now, settings)
-        out[row.id] = [best[e][0] for e in ROW_EVENTS if e in best]
+        out[row.id] = [_titled(best[e][0]) for e in ROW_EVENTS if e in best]
     return out
+
+
+EVENT_TITLES = {"dunning_hold": "Hold dunning", "dunning_release": "Release dunning"}
+"""B23 serves two events under one title; a row of buttons needs to tell them apart."""
+
+
+def _titled(action: Any) -> Any:
+    title = EVENT_TITLES.get(action.event)
+    return dataclasses.replace(action, title=title) if title else action
 
 
 @bp.get("/")
@@ -137,9 +147,12 @@ def _duration(key: str) -> timedelta:
 CHART_PREFIX = "/dashboards/finance/"
 """The dashboards blueprint serves finance's Plotly charts as htmx fragments under this prefix."""
 
+CHART_ORDER = ("payments", "recovery", "failures")
+"""The issue's order: payment success gauge per processor, recovery rate, failure reasons."""
+
 
 def _chart_fragments() -> list[tuple[str, str]]:
-    """(title, url) of every finance chart fragment the app serves (none yet: the page says so)."""
+    """(title, url) of each finance chart fragment the app serves (none: the page says they are pending)."""
     found = []
     for rule in current_app.url_map.iter_rules():
         path = rule.rule
@@ -149,7 +162,12 @@ def _chart_fragments() -> list[tuple[str, str]]:
             continue
         doc = (current_app.view_functions[rule.endpoint].__doc__ or "").strip()
         found.append((doc.splitlines()[0].rstrip(".") if doc else path.rsplit("/", 1)[-1], path))
-    return sorted(found, key=lambda x: x[1])
+
+    def rank(item: tuple[str, str]) -> tuple[int, str]:
+        name = item[1].rsplit("/", 1)[-1]
+        return (CHART_ORDER.index(name) if name in CHART_ORDER else len(CHART_ORDER), name)
+
+    return sorted(found, key=rank)
 
 
 @bp.get("/retries")
@@ -394,6 +412,7 @@ def my_approvals() -> Response:
             "approvals",
             waiting=waiting,
             mine=mine,
+            people=bq.staff_emails(session, [a.requested_by for a in waiting] + [a.decided_by for a in mine]),
             now=now,
             relative=relative,
             can_decide=can(_roles(), "approval.decide"),

@@ -47,6 +47,8 @@ DEFAULT_HORIZON: Final = timedelta(days=45)
 
 _SETUP_LEAD: Final = timedelta(days=60)
 _SAMPLE_EMAIL: Final = "sample.customer@example.test"
+_MAX_STEPS: Final = 5000
+"""Due instants the set-up may run through (a few dozen in practice; guards against zero durations)."""
 
 
 class LadderError(ValueError):
@@ -180,12 +182,15 @@ def _customer_at_renewal(origin: datetime, tier: str, settings: Settings, until:
 
 def _run_until(world: World, found: Callable[[World], Instance | None], until: datetime) -> Instance | None:
     """Fire the world's timers one due instant at a time until ``found`` finds something (or ``until``)."""
-    while (hit := found(world)) is None and world.now < until:
+    for _ in range(_MAX_STEPS):
+        hit = found(world)
+        if hit is not None or world.now >= until:
+            return hit
         due = world.due_timers()
         if not due:
             return None
         world.advance(min(until, max(world.now, due[0][0])))
-    return hit
+    raise LadderError("the sample's timers keep firing without the clock moving: check the duration settings")
 
 
 def _first_window_open(world: World) -> Instance | None:
