@@ -234,7 +234,7 @@ class SkuForm(FlaskForm):  # type: ignore[misc,unused-ignore]
             text = message if message[:1].isupper() else f"{label} {message}"
             if target is None:
                 self.form_errors.append(text)
-            elif text not in target.errors:
+            elif not target.errors:  # one message per field: the form's own check already spoke
                 target.errors = [*target.errors, text]
 
     def has_errors(self) -> bool:
