@@ -354,3 +354,127 @@ def test_erasure_four_eyes_through_the_desk(
         req = s.get(PrivacyRequest, request_id)
         assert req is not None and req.status == "fulfilled" and req.fulfilled_by == two.id
         assert audit.verify_tenant(s, "t-1", []).ok
+
+
+# --------------------------------------------------------------------------- card numbers (PCI DSS 3.4)
+
+NOT_FREE_TEXT = {
+    # (form, field): why a card number cannot be stored through it.
+    ("DecisionForm", "code"): "a 6–8 digit step-up code, checked and never stored",
+    ("CodeForm", "code"): "a 6–8 digit sign-in code, checked and never stored",
+    ("SignInForm", "email"): "looked up, never stored as typed (a failed sign-in stores no email)",
+    ("SkuForm", "price_cents"): "an integer amount (a 16-digit number is refused by its range check)",
+}
+
+
+def _form_classes() -> list[type]:
+    from flask_wtf import FlaskForm
+
+    def walk(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *walk(sub))]
+
+    # ActionForm is only a base: the forms people fill are built per action (walked below).
+    skip = {"DynamicActionForm", "ActionForm"}
+    return [c for c in walk(FlaskForm) if c.__module__.startswith("webapp.") and c.__name__ not in skip]
+
+
+def _text_fields(form: object) -> list[str]:
+    from wtforms import HiddenField, PasswordField, StringField, TextAreaField
+
+    return [
+        name
+        for name, f in form._fields.items()  # type: ignore[attr-defined]
+        if isinstance(f, StringField | TextAreaField) and not isinstance(f, PasswordField | HiddenField)
+    ]
+
+
+def _refuses_cards(app: Flask, cls: type, label: str) -> list[str]:
+    """The text fields of ``cls`` that accept a Luhn-valid card number (should be none).
+
+    Each field gets the number inside free text and bare (a code-shaped field takes no spaces). A
+    field refuses it with the card message, or because its shape cannot hold one (an ISO time,
+    a 3-letter currency): either way the number is never stored.
+    """
+    from werkzeug.datastructures import MultiDict
+
+    accepted = []
+    for value in (f"see {CARD} please", CARD.replace(" ", "")):
+        with app.test_request_context(method="POST"):
+            probe = cls(meta={"csrf": False})
+            names = [n for n in _text_fields(probe) if (cls.__name__, n) not in NOT_FREE_TEXT]
+            form = cls(formdata=MultiDict(dict.fromkeys(names, value)), meta={"csrf": False})
+            for f in form:
+                if getattr(f, "choices", False) is None:
+                    f.choices = []  # set per request by the views (e.g. reason codes)
+            form.validate()
+            accepted += [f"{label}.{n}" for n in names if not form._fields[n].errors]  # type: ignore[attr-defined]
+    return sorted(set(accepted))
+
+
+def test_every_free_text_field_of_every_form_refuses_card_numbers(app: Flask) -> None:
+    from governors.registry import GOVERNORS
+    from webapp.forms import action_form_class
+
+    classes = _form_classes()
+    names = {c.__name__ for c in classes}
+    assert {"RevealForm", "SarForm", "ErasureForm", "DecisionForm", "SkuForm"} <= names, names
+    accepted: list[str] = []
+    for cls in classes:
+        accepted += _refuses_cards(app, cls, cls.__name__)
+    # Every manual action of every governor: its declared text/code/list inputs and the comment.
+    checked = 0
+    for gov in GOVERNORS.values():
+        for t in gov.transitions:
+            if t.inputs:
+                checked += 1
+                accepted += _refuses_cards(app, action_form_class(t.inputs), f"{gov.name}.{t.id}")
+    assert checked > 50
+    assert accepted == [], f"these fields accept a card number: {accepted}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "4111111111111111",
+        "4111-1111-1111-1111",
+        "note 5500 0000 0000 0004 end",
+        "378282246310005",
+        "6011000990139424",
+    ],
+)
+def test_luhn_valid_numbers_are_card_numbers(value: str) -> None:
+    from webapp.validation import contains_card_number
+
+    assert contains_card_number(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["123456789012", "order 2026-03-02 ref 77", "+44 20 7946 0958"]
+)
+def test_other_numbers_are_not(value: str) -> None:
+    from webapp.validation import contains_card_number
+
+    assert not contains_card_number(value)
+
+
+def test_the_json_api_refuses_a_card_number_in_any_payload_string(
+    as_user: Callable[..., tuple[FlaskClient, MadeUser]], web_db: Database
+) -> None:
+    from webapp.services import users
+
+    _customers(web_db, "c-api")
+    _, officer = as_user("cmp@staff.test", "compliance")
+    with web_db.session() as s:
+        _, token = users.create_token(s, officer.id, now=datetime.now(UTC))
+    row = _instance(web_db, "c-api", "compliance_audit")
+    response = as_user("other@staff.test", "support")[0].post(
+        f"/api/v1/instances/{row.id}/events",
+        json={
+            "event": "violation_detected",
+            "reason": "a valid reason here",
+            "payload": {"kind": "violation", "description": {"nested": [f"card {CARD}"]}},
+        },
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "k-1"},
+    )
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert CARD_MESSAGE in response.get_json()["error"]["message"]
