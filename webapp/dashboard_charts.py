@@ -9,6 +9,7 @@ instead of Plotly's ~10 kB default template.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,13 +44,35 @@ def _layout(title: str, *, height: int = 300, **extra: Any) -> dict[str, Any]:
     return layout
 
 
-def _line(fig: go.Figure, y: float, label: str, color: str, dash: str = "dash") -> None:
-    fig.add_hline(
-        y=y,
-        line={"color": color, "dash": dash, "width": 1.5},
-        annotation={"text": label, "font": {"color": color, "size": 11}},
-        annotation_position="top left",
+def _line(fig: go.Figure, y: float, label: str, color: str, dash: str = "dash", *, log: bool = False) -> None:
+    """A labelled threshold line across the plot (on a log axis the label sits at log10(y))."""
+    line = {"color": color, "dash": dash, "width": 1.5}
+    if not log:
+        fig.add_hline(
+            y=y,
+            line=line,
+            annotation={"text": label, "font": {"color": color, "size": 11}},
+            annotation_position="top left",
+        )
+        return
+    fig.add_hline(y=y, line=line)
+    fig.add_annotation(
+        x=0,
+        xref="x domain",
+        y=math.log10(y),
+        yref="y",
+        text=label,
+        showarrow=False,
+        xanchor="left",
+        yanchor="bottom",
+        font={"color": color, "size": 11},
     )
+
+
+def _span(fig: go.Figure, span: tuple[datetime, datetime] | None) -> None:
+    """Show the whole window on the time axis, even where it has no data yet."""
+    if span is not None:
+        fig.update_xaxes(range=[span[0].isoformat(), span[1].isoformat()], type="date")
 
 
 def _iso(moments: Iterable[datetime]) -> list[str]:
@@ -73,6 +96,7 @@ def decision_latency(
     slo_ms: float,
     alert_ms: float,
     high_ms: float,
+    span: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
     """Decision latency P50/P95/P99 per hour (ms) against the SLO, alert and HIGH lines."""
     fig = go.Figure(layout=_layout(f"Decision latency P50/P95/P99 (ms) · {window}"))
@@ -83,10 +107,12 @@ def decision_latency(
                 x=x, y=[_ms(v) for v in values], name=name, mode="lines+markers", line={"color": color}
             )
         )
-    _line(fig, slo_ms, f"SLO {slo_ms:g} ms", OK)
-    _line(fig, alert_ms, f"alert {alert_ms:g} ms", WARN)
-    _line(fig, high_ms, f"HIGH {high_ms:g} ms", BAD)
-    fig.update_yaxes(type="log", title_text="ms")
+    _line(fig, slo_ms, f"SLO {slo_ms:g} ms", OK, log=True)
+    _line(fig, alert_ms, f"alert {alert_ms:g} ms", WARN, log=True)
+    _line(fig, high_ms, f"HIGH {high_ms:g} ms", BAD, log=True)
+    # Log scale from 1 ms to 10 s, one label per decade: the SLO, alert and HIGH lines all stay visible.
+    fig.update_yaxes(type="log", title_text="ms", range=[0, 4], dtick=1)
+    _span(fig, span)
     return fig
 
 
@@ -97,18 +123,27 @@ def error_rate(
     window: str,
     slo_pct: float,
     critical_pct: float,
+    span: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
     """Background error rate per hour (%) with the SLO and critical bands."""
     fig = go.Figure(layout=_layout(f"Error rate (%) · {window}"))
     fig.add_trace(go.Scatter(x=_iso(hours), y=list(rates_pct), name="error rate", mode="lines+markers"))
     _line(fig, slo_pct, f"SLO {slo_pct:g} %", WARN)
     _line(fig, critical_pct, f"critical {critical_pct:g} %", BAD)
-    fig.update_yaxes(title_text="%")
+    top = max([critical_pct * 1.25, *(r for r in rates_pct if r is not None)])
+    fig.update_yaxes(title_text="%", range=[0, top])
+    _span(fig, span)
     return fig
 
 
 def queue_depth(
-    moments: Sequence[datetime], depth: Sequence[float], *, window: str, capacity: int, high_water_pct: float
+    moments: Sequence[datetime],
+    depth: Sequence[float],
+    *,
+    window: str,
+    capacity: int,
+    high_water_pct: float,
+    span: tuple[datetime, datetime] | None = None,
 ) -> go.Figure:
     """Event queue depth as % of capacity, with the high-water line."""
     fig = go.Figure(layout=_layout(f"Event queue depth (% of {capacity}) · {window}"))
@@ -118,6 +153,7 @@ def queue_depth(
     )
     _line(fig, high_water_pct, f"{high_water_pct:g} %", BAD)
     fig.update_yaxes(title_text="% of capacity", range=[0, 100])
+    _span(fig, span)
     return fig
 
 
@@ -204,7 +240,8 @@ def sla_by_tier(tiers: Sequence[TierBar], *, window: str) -> go.Figure:
         2,
     )
     fig.add_hline(y=100, line={"color": BAD, "dash": "dash", "width": 1}, row=1, col=1)
-    fig.update_layout(**_layout(f"SLA achievement by tier · {window}", height=320, barmode="group"))
+    fig.update_layout(**_layout(f"SLA achievement by tier · {window}", height=340, barmode="group"))
+    fig.update_layout(margin={"l": 56, "r": 24, "t": 76, "b": 40})
     fig.update_yaxes(range=[0, 105], row=1, col=1, gridcolor=GRID)
     low = min([t.uptime_target_pct for t in tiers if t.uptime_target_pct] + [99.0]) - 1.0
     fig.update_yaxes(range=[max(0.0, low), 100.05], row=1, col=2, gridcolor=GRID)
@@ -274,7 +311,8 @@ def payment_gauges(
 ) -> go.Figure:
     """One gauge per processor: success % over the window; red < 98, yellow < 99, green ≥ 99."""
     processors = sorted(rates) or ["no payments"]
-    fig = go.Figure(layout=_layout(f"Payment success rate by processor · {window}", height=260))
+    fig = go.Figure(layout=_layout(f"Payment success rate by processor · {window}", height=320))
+    fig.update_layout(margin={"l": 30, "r": 30, "t": 110, "b": 10}, title={"y": 0.98, "yanchor": "top"})
     n = len(processors)
     for i, name in enumerate(processors):
         ok, attempts = rates.get(name, (0, 0))
@@ -286,7 +324,7 @@ def payment_gauges(
                 value=value,
                 number={"suffix": " %", "valueformat": ".2f"},
                 title={"text": f"{name}<br><span style='font-size:11px'>{ok}/{attempts} paid</span>"},
-                domain={"x": [i / n + 0.02, (i + 1) / n - 0.02], "y": [0, 0.85]},
+                domain={"x": [i / n + 0.02, (i + 1) / n - 0.02], "y": [0, 1]},
                 gauge={
                     "axis": {"range": [90, 100]},
                     "bar": {"color": colour},
@@ -321,7 +359,9 @@ def failure_reasons(
     alert_per_day: float | None = None,
 ) -> go.Figure:
     """Declined payments per day, stacked by decline reason."""
-    fig = go.Figure(layout=_layout(f"Payment failures by reason (per day) · {window}", barmode="stack"))
+    fig = go.Figure(
+        layout=_layout(f"Payment failures by reason (per day) · {window}", barmode="stack", showlegend=True)
+    )
     x = _iso(days)
     for i, reason in enumerate(sorted(by_reason)):
         fig.add_trace(

@@ -182,6 +182,7 @@ def latency() -> Response:
         slo_ms=DECISION_SLO_MS,
         alert_ms=DECISION_ALERT_MS,
         high_ms=DECISION_HIGH_MS,
+        span=(now - DAY, _until(now)),
     )
     total = sum(p.count for p in per_gov.values())
     worst = max((p.p99 for p in per_gov.values() if p.p99 is not None), default=None)
@@ -209,6 +210,7 @@ def errors() -> Response:
         window=_window(DAY),
         slo_pct=ERROR_SLO_PCT,
         critical_pct=ERROR_CRITICAL_PCT,
+        span=(now - DAY, _until(now)),
     )
     runs, errs = sum(r for _, r, _ in rows), sum(e for _, _, e in rows)
     rate = 100.0 * errs / runs if runs else None
@@ -243,6 +245,7 @@ def queue() -> Response:
         window=_window(DAY),
         capacity=QUEUE_CAPACITY,
         high_water_pct=QUEUE_HIGH_WATER_PCT,
+        span=(now - DAY, _until(now)),
     )
     last = points[-1][1] if points else None
     stats = [
