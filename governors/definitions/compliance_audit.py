@@ -324,7 +324,9 @@ TRANSITIONS: Final = (
         SAME,
         ("compliance",),
         updates=("compliance_log_case",),
-        effects=(fx("audit_note", kind="$event", note="$payload.reason"),),
+        # The reason is free text that may name the customer: it stays in case_log (erasable) and
+        # the transition's own audit entry keeps its hash; the chain must never hold the text.
+        effects=(fx("audit_note", kind="$event"),),
         title="Log appeal / escalate to enforcement",
     ),
     Transition(

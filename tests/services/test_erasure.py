@@ -357,3 +357,67 @@ def test_erasure_is_refused_while_the_account_is_active(
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(PrivacyRequest)) == 0
         assert s.scalar(select(func.count()).select_from(Approval)) == 0
+
+
+def test_free_text_of_compliance_cases_never_reaches_the_chain(
+    db: Database, pg_url: str, make_customer: Callable[..., str], officers: dict[str, tuple[str, str]]
+) -> None:
+    """A case appeal whose reason names the customer (C14 writes an audit note): erasable all the same."""
+    from webapp.effects import execute
+
+    cid = _customer_with_pii(db, make_customer)
+    with db.session() as s:
+        comp = s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.customer_id == cid, GovernorInstance.governor == "compliance_audit"
+            )
+        ).one()
+        comp_id = comp.id
+    for n, (event, payload) in enumerate(
+        (
+            ("violation_detected", {"kind": "violation", "description": f"{NAME} shared a password"}),
+            ("violation_confirmed", {"violations": [{"control": "a1"}], "notify_regulator": False}),
+            ("customer_appeal", {}),
+        )
+    ):
+        with db.session() as s:
+            result = fire_event(
+                s,
+                EventRequest(
+                    "t-1", event, comp_id, {"reason": f"{NAME} phoned about it ({EMAIL})", **payload}
+                ),
+                Actor("u-cmp", "compliance"),
+                NOW + timedelta(minutes=10 + n),
+            )
+            assert result.status == 200, result.body
+    request_id = _request(db, cid, officers["cmp1"][0])
+    at = NOW + timedelta(hours=2)
+    runtime = Runtime.from_config(Config.from_env({"DATABASE_URL": pg_url}, testing=True))
+    try:
+        with db.session() as s:
+            ids = s.scalars(select(OutboxMessage.id).where(OutboxMessage.delivered_at.is_(None))).all()
+        for outbox_id in ids:  # the audit notes are written by the effects
+            execute(runtime, outbox_id, now=at)
+        with db.session() as s:
+            notes = s.scalars(
+                select(AuditEntry.payload).where(AuditEntry.action == "effect.audit_note")
+            ).all()
+        assert any("customer_appeal" in p for p in notes)
+        with db.session() as s:
+            erasure.approve_erasure(
+                s,
+                request_id,
+                user_id=officers["cmp2"][0],
+                roles={"compliance"},
+                code=_code(officers["cmp2"][1], at),
+                note="",
+                now=at,
+            )
+        with db.session() as s:
+            ids = s.scalars(select(OutboxMessage.id).where(OutboxMessage.delivered_at.is_(None))).all()
+        for outbox_id in ids:
+            execute(runtime, outbox_id, now=at + timedelta(minutes=1))
+    finally:
+        runtime.close()
+    assert scan(db, NAME, EMAIL) == {}
+    _chains_ok(db)
