@@ -582,3 +582,20 @@ def test_the_engine_refuses_a_replacement_that_is_not_on_sale(
     assert (
         "replacement sku-core-2 is draft; it must be published or featured" in result.body["error"]["message"]
     )
+
+
+def test_a_repeated_submission_is_answered_once_not_as_a_conflict(
+    catalog: list[str], staff: Callable[..., Signed], web_db: Database
+) -> None:
+    """A double click sends the same form (same key) twice: one draft, one revision, no 409."""
+    admin = staff("admin")
+    form = {**admin.hidden("/catalog/new"), **_draft_form()}
+    assert admin.post("/catalog/new", form)[0] == 303
+    assert admin.post("/catalog/new", form)[0] == 303
+    assert _count(web_db, GovernorInstance, subject_id="sku-reports") == 1
+    hidden = admin.hidden("/catalog/sku-reports/edit")
+    assert _edit(admin, "sku-reports", hidden, name="Reports Plus")[0] == 303
+    assert _edit(admin, "sku-reports", hidden, name="Reports Plus")[0] == 303
+    row = _sku(web_db, "sku-reports")
+    assert row is not None and row.data["version"] == 2
+    assert _count(web_db, TransitionRecord, instance_id=row.id) == 2

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from governors import Settings, default_settings, get_governor
 from governors.rules.catalog import sku_field_errors
-from webapp.models import Approval, GovernorInstance, StaffUser, TransitionRecord
+from webapp.models import Approval, GovernorInstance, IdempotencyRecord, StaffUser, TransitionRecord
 from webapp.services.facts import world_facts
 from webapp.services.instances import revive
 from webapp.services.setup import PLATFORM_TENANT, ensure_tenant
@@ -295,13 +295,6 @@ class Saved:
         assert self.result is not None
         return self.result.status
 
-    @property
-    def error(self) -> dict[str, Any]:
-        """The error body of a refused result (empty otherwise)."""
-        if self.result is None:
-            return {}
-        return dict(self.result.body.get("error") or {})
-
 
 def create_draft(
     session: Session,
@@ -315,6 +308,9 @@ def create_draft(
     idempotency_key: str | None = None,
 ) -> Saved:
     """P01: a new SKU draft, version 1 (schema errors per field; a taken id is a field error)."""
+    replay = _replay(session, PLATFORM_TENANT, idempotency_key)
+    if replay is not None:
+        return Saved(result=replay)
     payload = {"sku_id": sku_id, **_present(fields)}
     errors = sku_field_errors(payload, settings or default_settings())
     if "sku_id" not in errors and find_sku(session, sku_id) is not None:
@@ -357,6 +353,9 @@ def save_draft(
     errors = sku_field_errors(_present(fields), settings or default_settings(), partial=True)
     if errors:
         return Saved(field_errors=errors)
+    replay = _replay(session, row.tenant_id, idempotency_key)
+    if replay is not None:
+        return Saved(result=replay)
     current_sku_version = int((row.data or {}).get("version") or 0)
     if row.version != row_version or current_sku_version != sku_version:
         return Saved(conflict=conflict_since(session, row, sku_version))
@@ -449,6 +448,20 @@ def fire(
         settings=settings,
         facts_hook=world_facts,
     )
+
+
+def _replay(session: Session, tenant_id: str, key: str | None) -> EventResult | None:
+    """The stored response of a form already submitted under ``key`` (a double click, a retry).
+
+    Answered before the editor's own checks, which would otherwise call the repeat a conflict with
+    the save it repeats; ``fire_event`` answers repeats the same way (Stripe-style idempotency).
+    """
+    if key is None:
+        return None
+    record = session.get(IdempotencyRecord, (tenant_id, key))
+    if record is None:
+        return None
+    return EventResult(record.status_code, dict(record.response), replayed=True)
 
 
 def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
