@@ -32,6 +32,7 @@ ENGINE_SETTINGS: Mapping[str, Any] = {
     "console.password_max_age": "90d",
     "console.session_idle_timeout": "15m",
     "console.session_absolute_timeout": "8h",
+    "console.totp_required_roles": ("admin", "compliance"),
 }
 
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")

@@ -392,3 +392,25 @@ def test_the_refusal_message_says_how_lockout_works(client: FlaskClient, make_us
     user = make_user("sam@corp.test", ["support"])
     page = sign_in(client, user.email, "not the password").get_data(as_text=True)
     assert "6 failed attempts lock it for 30 minutes" in page
+
+
+# --- which roles must use a second factor is a setting -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("required", "must_enrol"),
+    [(None, False), (["admin", "compliance", "support"], True), (["admin"], False)],
+)
+def test_the_roles_that_need_a_second_factor_are_a_setting(
+    pg_url: str,
+    web_runtime: Runtime,
+    make_user: MakeUser,
+    required: list[str] | None,
+    must_enrol: bool,
+) -> None:
+    settings = {} if required is None else {"totp_required_roles": required}
+    client = app_with(pg_url, web_runtime, **settings).test_client()
+    user = make_user("sam@corp.test", ["support"])
+    response = sign_in(client, user.email)
+    assert response.location.endswith("/auth/enrol") is must_enrol
+    assert (client.get("/auth/account").status_code == 200) is not must_enrol

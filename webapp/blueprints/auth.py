@@ -166,7 +166,7 @@ def sign_in() -> Any:
             return render_template(
                 "auth/sign_in.html", form=form, error=result.message, next_url=next_url
             ), 401
-        if user.totp_secret or users.totp_required(user.roles):
+        if user.totp_secret or users.totp_required(user.roles, runtime().settings):
             step = "verify" if user.totp_secret else "enrol"
             session.clear()
             session[PENDING] = {

@@ -97,7 +97,9 @@ ABSOLUTE_TIMEOUT_SETTING = "console.session_absolute_timeout"
 API_TOKEN_TTL = timedelta(days=90)
 """API key rotation period (CONSOLE.md §1.4: SOC2 CC6.1)."""
 TOTP_REQUIRED_ROLES = frozenset({"admin", "compliance"})
-"""Roles that cannot use the console without a second factor (CONSOLE.md §1.4, issue 4)."""
+"""Roles that cannot use the console without a second factor (CONSOLE.md §1.4, issue 4), by default."""
+TOTP_REQUIRED_SETTING = "console.totp_required_roles"
+"""Setting: the roles that must enrol (§1.4 proposes every console role, as HIPAA asks for 2FA)."""
 TOTP_ISSUER = "Marketplace Console"
 SIGN_IN_REFUSED = (
     "Sign-in failed: the email or password is wrong, or the account is locked"
@@ -478,9 +480,10 @@ def check_sign_in_code(session: Session, user_id: str, code: str, *, now: dateti
 # --- second factor ---------------------------------------------------------------------------------
 
 
-def totp_required(roles: Iterable[str]) -> bool:
-    """True when one of ``roles`` must use a second factor."""
-    return bool(TOTP_REQUIRED_ROLES & set(roles))
+def totp_required(roles: Iterable[str], settings: Mapping[str, Any] | None = None) -> bool:
+    """True when one of ``roles`` must use a second factor (the ``console.totp_required_roles`` setting)."""
+    required = settings.get(TOTP_REQUIRED_SETTING) if settings is not None else None
+    return bool(set(TOTP_REQUIRED_ROLES if required is None else required) & set(roles))
 
 
 def new_totp_secret() -> str:
