@@ -448,9 +448,7 @@ def test_luhn_valid_numbers_are_card_numbers(value: str) -> None:
     assert contains_card_number(value)
 
 
-@pytest.mark.parametrize(
-    "value", ["123456789012", "order 2026-03-02 ref 77", "+44 20 7946 0958"]
-)
+@pytest.mark.parametrize("value", ["123456789012", "order 2026-03-02 ref 77", "+44 20 7946 0958"])
 def test_other_numbers_are_not(value: str) -> None:
     from webapp.validation import contains_card_number
 
@@ -478,3 +476,36 @@ def test_the_json_api_refuses_a_card_number_in_any_payload_string(
     )
     assert response.status_code == 422, response.get_data(as_text=True)
     assert CARD_MESSAGE in response.get_json()["error"]["message"]
+
+
+# --------------------------------------------------------------------------- PII reveal
+
+
+def test_a_pii_reveal_is_audited_with_its_reason_and_shows_in_the_audit_log(
+    as_user: Callable[..., tuple[FlaskClient, MadeUser]], web_db: Database
+) -> None:
+    _customers(web_db, "c-rev")
+    officer, user = as_user("cmp@staff.test", "compliance")
+    token = _token(officer, "/customers/c-rev")
+    comment = "caller Name of c-rev verified by date of birth"
+    response = officer.post(
+        "/customers/c-rev/reveal",
+        data={"csrf_token": token, "reason_code": "identity_verification", "comment": comment},
+    )
+    assert response.status_code == 200 and "c-rev@example.test" in response.get_data(as_text=True)
+    refused = officer.post(
+        "/customers/c-rev/reveal",
+        data={"csrf_token": token, "reason_code": "identity_verification", "comment": f"card {CARD} given"},
+    )
+    assert refused.status_code == 422 and CARD_MESSAGE in refused.get_data(as_text=True)
+    with web_db.session() as s:
+        entries = s.scalars(select(AuditEntry).where(AuditEntry.action == "pii.revealed")).all()
+    assert len(entries) == 1, "the refused reveal is not recorded"
+    payload = json.loads(entries[0].payload)
+    import hashlib
+
+    assert payload["reason_code"] == "identity_verification"
+    assert payload["comment_sha256"] == hashlib.sha256(comment.encode()).hexdigest()
+    assert "Name of" not in entries[0].payload and entries[0].actor == user.id
+    log = officer.get("/audit?action=pii.revealed&customer=c-rev").get_data(as_text=True)
+    assert f'id="audit-t-1-{entries[0].seq}"' in log and "identity_verification" in log
