@@ -87,62 +87,43 @@ def compile_value(value: Any) -> Resolver:
     return lambda ctx: value
 
 
-# Kinds of reference in a mapping, resolved inline by ``_compile_mapping`` (one call per mapping).
-_DATA, _PAYLOAD, _INSTANCE, _SETTING, _NOW, _EVENT, _STATE, _NESTED = range(8)
-_HEADS = {
-    "data": _DATA,
-    "payload": _PAYLOAD,
-    "instance": _INSTANCE,
-    "setting": _SETTING,
-    "now": _NOW,
-    "event": _EVENT,
-    "state": _STATE,
-}
-
-
 def _compile_mapping(values: Mapping[str, Any]) -> Resolver:
-    """Resolve a mapping with one call: a copy of its literals (keys in definition order) with the
-    references and nested lists/mappings filled in."""
-    template: dict[str, Any] = {}
-    refs: list[tuple[str, int, Any]] = []
-    for key, value in values.items():
-        template[key] = None
+    """Resolve a mapping with one call that evaluates one dict display, keys in definition order.
+
+    The resolver is generated once per mapping, as ``dataclasses`` generates ``__init__``: keys,
+    names and nested resolvers are bound as constants of its namespace (never pasted into the
+    source), so ``{"invoice_id": "$instance.subject_id", "kind": "$data.kind"}`` becomes
+    ``lambda ctx: {k0: getattr(ctx.instance, n0), k1: ctx.data.get(n1)}``.
+    """
+    namespace: dict[str, Any] = {"getattr": getattr}
+    parts: list[str] = []
+    for index, (key, value) in enumerate(values.items()):
+        namespace[f"k{index}"] = key
+        name = f"n{index}"
         if isinstance(value, str) and value.startswith("$"):
             head, _, rest = value[1:].partition(".")
-            kind = _HEADS.get(head)
-            if kind is None:
-                refs.append((key, _NESTED, _ref(value)))  # raises: unknown reference
-            else:
-                refs.append((key, kind, rest))
+            namespace[name] = rest
+            expression = {
+                "data": f"ctx.data.get({name})",
+                "payload": f"ctx.facts.payload.get({name})",
+                "instance": f"getattr(ctx.instance, {name})",
+                "setting": f"ctx.settings[{name}]",
+                "now": "ctx.facts.now",
+                "event": "ctx.event",
+                "state": "(ctx.target or ctx.instance.state)",
+            }.get(head)
+            if expression is None:
+                _ref(value)  # raises ValueError: unknown reference
         elif isinstance(value, Mapping | list | tuple):
-            refs.append((key, _NESTED, compile_value(value)))
+            namespace[name] = compile_value(value)
+            expression = f"{name}(ctx)"
         else:
-            template[key] = value
-    if not refs:
-        return lambda ctx: template.copy()
-
-    def resolve_mapping(ctx: Context) -> dict[str, Any]:
-        out = template.copy()
-        for key, kind, arg in refs:
-            if kind == _DATA:
-                out[key] = ctx.data.get(arg)
-            elif kind == _PAYLOAD:
-                out[key] = ctx.facts.payload.get(arg)
-            elif kind == _INSTANCE:
-                out[key] = getattr(ctx.instance, arg)
-            elif kind == _SETTING:
-                out[key] = ctx.settings[arg]
-            elif kind == _NOW:
-                out[key] = ctx.facts.now
-            elif kind == _EVENT:
-                out[key] = ctx.event
-            elif kind == _STATE:
-                out[key] = ctx.target or ctx.instance.state
-            else:
-                out[key] = arg(ctx)
-        return out
-
-    return resolve_mapping
+            namespace[name] = value
+            expression = name
+        parts.append(f"k{index}: {expression}")
+    exec(f"def resolve_mapping(ctx):\n    return {{{', '.join(parts)}}}\n", namespace)
+    resolver: Resolver = namespace["resolve_mapping"]
+    return resolver
 
 
 REFERENCE_HEADS = ("now", "payload", "data", "instance", "event", "state", "setting")
