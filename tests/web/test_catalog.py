@@ -599,3 +599,45 @@ def test_a_repeated_submission_is_answered_once_not_as_a_conflict(
     row = _sku(web_db, "sku-reports")
     assert row is not None and row.data["version"] == 2
     assert _count(web_db, TransitionRecord, instance_id=row.id) == 2
+
+
+def test_catalog_checks_report_withdrawn_replacements_and_legacy_data(
+    catalog: list[str], staff: Callable[..., Signed], web_db: Database
+) -> None:
+    from webapp.services.transitions import Actor
+
+    admin = staff("admin")
+    _, html = admin.get("/catalog/")
+    assert 'id="checks-ok"' in html and "All 3 SKUs" in html
+
+    def deprecate(sku: str, replacement: str | None) -> None:
+        row = _sku(web_db, sku)
+        assert row is not None
+        payload = {"sunset_note": "retired", "reason": "product line consolidated"}
+        if replacement:
+            payload["replacement_sku"] = replacement
+        with web_db.session() as s:
+            result = fire_event(
+                s,
+                EventRequest(PLATFORM_TENANT, "deprecate", instance_id=row.id, payload=payload),
+                Actor("a1", "admin"),
+                datetime.now(UTC),
+                approved_by="a2",
+            )
+            assert result.ok, result.body
+
+    deprecate("sku-core", "sku-sso")
+    deprecate("sku-sso", None)  # the replacement is withdrawn afterwards
+    # Data from before a rule tightened (written as an old release would have): the check finds it.
+    with web_db.session() as s:
+        row = s.scalars(select(GovernorInstance).where(GovernorInstance.subject_id == "sku-analytics")).one()
+        row.data = {**row.data, "currency": "usd", "featured_price_cents": 99_999}
+    _, html = admin.get("/catalog/")
+    findings = re.findall(r'<li data-issue="(\w+)"><a class="mono" href="[^"]+">([\w-]+)</a>', html)
+    assert sorted(findings) == [
+        ("price_conflict", "sku-analytics"),
+        ("replacement", "sku-core"),
+        ("schema", "sku-analytics"),
+    ]
+    assert "replacement sku-sso is deprecated, not on sale" in html
+    assert "Currency must be an ISO-4217 code" in html

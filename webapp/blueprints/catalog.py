@@ -293,11 +293,14 @@ def index() -> Response:
     with _rt().db.session() as s:
         skus = catalog_admin.list_skus(s, now, state=state, tier=tier, query=query, attention=attention)
         counts = catalog_admin.state_counts(s)
+        issues = catalog_admin.catalog_checks(s, _rt().settings)
         return render_page_or_block(
             "catalog/index.html",
             "results",
             skus=skus,
             counts=counts,
+            issues=issues,
+            total=sum(counts.values()) - counts.get("archived", 0),
             states=[st.name for st in gov.states],
             tiers=list(_rt().settings["catalog.tiers"]),
             filters={"state": state or "", "tier": tier or "", "q": query, "attention": attention},

@@ -143,6 +143,51 @@ def state_counts(session: Session) -> dict[str, int]:
     return {s.name: int(counts.get(s.name, 0)) for s in get_governor(GOVERNOR).states}
 
 
+@dataclass(frozen=True)
+class CatalogIssue:
+    """One finding of the catalog check (CONSOLE.md §3.5, OPS health check #3)."""
+
+    sku_id: str
+    kind: str  # schema | orphan_feature | price_conflict | replacement
+    message: str
+
+
+def catalog_checks(session: Session, settings: Settings | None = None) -> list[CatalogIssue]:
+    """Schema, orphan-feature, price-conflict and replacement checks over every SKU not archived.
+
+    The governor's guards keep new changes valid; this finds what they cannot: data from before a
+    rule tightened (a TOML override), features whose dependency left the catalog, a featured
+    price that a later price change overtook, a replacement that was withdrawn after deprecation.
+    """
+    rows = session.scalars(
+        select(GovernorInstance)
+        .where(GovernorInstance.governor == GOVERNOR, GovernorInstance.state != "archived")
+        .order_by(GovernorInstance.subject_id)
+    ).all()
+    features = {f for r in rows for f in ((r.data or {}).get("features") or [])}
+    states = {str(r.subject_id): r.state for r in rows}
+    issues: list[CatalogIssue] = []
+    for r in rows:
+        data = r.data or {}
+        sku = str(r.subject_id)
+        for name, message in sku_field_errors(data, settings or default_settings()).items():
+            issues.append(CatalogIssue(sku, "schema", f"{FIELD_LABELS.get(name, name)} {message}"))
+        for feature, spec in sorted((data.get("feature_specs") or {}).items()):
+            missing = [d for d in (spec or {}).get("dependencies") or [] if d not in features]
+            if missing:
+                text = f"feature {feature} depends on {', '.join(missing)}, which no SKU offers"
+                issues.append(CatalogIssue(sku, "orphan_feature", text))
+        price, featured = data.get("price_cents"), data.get("featured_price_cents")
+        if isinstance(price, int) and isinstance(featured, int) and featured >= price:
+            text = f"featured price {featured} is not below the regular price {price}"
+            issues.append(CatalogIssue(sku, "price_conflict", text))
+        replacement = data.get("replacement_sku")
+        if r.state == "deprecated" and replacement and states.get(replacement) not in ON_SALE:
+            text = f"replacement {replacement} is {states.get(replacement, 'archived or gone')}, not on sale"
+            issues.append(CatalogIssue(sku, "replacement", text))
+    return issues
+
+
 def find_sku(session: Session, sku_id: str) -> GovernorInstance | None:
     """The catalog instance of ``sku_id`` (None when there is none)."""
     return session.scalars(
@@ -471,11 +516,13 @@ def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "FIELD_LABELS",
     "SKU_FIELDS",
+    "CatalogIssue",
     "Conflict",
     "FieldChange",
     "Revision",
     "Saved",
     "SkuRow",
+    "catalog_checks",
     "conflict_since",
     "create_draft",
     "diff",
