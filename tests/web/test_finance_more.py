@@ -21,7 +21,7 @@ from webapp.blueprints import finance as finance_bp
 from webapp.db import Database
 from webapp.models import Approval, AuditEntry, DueTimer, GovernorInstance, TransitionRecord
 from webapp.services import ladder
-from webapp.services.demo import SYSTEM, Driver, buy_and_invoice, pay_invoice
+from webapp.services.demo import SYSTEM, Driver, buy_and_invoice, fire_due_timers, pay_invoice
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 
 from .conftest import MadeUser, fresh_code, sign_in
@@ -110,7 +110,7 @@ def _submit(client: FlaskClient, instance_id: str, event: str, data: dict[str, s
     hidden = dict(_HIDDEN.findall(form.get_data(as_text=True)))
     response = client.post(
         f"/instances/{instance_id}/actions/{event}",
-        data={**hidden, "comment": COMMENT, **data},
+        data={**hidden, "comment": COMMENT, "reason_code": "other", **data},
         headers={"HX-Request": "true"},
     )
     return response.status_code, response.get_data(as_text=True)
@@ -441,3 +441,118 @@ def test_ladder_page_refuses_bad_input_with_a_message(
     html = response.get_data(as_text=True)
     assert 'id="ladder-error"' in html and message in html
     assert "<script>" not in html.split('id="ladder-form"')[1]
+
+
+# ------------------------------------------------------------------ settlements, write-offs, reconcile
+
+
+def _in_collections(db: Database, customer_id: str) -> GovernorInstance:
+    """A declined invoice whose ladder ran out (B16): billing in collection_agency."""
+    driver = _customer(db, customer_id, NOW)
+    result = driver.fire(
+        "t-1",
+        customer_id,
+        "billing",
+        "payment_declined",
+        SYSTEM,
+        NOW + timedelta(hours=1),
+        {"decline_code": "insufficient_funds"},
+    )
+    assert result is not None and result.status == 200
+    fire_due_timers(db, NOW + timedelta(days=14))
+    row = _billing(db, customer_id)
+    assert row.state == "collection_agency", row.state
+    return row
+
+
+def test_settlement_is_requested_by_finance_and_applied_when_a_manager_approves(
+    web_db: Database, app: Flask, make_user: Callable[..., MadeUser]
+) -> None:
+    inv = _in_collections(web_db, "c-60")
+    total = int(inv.data["total_cents"])
+    fin = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    mgr_user = make_user("mgr@x.test", ["manager"], totp=True)
+    mgr = _signed_in(app, mgr_user)
+    html = fin.get("/finance/invoices?state=collection_agency").get_data(as_text=True)
+    assert f'id="invoice-{inv.id}" data-state="collection_agency"' in html
+    for event in ("settlement_agreed", "account_written_off", "payment_recovered"):
+        assert f'/instances/{inv.id}/actions/{event}"' in html
+    assert f'class="money" data-cents="{total}">' in html  # outstanding = the whole total
+
+    # Above the outstanding amount: refused with the bound, nothing requested.
+    status, body = _submit(
+        fin, inv.id, "settlement_agreed", {"in_settlement_cents": str(total + 1), "in_agreement_ref": "agr-1"}
+    )
+    assert status in (409, 422) and f"between 1 and {total} cents" in body
+    assert _count(web_db, Approval, instance_id=inv.id) == 0
+
+    status, body = _submit(
+        fin, inv.id, "settlement_agreed", {"in_settlement_cents": "2000", "in_agreement_ref": "agr-7"}
+    )
+    assert status == 202, body[:500]
+    with web_db.session() as s:
+        approval = s.scalars(select(Approval).where(Approval.instance_id == inv.id)).one()
+        assert approval.approver_roles == ["manager"]
+        approval_id = approval.id
+    # Another finance person is no approver of a settlement: it is not waiting for them.
+    other = _signed_in(app, make_user("fin2@x.test", ["finance"]))
+    assert f"waiting-{approval_id}" not in other.get("/finance/approvals").get_data(as_text=True)
+    assert f'id="waiting-{approval_id}"' in mgr.get("/finance/approvals").get_data(as_text=True)
+    status, body = _decide(mgr, approval_id, "approve", code=_next_code(mgr_user))
+    assert status == 200, body[:500]
+    row = _billing(web_db, "c-60")
+    assert row.state == "archived"
+    assert (row.data["settled_cents"], row.data["written_off_cents"]) == (2000, total - 2000)
+    assert f'id="mine-{approval_id}" data-approval="{approval_id}" data-status="approved"' in fin.get(
+        "/finance/approvals"
+    ).get_data(as_text=True)
+
+
+def test_write_off_needs_a_manager_and_a_negative_amount_is_refused(
+    web_db: Database, app: Flask, make_user: Callable[..., MadeUser]
+) -> None:
+    inv = _in_collections(web_db, "c-70")
+    fin = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    status, body = _submit(
+        fin, inv.id, "account_written_off", {"in_amount_cents": "-1", "in_justification": "bankrupt"}
+    )
+    assert status == 422
+    assert _count(web_db, Approval, instance_id=inv.id) == 0
+    status, body = _submit(
+        fin,
+        inv.id,
+        "account_written_off",
+        {"in_amount_cents": str(inv.data["total_cents"]), "in_justification": "customer insolvent"},
+    )
+    assert status == 202, body[:500]
+    assert "Waiting for approval by manager" in body
+    assert _billing(web_db, "c-70").state == "collection_agency"
+
+
+def test_force_reconcile_before_a_day_is_refused_with_the_reason(
+    web_db: Database, app: Flask, make_user: Callable[..., MadeUser]
+) -> None:
+    inv = _paid_invoice(web_db, "c-80", datetime.now(UTC) - timedelta(hours=2))
+    fin = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    html = fin.get("/finance/invoices").get_data(as_text=True)
+    assert "the payment must be at least a day old before reconciliation" in html
+    token = _csrf_of(fin)
+    forged = fin.post(
+        f"/instances/{inv.id}/actions/accounting_reconciled",
+        data={
+            "csrf_token": token,
+            "idempotency_key": "f" * 32,
+            "in_processor_proof_ref": "proc-1",
+            "reason_code": "other",
+            "comment": COMMENT,
+        },
+    )
+    assert forged.status_code == 409
+    assert _count(web_db, Approval, instance_id=inv.id) == 0
+    assert _billing(web_db, "c-80").state == "payment_received"
+
+
+def _csrf_of(client: FlaskClient) -> str:
+    match = _HX_CSRF.search(client.get("/finance/").get_data(as_text=True))
+    assert match
+    return match.group(1)

@@ -1,17 +1,28 @@
-"""Finance: the billing retry board and bulk retry (CONSOLE.md §3.2, GOVERNORS.md §2).
+"""Finance: overview, retry board, refunds and settlements, my approvals, reconciliation, the dunning
+ladder preview (CONSOLE.md §3.2, GOVERNORS.md §2, §9, §11).
 
-Views are thin: parse filters, call ``webapp.services.billing_queries`` (read) or
-``webapp.services.bulk`` (preview, start, progress), render a page or a named block of it.
+Views are thin: parse filters, call ``webapp.services.billing_queries`` (read), ``webapp.services.bulk``
+(preview, start, progress) or ``webapp.services.ladder`` (simulate), render a page or a named block of it.
+Every state change goes through the actions blueprint's forms (reason comment, CSRF, idempotency key)
+and from there through ``fire_event``; four-eyes requests are decided on the approvals pages. The
+buttons come from ``services.actions.best_actions`` (the engine's ``manual_actions`` over the user's
+roles); a disabled action shows its reason and the actions blueprint refuses a forged POST with 403.
 
+- ``/finance/``: counts that need someone (ladder, approvals, unreconciled, stuck), the dashboards'
+  finance charts (``/dashboards/finance/*`` fragments, loaded by htmx) and links to each desk.
 - ``/finance/retries``: invoices in the dunning ladder by stage, with decline reason, next attempt,
-  amount and customer; filters and keyset pagination. Each row carries the staff actions of the
-  billing governor (retry now B10, dunning hold/release B23, escalate B11) as the signed-in user's
-  best role sees them (``services.actions.best_actions`` over ``governors.manual_actions``); they open the
-  actions blueprint's form (reason comment, CSRF, idempotency key) and post through ``fire_event``.
-  A disabled action shows its reason; the actions blueprint refuses a forged POST with 403.
-- Bulk retry: POST the filters to ``/finance/retries/bulk/preview`` (per invoice: would retry_now
-  apply, or why not), confirm with a reason → one ``bulk_runs`` row and one job (RQ with Redis,
-  inline otherwise); ``/finance/bulk/<id>`` shows progress (self-polling every 2 s) and the report.
+  amount and customer; filters and keyset pagination; retry now B10, dunning hold/release B23,
+  escalate B11. Bulk retry: POST the filters to ``/finance/retries/bulk/preview`` (per invoice: would
+  retry_now apply, or why not), confirm with a reason → one ``bulk_runs`` row and one job (RQ with
+  Redis, inline otherwise); ``/finance/bulk/<id>`` shows progress (self-polling every 2 s) and the report.
+- ``/finance/invoices``: paid, disputed, collections and still-refundable archived invoices with refund
+  B22, force-reconcile B08, resolve B21, recovered B18, settle B19, write off B20.
+- ``/finance/refunds``: issued refunds (B22, and B21 with a refund): amount, who asked, who approved.
+- ``/finance/approvals``: billing requests waiting for me as approver, and mine with their status.
+- ``/finance/reconciliation``: unreconciled (payment_received) and stuck (past their timer) invoices,
+  with ages and CONSOLE.md §2.4 classes.
+- ``/finance/ladder``: a sample renewal invoice declined at a chosen instant, simulated forward by the
+  engine under the settings in force: dated attempts, notices and cascades.
 """
 
 from __future__ import annotations
@@ -120,7 +131,7 @@ def index() -> Response:
     tenants = _tenants()
     with rt.db.session() as session:
         ladder = bq.stage_counts(session, bq.BoardFilters(), tenants)
-        money = bq.money_page(session, tenants=tenants, limit=1).counts
+        money = bq.money_counts(session, tenants)
         unreconciled = bq.unreconciled(
             session, now, _duration("billing.unreconciled_attention_after"), tenants
         )

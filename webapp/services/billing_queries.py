@@ -333,11 +333,20 @@ def money_page(
                 outstanding_cents=max(0, total - paid),
             )
         )
-    sub = _money_base("", scoped).with_only_columns(GovernorInstance.state).subquery()
+    return MoneyPage(
+        items=items,
+        next_cursor=rows[-1].id if more and rows else None,
+        counts=money_counts(session, scoped),
+    )
+
+
+def money_counts(session: Session, tenants: Iterable[str] | None = None) -> dict[str, int]:
+    """Money-page invoices per state (archived: only those with money left to refund)."""
+    sub = _money_base("", tenants).with_only_columns(GovernorInstance.state).subquery()
     counts = dict.fromkeys(MONEY_STATES, 0)
     for st, n in session.execute(select(sub.c.state, func.count()).group_by(sub.c.state)):
         counts[str(st)] = int(n)
-    return MoneyPage(items=items, next_cursor=rows[-1].id if more and rows else None, counts=counts)
+    return counts
 
 
 @dataclass(frozen=True)
