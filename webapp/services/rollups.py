@@ -311,46 +311,63 @@ def _count_row(batch: _Batch, row: Any) -> None:
         batch.sla.append((row.id, row.tenant_id, row.customer_id, at, payload))
 
 
+def _add_counts(session: Session, model: Any, keys: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """``count += n`` per key, inserting missing keys: one executemany of a cached upsert statement."""
+    if not rows:
+        return
+    table = model.__table__
+    stmt = _upsert(session)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys), set_={"count": table.c.count + stmt.excluded.count}
+    )
+    session.connection().execute(stmt, rows)
+
+
 def _write_counts(session: Session, batch: _Batch) -> None:
-    insert = _upsert(session)
-    if batch.counts:
-        stmt = insert(RollupTransitionHour).values(
-            [
-                {"hour": h, "governor": g, "event": e, "from_state": f, "to_state": t, "count": n}
-                for (h, g, e, f, t), n in batch.counts.items()
-            ]
-        )
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["hour", "governor", "event", "from_state", "to_state"],
-                set_={"count": RollupTransitionHour.count + stmt.excluded.count},
+    _add_counts(
+        session,
+        RollupTransitionHour,
+        ("hour", "governor", "event", "from_state", "to_state"),
+        [
+            {"hour": h, "governor": g, "event": e, "from_state": f, "to_state": t, "count": n}
+            for (h, g, e, f, t), n in batch.counts.items()
+        ],
+    )
+    _add_counts(
+        session,
+        RollupPayment,
+        ("hour", "processor", "outcome", "reason"),
+        [
+            {"hour": h, "processor": p, "outcome": o, "reason": r, "count": n}
+            for (h, p, o, r), n in batch.payments.items()
+        ],
+    )
+    if not batch.durations:
+        return
+    # One read of the rows this batch touches (not one per key): a bulk catch-up spans many hours.
+    hours = [k[0] for k in batch.durations]
+    existing = {
+        (r.hour, r.governor, r.state): r
+        for r in session.scalars(
+            select(RollupStateDuration).where(
+                RollupStateDuration.hour >= min(hours), RollupStateDuration.hour <= max(hours)
             )
         )
-    if batch.payments:
-        stmt = insert(RollupPayment).values(
-            [
-                {"hour": h, "processor": p, "outcome": o, "reason": r, "count": n}
-                for (h, p, o, r), n in batch.payments.items()
-            ]
-        )
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["hour", "processor", "outcome", "reason"],
-                set_={"count": RollupPayment.count + stmt.excluded.count},
-            )
-        )
-    for (hour, governor, state), seconds in batch.durations.items():
-        row = session.get(RollupStateDuration, (hour, governor, state))
-        if row is None:
-            row = RollupStateDuration(hour=hour, governor=governor, state=state, count=0, sum_seconds=0.0)
-            row.buckets = empty_buckets(DURATION_BOUNDS)
-            session.add(row)
-        buckets = list(row.buckets or empty_buckets(DURATION_BOUNDS))
-        for s in seconds:
-            buckets[bucket_index(DURATION_BOUNDS, s)] += 1
-        row.buckets = buckets
-        row.count = (row.count or 0) + len(seconds)
-        row.sum_seconds = (row.sum_seconds or 0.0) + sum(seconds)
+    }
+    with session.no_autoflush:
+        for key, seconds in batch.durations.items():
+            row = existing.get(key)
+            if row is None:
+                hour, governor, state = key
+                row = RollupStateDuration(hour=hour, governor=governor, state=state, count=0, sum_seconds=0.0)
+                row.buckets = empty_buckets(DURATION_BOUNDS)
+                session.add(row)
+            buckets = list(row.buckets or empty_buckets(DURATION_BOUNDS))
+            for sec in seconds:
+                buckets[bucket_index(DURATION_BOUNDS, sec)] += 1
+            row.buckets = buckets
+            row.count = (row.count or 0) + len(seconds)
+            row.sum_seconds = (row.sum_seconds or 0.0) + sum(seconds)
 
 
 def refresh_rollups(
@@ -486,62 +503,99 @@ def _record_sla(
     items: Sequence[tuple[int, str, str | None, datetime, Mapping[str, Any]]],
     settings: Mapping[str, Any] | None,
 ) -> int:
+    """Judge and store the batch's closed SLA periods (a handful of reads for the whole batch)."""
+    wanted = [(i, t, c, at, p, str(p.get("period") or "")[:32]) for i, t, c, at, p in items if c]
+    wanted = [w for w in wanted if w[5]]
+    if not wanted:
+        return 0
+    customers = sorted({w[2] for w in wanted if w[2]})
+    seen = {
+        (str(c), str(p))
+        for c, p in session.execute(
+            select(RollupSlaPeriod.customer_id, RollupSlaPeriod.period).where(
+                RollupSlaPeriod.customer_id.in_(customers)
+            )
+        )
+    }
+    data: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for cid, governor, values in session.execute(
+        select(GovernorInstance.customer_id, GovernorInstance.governor, GovernorInstance.data).where(
+            GovernorInstance.customer_id.in_(customers),
+            GovernorInstance.governor.in_(("quota_sla", "subscription")),
+        )
+    ):
+        if isinstance(values, Mapping):
+            data.setdefault((str(cid), str(governor)), values)
+    listed = {
+        str(c): str(t)
+        for c, t in session.execute(select(Customer.id, Customer.tier).where(Customer.id.in_(customers)))
+    }
+    periods = sorted({w[5] for w in wanted})
+    tiers = {
+        (r.period, r.tier): r
+        for r in session.scalars(select(RollupSlaTier).where(RollupSlaTier.period.in_(periods)))
+    }
+    targets = _setting(settings, "quota_sla.sla_targets")
+    formula = {k: _setting(settings, f"quota_sla.{k}") for k in SLA_FORMULA_KEYS}
+    prices = _setting(settings, "subscription.monthly_price_cents")
     added = 0
-    for transition_id, tenant_id, customer_id, at, payload in items:
-        period = str(payload.get("period") or "")[:32]
-        if not customer_id or not period:
-            continue
-        if session.get(RollupSlaPeriod, (customer_id, period)) is not None:
-            continue  # already counted (the watermark makes this rare: a replayed history row)
-        tier = _tier(session, customer_id)
-        assessed = assess_period(
-            tier,
-            payload,
-            targets=_setting(settings, "quota_sla.sla_targets"),
-            formula={k: _setting(settings, f"quota_sla.{k}") for k in SLA_FORMULA_KEYS},
-            monthly_cents=_monthly_cents(session, customer_id, tier, settings),
-        )
-        if assessed is None:
-            continue  # a tier without an SLA (free, trial)
-        session.add(
-            RollupSlaPeriod(
-                customer_id=customer_id,
-                period=period,
-                tenant_id=tenant_id,
-                tier=tier,
-                closed_at=at,
-                transition_id=transition_id,
-                **assessed.columns(),
+    with session.no_autoflush:
+        for transition_id, tenant_id, customer_id, at, payload, period in wanted:
+            assert customer_id is not None
+            if (customer_id, period) in seen:
+                continue  # already counted (a replayed history row)
+            seen.add((customer_id, period))
+            quota = data.get((customer_id, "quota_sla"), {})
+            tier = str(quota.get("tier") or listed.get(customer_id) or "unknown")[:32]
+            assessed = assess_period(
+                tier,
+                payload,
+                targets=targets,
+                formula=formula,
+                monthly_cents=_monthly_cents(data.get((customer_id, "subscription"), {}), tier, prices),
             )
-        )
-        tier_row = session.get(RollupSlaTier, (period, tier))
-        if tier_row is None:
-            tier_row = RollupSlaTier(
-                period=period,
-                tier=tier,
-                periods=0,
-                uptime_met=0,
-                p99_measured=0,
-                p99_met=0,
-                violations=0,
-                uptime_sum=0.0,
-                p99_sum=0.0,
-                credit_cents=0,
-                closed_at=at,
+            if assessed is None:
+                continue  # a tier without an SLA (free, trial)
+            session.add(
+                RollupSlaPeriod(
+                    customer_id=customer_id,
+                    period=period,
+                    tenant_id=tenant_id,
+                    tier=tier,
+                    closed_at=at,
+                    transition_id=transition_id,
+                    **assessed.columns(),
+                )
             )
-            session.add(tier_row)
-        tier_row.periods += 1
-        tier_row.uptime_met += int(assessed.uptime_met)
-        tier_row.uptime_sum += float(assessed.uptime_pct)
-        if assessed.p99_ms is not None:
-            tier_row.p99_measured += 1
-            tier_row.p99_sum += assessed.p99_ms
-            tier_row.p99_met += int(bool(assessed.p99_met))
-        tier_row.violations += int(assessed.violated)
-        tier_row.credit_cents += assessed.credit_cents
-        tier_row.closed_at = max(tier_row.closed_at, at)
-        session.flush()
-        added += 1
+            tier_row = tiers.get((period, tier))
+            if tier_row is None:
+                tier_row = RollupSlaTier(
+                    period=period,
+                    tier=tier,
+                    periods=0,
+                    uptime_met=0,
+                    p99_measured=0,
+                    p99_met=0,
+                    violations=0,
+                    uptime_sum=0.0,
+                    p99_sum=0.0,
+                    credit_cents=0,
+                    closed_at=at,
+                )
+                tiers[(period, tier)] = tier_row
+                session.add(tier_row)
+            tier_row.periods += 1
+            tier_row.uptime_met += int(assessed.uptime_met)
+            tier_row.uptime_sum += float(assessed.uptime_pct)
+            if assessed.p99_ms is not None:
+                tier_row.p99_measured += 1
+                tier_row.p99_sum += assessed.p99_ms
+                tier_row.p99_met += int(bool(assessed.p99_met))
+            tier_row.violations += int(assessed.violated)
+            tier_row.credit_cents += assessed.credit_cents
+            tier_row.closed_at = max(tier_row.closed_at, at)
+            added += 1
+    session.flush()
     return added
 
 
@@ -554,32 +608,13 @@ SLA_FORMULA_KEYS: Final = (
 )
 
 
-def _tier(session: Session, customer_id: str) -> str:
-    quota = session.scalars(
-        select(GovernorInstance.data).where(
-            GovernorInstance.customer_id == customer_id, GovernorInstance.governor == "quota_sla"
-        )
-    ).first()
-    if isinstance(quota, Mapping) and quota.get("tier"):
-        return str(quota["tier"])[:32]
-    tier = session.scalar(select(Customer.tier).where(Customer.id == customer_id))
-    return str(tier or "unknown")[:32]
-
-
-def _monthly_cents(session: Session, customer_id: str, tier: str, settings: Mapping[str, Any] | None) -> int:
+def _monthly_cents(subscription: Mapping[str, Any], tier: str, prices: Any) -> int:
     """The customer's monthly price (its subscription's, else the tier's list price; 0 if unknown)."""
-    sub = session.scalars(
-        select(GovernorInstance.data).where(
-            GovernorInstance.customer_id == customer_id, GovernorInstance.governor == "subscription"
-        )
-    ).first()
-    if isinstance(sub, Mapping):
-        price = sub.get("monthly_price_cents")
-        if isinstance(price, int) and not isinstance(price, bool) and price > 0:
-            return price
-    prices = _setting(settings, "subscription.monthly_price_cents")
-    price = prices.get(tier) if isinstance(prices, Mapping) else None
-    return int(price) if isinstance(price, int) else 0
+    price = subscription.get("monthly_price_cents")
+    if isinstance(price, int) and not isinstance(price, bool) and price > 0:
+        return price
+    listed = prices.get(tier) if isinstance(prices, Mapping) else None
+    return int(listed) if isinstance(listed, int) else 0
 
 
 # --------------------------------------------------------------------------- reads for the dashboards
