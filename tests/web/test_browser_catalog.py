@@ -130,6 +130,16 @@ def test_admin_creates_fixes_and_submits_a_sku(
     assert page2.locator("#history tr[data-event=submit_for_review] .badge").inner_text() == "approved"
     page2.screenshot(path=str(SHOTS / "catalog-validation.png"), full_page=True)
 
+    # A published SKU: its lifecycle actions, and deprecation offering only SKUs on sale as replacement.
+    page.goto(f"{server}/catalog/sku-core/")
+    assert page.get_attribute("#sku-state .state", "data-state") == "published"
+    page.screenshot(path=str(SHOTS / "catalog-published.png"), full_page=True)
+    page.click("#act-deprecate")
+    page.wait_for_selector("#catalog-action")
+    offered = page.eval_on_selector_all("#in_replacement_sku option", "els => els.map(e => e.value)")
+    assert offered == ["", "sku-analytics", "sku-sso"]
+    page.screenshot(path=str(SHOTS / "catalog-deprecate-form.png"), full_page=True)
+
     # Support: read-only, every change button disabled with the reason.
     context3, page3, errors3 = _sign_in(browser, server, support)
     page3.goto(f"{server}/catalog/sku-reports/")
