@@ -341,13 +341,17 @@ class _Timer:
 class _StateInfo:
     """What entering a state means: its timers and whether it needs attention."""
 
-    __slots__ = ("attention", "attention_fn", "reason", "timers")
+    __slots__ = ("attention", "attention_fn", "reads_after", "reason", "timers")
 
     def __init__(self, s: State) -> None:
         self.timers = tuple(_Timer(t) for t in s.timers)
         self.attention: bool | None = s.attention if isinstance(s.attention, bool) else None
         self.attention_fn = None if isinstance(s.attention, bool) else _guard_fn(s.attention)
         self.reason = s.attention_reason
+        # Whether entering (or staying in) the state reads the context after the transition.
+        self.reads_after = self.attention_fn is not None or any(
+            t.at is not None or t.when_fn is not None or t.payload_fn is not None for t in self.timers
+        )
 
 
 class _Cascade:
@@ -355,6 +359,7 @@ class _Cascade:
 
     __slots__ = (
         "create_event",
+        "emit",
         "event",
         "fan_out",
         "id",
@@ -382,6 +387,12 @@ class _Cascade:
             MappingProxyType(dict(c.payload)) if _shareable(c.payload) else None
         )
         self.payload_fn = compile_value(c.payload)
+        # An emit that depends on nothing in the event is built once and shared (read-only).
+        self.emit = (
+            CascadeEmit(c.id, c.target, c.event, self.payload, c.select, c.where, c.must, c.create_event)
+            if self.payload is not None and c.fan_out is None
+            else None
+        )
 
 
 _Guard = tuple[str, GuardFn, str, str, Mapping[str, Any]]
@@ -403,6 +414,7 @@ class _Row:
         "guards",
         "id",
         "inputs",
+        "reads_after",
         "rearm",
         "reenter",
         "request_needs",
@@ -454,6 +466,7 @@ class _Row:
                 (e, compile_value(e.args) if _has_refs(e.args) else None) for e in t.effects
             )
         self.cascades = tuple(_Cascade(c) for c in cascades)
+        self.reads_after = bool(self.cascades) or self.effect_fns is not None
         self.rearm = frozenset(t.rearm)
         self.reenter = t.reenter
 
@@ -781,7 +794,6 @@ def _build(
         for update in row.updaters:
             made.update(update(ctx))
         changes = MappingProxyType(made)
-    new_data = _changed(inst.data, made) if made else inst.data
     seq = inst.state_seq + 1 if entering else inst.state_seq
     needs: FourEyes | None = None
     if facts.approved_by is None:
@@ -793,8 +805,11 @@ def _build(
 
     info = comp.entering[to]
     # From here on guards see the data as the transition leaves it and ``target`` is the new state:
-    # the same context moves on (one object per decision), with its cached views dropped.
-    after = ctx.moved_on(new_data, to)
+    # the same context moves on (one object per decision), with its cached views dropped. Rows whose
+    # timers, cascades, effects and attention do not read it skip making that data.
+    after = ctx
+    if row.reads_after or info.reads_after:
+        after = ctx.moved_on(_changed(inst.data, made) if made else inst.data, to)
     timer_ops: tuple[TimerOp, ...] = ()
     if entering:
         if inst.timers or info.timers:
@@ -813,8 +828,11 @@ def _build(
         for c in row.cascades:
             if c.when_fn is not None and not _passes(c.when_fn, after):
                 continue
+            if c.emit is not None:
+                emits.append(c.emit)
+                continue
             if c.fan_out is None:
-                body = c.payload if c.payload is not None else MappingProxyType(c.payload_fn(after))
+                body = MappingProxyType(c.payload_fn(after))
                 emits.append(
                     CascadeEmit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event)
                 )
