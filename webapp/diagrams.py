@@ -51,6 +51,7 @@ __all__ = [
     "NodeGeom",
     "clear_caches",
     "definition_version",
+    "diagram_css",
     "layout",
     "render_svg",
 ]
@@ -961,6 +962,7 @@ def layout(gov: Governor) -> Layout:
 
 _STYLE = """
 .gov-diagram{font-family:FONT;}
+.gov-diagram text{text-anchor:middle;dominant-baseline:central;}
 .gov-diagram .state>rect{fill:var(--diagram-node,#fff);stroke:var(--diagram-stroke,#94a3b8);stroke-width:1.2;}
 .gov-diagram .state>text{fill:var(--diagram-text,#0f172a);font-size:12px;}
 .gov-diagram .state.terminal>rect{stroke:var(--diagram-terminal,#475569);}
@@ -1005,9 +1007,12 @@ class _Fragments:
     """Pre-rendered pieces of a layout; render only adds classes and data-order attributes.
 
     Each piece is (what it stands for, markup before the class attribute, base class, markup after).
+    ``head`` opens a standalone drawing (with its font and stylesheet), ``head_embedded`` one for a
+    page that includes ``diagram_css()`` once for all its diagrams.
     """
 
     head: str
+    head_embedded: str
     edges: tuple[tuple[tuple[tuple[str, str], ...], str, str, str], ...]
     labels: tuple[tuple[tuple[tuple[str, str], ...], str, str, str], ...]
     nodes: tuple[tuple[NodeGeom, str, str], ...]
@@ -1026,16 +1031,13 @@ def _node_body(n: NodeGeom) -> str:
             f'<rect class="inner" x="{_fmt(x0 + 3)}" y="{_fmt(y0 + 3)}" width="{_fmt(n.w - 6)}" '
             f'height="{_fmt(n.h - 6)}" rx="{_fmt(rx - 3)}"/>'
         )
-    parts.append(
-        f'<text x="{_fmt(n.x)}" y="{_fmt(n.y)}" text-anchor="middle" dominant-baseline="central">'
-        f"{escape(n.label)}</text>"
-    )
+    parts.append(f'<text x="{_fmt(n.x)}" y="{_fmt(n.y)}">{escape(n.label)}</text>')
     if n.attention:
         bx, by = n.x + n.w / 2 - 1, n.y - n.h / 2 + 1
         parts.append(
             f'<circle class="badge" cx="{_fmt(bx)}" cy="{_fmt(by)}" r="6"/>'
-            f'<text class="badge-text" x="{_fmt(bx)}" y="{_fmt(by)}" text-anchor="middle" '
-            f'dominant-baseline="central">{"?" if n.attention_conditional else "!"}</text>'
+            f'<text class="badge-text" x="{_fmt(bx)}" y="{_fmt(by)}">'
+            f"{'?' if n.attention_conditional else '!'}</text>"
         )
     return "".join(parts)
 
@@ -1052,14 +1054,16 @@ def _edge_tooltip(e: EdgeGeom) -> str:
 def _fragments(lay: Layout) -> _Fragments:
     gid = f"gov-{lay.governor}"
     title = f"{lay.title or lay.governor}: state diagram"
-    head = (
+    opener = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gov-diagram" '
         f'viewBox="0 0 {_fmt(lay.width)} {_fmt(lay.height)}" width="{_fmt(lay.width)}" '
         f'height="{_fmt(lay.height)}" style="max-width:100%;height:auto" role="img" '
         f"aria-labelledby={_q(gid + '-title')} data-governor={_q(lay.governor)} "
-        f'data-version="{lay.version}" font-family={_q(FONT_FAMILY)}>'
-        f"<title id={_q(gid + '-title')}>{escape(title)}</title><style>{_STYLE}</style>"
+        f'data-version="{lay.version}"'
     )
+    title_el = f"<title id={_q(gid + '-title')}>{escape(title)}</title>"
+    head = f"{opener} font-family={_q(FONT_FAMILY)}>{title_el}<style>{_STYLE}</style>"
+    head_embedded = f"{opener}>{title_el}"
     nodes = []
     for n in lay.nodes:
         if n.kind == "state":
@@ -1092,10 +1096,7 @@ def _fragments(lay: Layout) -> _Fragments:
         n_lines = len(e.label_lines)
         for j, line in enumerate(e.label_lines):
             ty = e.label_y + (j - (n_lines - 1) / 2) * LABEL_LINE_H
-            text.append(
-                f'<text x="{_fmt(e.label_x)}" y="{_fmt(ty)}" text-anchor="middle" '
-                f'dominant-baseline="central">{escape(line)}</text>'
-            )
+            text.append(f'<text x="{_fmt(e.label_x)}" y="{_fmt(ty)}">{escape(line)}</text>')
         lx, ly = e.label_x - e.label_w / 2, e.label_y - e.label_h / 2
         labels.append(
             (
@@ -1107,7 +1108,7 @@ def _fragments(lay: Layout) -> _Fragments:
                 f'rx="2"/>{"".join(text)}</g>',
             )
         )
-    return _Fragments(head, tuple(edges), tuple(labels), tuple(nodes))
+    return _Fragments(head, head_embedded, tuple(edges), tuple(labels), tuple(nodes))
 
 
 @functools.lru_cache(maxsize=64)
@@ -1159,12 +1160,16 @@ def _marked(
 
 @functools.lru_cache(maxsize=1024)
 def _render_cached(
-    name: str, version: str, current: str | None, recent: tuple[tuple[str | None, str], ...]
+    name: str,
+    version: str,
+    current: str | None,
+    recent: tuple[tuple[str | None, str], ...],
+    embedded: bool = False,
 ) -> str:
     frags = _fragments_for_version(version)
     orders, recent_states = _recent_pairs(_layout_for_version(version), recent)
     latest = max(orders.values(), default=0)
-    out = [frags.head, '<g class="edges">']
+    out = [frags.head_embedded if embedded else frags.head, '<g class="edges">']
     for pairs, opener, base, rest in frags.edges:
         out.append(f"{opener}{_marked(base, pairs, orders, latest)}{rest}")
     out.append('</g><g class="labels">')
@@ -1190,16 +1195,26 @@ def _render_cached(
 
 
 def render_svg(
-    gov: Governor, current: str | None = None, recent: Sequence[tuple[str | None, str]] = ()
+    gov: Governor,
+    current: str | None = None,
+    recent: Sequence[tuple[str | None, str]] = (),
+    *,
+    embedded: bool = False,
 ) -> str:
     """An SVG state diagram of ``gov`` with ``current`` and the ``recent`` (from, to) path highlighted.
 
     ``recent`` is oldest first (newest last); ``from`` is None for the creation transition. A
-    transition taken through an ANY row highlights the "any state" edge.
+    transition taken through an ANY row highlights the "any state" edge. ``embedded`` leaves out the
+    font and the stylesheet: for a page showing several diagrams that includes ``diagram_css()`` once.
     """
     version = definition_version(gov)
     key = tuple((None if a is None else str(a), str(b)) for a, b in recent)
-    return _render_cached(gov.name, version, current, key)
+    return _render_cached(gov.name, version, current, key, embedded)
+
+
+def diagram_css() -> str:
+    """The stylesheet of the diagrams (every standalone SVG carries it; pages of embedded ones once)."""
+    return _STYLE
 
 
 def clear_caches() -> None:

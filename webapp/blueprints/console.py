@@ -20,6 +20,7 @@ from wtforms.validators import InputRequired, Length, ValidationError
 
 from webapp import audit
 from webapp.auth_session import background
+from webapp.diagrams import diagram_css
 from webapp.htmx import is_htmx, render_page_or_block
 from webapp.models import Customer
 from webapp.policy import can, permission, why_not
@@ -121,6 +122,7 @@ def _context(session: Any, view: queries.CustomerView, **extra: Any) -> dict[str
         "as_of_error": extra.pop("as_of_error", ""),
         "now": _now(),
         "relative": queries.relative,
+        "diagram_css": diagram_css(),
         **extra,
     }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Exists, func, select
+from sqlalchemy import ColumnElement, Exists, func, select
 from sqlalchemy.orm import Session
 
 from governors import Instance
@@ -59,8 +59,11 @@ def _on_hold(session: Session, customer_id: str | None) -> bool:
     return bool(session.scalar(select(legal_hold_exists(customer_id))))
 
 
-def legal_hold_exists(customer_id: str) -> Exists:
-    """EXISTS a standing legal hold on the customer's data (to read along with other columns)."""
+def legal_hold_exists(customer_id: str | ColumnElement[str]) -> Exists:
+    """EXISTS a standing legal hold on the customer's data (to read along with other columns).
+
+    ``customer_id`` may be a bound parameter, for a statement built once and run for many customers.
+    """
     return (
         select(LegalHold.id)
         .where(LegalHold.customer_id == customer_id, LegalHold.released_at.is_(None))

@@ -9,6 +9,7 @@ Time travel uses ``webapp.services.history.state_as_of`` (snapshots plus replaye
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -17,14 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, String, and_, func, literal, or_, select, true, union_all
-from sqlalchemy.dialects.postgresql import array
+from sqlalchemy import ARRAY, Select, String, and_, bindparam, func, literal, or_, select, true, union_all
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import Session
 
 from governors import GOVERNORS, AllowedEvent, Facts, Instance, Settings
 from webapp.diagrams import layout, render_svg
 from webapp.models import Customer, GovernorInstance, OutboxMessage, TransitionRecord
 from webapp.models.background import EffectRun
+from webapp.models.base import UTCDateTime
 from webapp.services.actions import best_actions, facts_for
 from webapp.services.facts import legal_hold_exists
 from webapp.services.history import state_as_of
@@ -469,15 +471,15 @@ class _CustomerRows:
     instances: list[GovernorInstance]
     last_id: int | None
     legal_hold: bool | None
+    recent: dict[str, list[tuple[str | None, str]]] | None = None
+    """Each instance's recent path (``_recent_paths``) when it came with the rows (PostgreSQL)."""
 
 
-def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
-    """The customer's instances, then the catalog SKUs it holds, its newest history id and legal hold.
-
-    One query: the instances come ordered by (governor, created_at, id), the SKUs by subject id. The
-    history id and the hold ride along as scalar subqueries; both are None when the customer has no
-    instance (the caller then asks for them separately).
-    """
+@functools.cache
+def _customer_rows_query(with_recent: bool = False) -> Select[Any]:
+    # Built once: statements of the page are parameterised (``:customer_id``) and reused, which spares
+    # building them and computing their cache key on every request.
+    customer_id = bindparam("customer_id", type_=String)
     held = select(GovernorInstance.subject_id).where(
         GovernorInstance.customer_id == customer_id,
         GovernorInstance.governor == "entitlement",
@@ -488,24 +490,58 @@ def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
         .where(TransitionRecord.customer_id == customer_id)
         .scalar_subquery()
     )
-    result = session.execute(
-        select(GovernorInstance, last_id, legal_hold_exists(customer_id)).where(
-            or_(
-                GovernorInstance.customer_id == customer_id,
-                and_(GovernorInstance.governor == "catalog", GovernorInstance.subject_id.in_(held)),
+    columns: list[Any] = [GovernorInstance, last_id, legal_hold_exists(customer_id)]
+    if with_recent:  # PostgreSQL: each row's last RECENT_PATH steps as [[from, to], ...], oldest first
+        last = (
+            select(
+                TransitionRecord.from_state,
+                TransitionRecord.to_state,
+                TransitionRecord.occurred_at,
+                TransitionRecord.id,
             )
+            .where(TransitionRecord.instance_id == GovernorInstance.id)
+            .order_by(TransitionRecord.occurred_at.desc(), TransitionRecord.id.desc())
+            .limit(RECENT_PATH)
+            .correlate(GovernorInstance)
+            .subquery("last")
         )
-    ).all()
+        steps = pg.array([last.c.from_state, last.c.to_state])
+        columns.append(
+            select(
+                func.array_agg(
+                    pg.aggregate_order_by(steps, last.c.occurred_at, last.c.id),
+                    type_=ARRAY(String, dimensions=2),
+                )
+            ).scalar_subquery()
+        )
+    return select(*columns).where(
+        or_(
+            GovernorInstance.customer_id == customer_id,
+            and_(GovernorInstance.governor == "catalog", GovernorInstance.subject_id.in_(held)),
+        )
+    )
+
+
+def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
+    """The customer's instances, then the catalog SKUs it holds, its newest history id and legal hold.
+
+    One query: the instances come ordered by (governor, created_at, id), the SKUs by subject id. The
+    history id and the hold ride along as scalar subqueries; both are None when the customer has no
+    instance (the caller then asks for them separately).
+    """
+    with_recent = session.get_bind().dialect.name == "postgresql"
+    result = session.execute(_customer_rows_query(with_recent), {"customer_id": customer_id}).all()
+    if not result:
+        return _CustomerRows([], None, None)
     own = sorted(
-        (r for r, _, _ in result if r.customer_id == customer_id),
+        (row[0] for row in result if row[0].customer_id == customer_id),
         key=lambda r: (r.governor, r.created_at, r.id),
     )
     skus = sorted(
-        (r for r, _, _ in result if r.customer_id != customer_id), key=lambda r: (r.subject_id, r.id)
+        (row[0] for row in result if row[0].customer_id != customer_id), key=lambda r: (r.subject_id, r.id)
     )
-    if not result:
-        return _CustomerRows([], None, None)
-    return _CustomerRows(own + skus, int(result[0][1] or 0), bool(result[0][2]))
+    recent = {row[0].id: [(a, b) for a, b in row[3] or ()] for row in result} if with_recent else None
+    return _CustomerRows(own + skus, int(result[0][1] or 0), bool(result[0][2]), recent)
 
 
 def _recent_paths(
@@ -519,19 +555,22 @@ def _recent_paths(
     out: dict[str, list[tuple[str | None, str]]] = {iid: [] for iid in instance_ids}
     if not instance_ids:
         return out
-    dialect = session.get_bind().dialect.name
-    query = (
-        _recent_lateral(instance_ids, before)
-        if dialect == "postgresql"
-        else _recent_window(instance_ids, before)
-    )
-    for instance_id, from_state, to_state in session.execute(query).all():
+    if session.get_bind().dialect.name == "postgresql":
+        params: dict[str, Any] = {"ids": list(instance_ids)}
+        if before is not None:
+            params["before"] = before
+        rows = session.execute(_recent_lateral(before is not None), params).all()
+    else:
+        rows = session.execute(_recent_window(instance_ids, before)).all()
+    for instance_id, from_state, to_state in rows:
         out[instance_id].append((from_state, to_state))
     return out
 
 
-def _recent_lateral(instance_ids: Sequence[str], before: datetime | None) -> Select[Any]:
-    ids = func.unnest(array(list(instance_ids), type_=String)).table_valued("id").render_derived("ids")
+@functools.cache
+def _recent_lateral(before: bool) -> Select[Any]:
+    """The last RECENT_PATH steps of each of ``:ids`` (and at or before ``:before``), PostgreSQL only."""
+    ids = func.unnest(bindparam("ids", type_=ARRAY(String))).table_valued("id").render_derived("ids")
     steps = (
         select(
             TransitionRecord.from_state,
@@ -543,8 +582,8 @@ def _recent_lateral(instance_ids: Sequence[str], before: datetime | None) -> Sel
         .order_by(TransitionRecord.occurred_at.desc(), TransitionRecord.id.desc())
         .limit(RECENT_PATH)
     )
-    if before is not None:
-        steps = steps.where(TransitionRecord.occurred_at <= before)
+    if before:
+        steps = steps.where(TransitionRecord.occurred_at <= bindparam("before", type_=UTCDateTime()))
     last = steps.lateral("steps")
     return (
         select(ids.c.id, last.c.from_state, last.c.to_state)
@@ -665,7 +704,7 @@ def _focus(governor: str, state: str) -> str:
 def _card(snap: _Snap, now: datetime, recent: list[tuple[str | None, str]], first: bool) -> CardView:
     gov = GOVERNORS[snap.governor]
     state_def = next((s for s in gov.states if s.name == snap.state), None)
-    svg = render_svg(gov, snap.state, recent)
+    svg = render_svg(gov, snap.state, recent, embedded=True)  # the page includes diagram_css() once
     dom_id = f"card-{snap.id}"
     if not first:
         svg = _dom_ids(svg, snap.governor, f"{snap.id}-")
@@ -816,7 +855,7 @@ def customer_overview(
     last_id = last_transition_id(session, customer.id) if read.last_id is None else read.last_id
     wanted = None if only is None else set(only)
     shown = [r for r in rows if wanted is None or r.governor in wanted]
-    recent = _recent_paths(session, [r.id for r in shown])
+    recent = read.recent if read.recent is not None else _recent_paths(session, [r.id for r in shown])
     jobs, available, digest = _jobs_and_digest(session, customer.id, redis)
     view = _view(
         customer,
@@ -868,39 +907,7 @@ def _jobs_and_digest(
     their counts and newest id/time are the digest's inputs, so ``_jobs_digest`` only runs for a
     customer with more than JOBS_LIMIT pending or failed jobs.
     """
-    pending = (
-        select(
-            literal("pending").label("kind"),
-            OutboxMessage.job_id.label("job_id"),
-            func.coalesce(OutboxMessage.args["effect"].as_string(), OutboxMessage.job).label("name"),
-            literal("pending").label("status"),
-            literal("").label("summary"),
-            OutboxMessage.attempts.label("attempts"),
-            OutboxMessage.created_at.label("at"),
-            OutboxMessage.id.label("outbox_id"),
-        )
-        .where(OutboxMessage.customer_id == customer_id, OutboxMessage.delivered_at.is_(None))
-        .order_by(OutboxMessage.id.desc())
-        .limit(JOBS_LIMIT + 1)
-        .subquery()
-    )
-    failed = (
-        select(
-            literal("failed").label("kind"),
-            EffectRun.job_id,
-            EffectRun.effect,
-            EffectRun.status,
-            EffectRun.summary,
-            EffectRun.attempts,
-            EffectRun.finished_at,
-            EffectRun.outbox_id,
-        )
-        .where(EffectRun.customer_id == customer_id, EffectRun.status.in_(("failed", "rejected")))
-        .order_by(EffectRun.finished_at.desc())
-        .limit(JOBS_LIMIT + 1)
-        .subquery()
-    )
-    rows = session.execute(union_all(select(pending), select(failed))).all()
+    rows = session.execute(_jobs_query(), {"customer_id": customer_id}).all()
     waiting = [r for r in rows if r.kind == "pending"]
     broken = [r for r in rows if r.kind == "failed"]
     if len(waiting) > JOBS_LIMIT or len(broken) > JOBS_LIMIT:
@@ -933,6 +940,45 @@ def _jobs_and_digest(
     return out, True, digest
 
 
+@functools.cache
+def _jobs_query() -> Any:
+    """Pending outbox rows and failed runs of ``:customer_id``: JOBS_LIMIT + 1 newest of each."""
+    customer_id = bindparam("customer_id", type_=String)
+    pending = (
+        select(
+            literal("pending").label("kind"),
+            OutboxMessage.job_id.label("job_id"),
+            func.coalesce(OutboxMessage.args["effect"].as_string(), OutboxMessage.job).label("name"),
+            literal("pending").label("status"),
+            literal("").label("summary"),
+            OutboxMessage.attempts.label("attempts"),
+            OutboxMessage.created_at.label("at"),
+            OutboxMessage.id.label("outbox_id"),
+        )
+        .where(OutboxMessage.customer_id == customer_id, OutboxMessage.delivered_at.is_(None))
+        .order_by(OutboxMessage.id.desc())
+        .limit(JOBS_LIMIT + 1)
+        .subquery()
+    )
+    failed = (
+        select(
+            literal("failed").label("kind"),
+            EffectRun.job_id,
+            EffectRun.effect,
+            EffectRun.status,
+            EffectRun.summary,
+            EffectRun.attempts,
+            EffectRun.finished_at,
+            EffectRun.outbox_id,
+        )
+        .where(EffectRun.customer_id == customer_id, EffectRun.status.in_(("failed", "rejected")))
+        .order_by(EffectRun.finished_at.desc())
+        .limit(JOBS_LIMIT + 1)
+        .subquery()
+    )
+    return union_all(select(pending), select(failed))
+
+
 def _digest(pending: int, newest_pending: int | None, failed: int, newest_failure: datetime | None) -> str:
     """The jobs fingerprint: counts and newest id/time of undelivered outbox rows and failed runs."""
     at = newest_failure.astimezone(UTC).isoformat() if newest_failure is not None else None
@@ -940,8 +986,10 @@ def _digest(pending: int, newest_pending: int | None, failed: int, newest_failur
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def _marker_parts(customer_id: str) -> Select[Any]:
+@functools.cache
+def _marker_query() -> Select[Any]:
     """One SELECT of scalar subqueries: newest history id, then the four inputs of the jobs digest."""
+    customer_id = bindparam("customer_id", type_=String)
     outbox = (OutboxMessage.customer_id == customer_id, OutboxMessage.delivered_at.is_(None))
     runs = (EffectRun.customer_id == customer_id, EffectRun.status.in_(("failed", "rejected")))
     return select(
@@ -957,7 +1005,9 @@ def _marker_parts(customer_id: str) -> Select[Any]:
 
 def _jobs_digest(session: Session, customer_id: str) -> str:
     """A cheap fingerprint of the customer's background work (undelivered outbox, failed runs)."""
-    _, pending, newest_pending, failed, newest_failure = session.execute(_marker_parts(customer_id)).one()
+    _, pending, newest_pending, failed, newest_failure = session.execute(
+        _marker_query(), {"customer_id": customer_id}
+    ).one()
     return _digest(int(pending or 0), newest_pending, int(failed or 0), newest_failure)
 
 
@@ -1123,7 +1173,9 @@ def change_marker(session: Session, customer_id: str) -> str:
 
     ``<last transition id>.<fingerprint of pending and failed jobs>``: one statement of index probes.
     """
-    last, pending, newest_pending, failed, newest_failure = session.execute(_marker_parts(customer_id)).one()
+    last, pending, newest_pending, failed, newest_failure = session.execute(
+        _marker_query(), {"customer_id": customer_id}
+    ).one()
     return f"{int(last or 0)}.{_digest(int(pending or 0), newest_pending, int(failed or 0), newest_failure)}"
 
 
