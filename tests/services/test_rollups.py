@@ -379,3 +379,24 @@ def test_decision_latency_is_flushed_from_the_process_histogram(db: Database) ->
     with db.session() as s:
         flush_decision_latency(s, NOW)
         assert s.get(RollupDecisionLatency, (NOW, "rollup_test")).count == 5  # type: ignore[union-attr]
+
+
+def test_the_background_runners_refresh_the_rollups(db: Database, pg_url: str) -> None:
+    """The demo's in-process runner (its timer sweep) and the RQ job entry point both refresh."""
+    from webapp.config import Config
+    from webapp.jobs import InProcessRunner, install_runtime
+    from webapp.runtime import Runtime
+
+    seed_history(db)
+    rt = Runtime.from_config(Config.from_env({"DATABASE_URL": pg_url}, testing=True))
+    try:
+        InProcessRunner(rt).run_once(LATER, sweep=True)
+        with db.session() as s:
+            mark = s.get(RollupWatermark, "transitions")
+            assert mark is not None and (mark.last_id, mark.refreshed_at) == (13, LATER)
+        install_runtime(rt)
+        result = rollups.refresh_rollups_job()  # what periodic_sweep calls on an RQ worker
+        assert result["transitions"] == 0 and result["watermark"] == 13
+    finally:
+        rt.close()
+    assert sum(_counts(db).values()) == 13
