@@ -153,7 +153,7 @@ def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> li
     """
     if not entries:
         return []
-    heads = {t: _locked_head(session, t) for t in sorted({t for t, _ in entries})}
+    heads = lock_heads(session, {t for t, _ in entries})
     rows: list[dict[str, Any]] = []
     for tenant_id, e in entries:
         head = heads[tenant_id]
@@ -189,18 +189,27 @@ def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> li
         )
         head.seq, head.hash = seq, digest
     connection = session.connection()
-    connection.execute(insert(_ENTRIES), rows)
-    connection.execute(
-        update(_HEADS)
-        .where(_HEADS.c.tenant_id == bindparam("t"))
-        .values(seq=bindparam("s"), hash=bindparam("h")),
-        [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()],
-    )
+    connection.execute(_INSERT_ENTRIES, rows)
+    connection.execute(_MOVE_HEAD, [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()])
     return rows
 
 
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _HEADS = cast(Table, AuditHead.__table__)
+# Inline: no implicit RETURNING, so the insert can be part of a pipelined batch.
+_INSERT_ENTRIES = insert(_ENTRIES).inline()
+_MOVE_HEAD = (
+    update(_HEADS).where(_HEADS.c.tenant_id == bindparam("t")).values(seq=bindparam("s"), hash=bindparam("h"))
+)
+
+
+def lock_heads(session: Session, tenant_ids: Iterable[str]) -> dict[str, _Head]:
+    """Lock these tenants' chain heads for the rest of the transaction, in sorted order.
+
+    Appends then find them locked and ask the database nothing more, so a caller can batch the
+    appends' writes (``webapp.db.pipelined``).
+    """
+    return {t: _locked_head(session, t) for t in sorted(tenant_ids)}
 
 
 @dataclass

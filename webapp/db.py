@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+
+PING_AFTER_IDLE = 5.0
+"""Seconds a pooled connection may sit idle before its next checkout pings the server first."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -17,6 +22,51 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _note_idle(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it sat idle for a while.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip per transaction, which a busy service
+    (one short transaction per event) pays thousands of times a second on connections it used a
+    millisecond ago. A connection idle longer than ``PING_AFTER_IDLE`` (a restarted server, a dropped
+    socket) is still checked, and replaced if dead.
+    """
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError(str(exc)) from exc
+
+    event.listen(engine, "connect", _note_idle)
+    event.listen(engine, "checkin", _note_idle)
+    event.listen(engine, "checkout", checkout)
+
+
+@contextmanager
+def pipelined(connection: Connection) -> Iterator[None]:
+    """Send the statements run inside as one batch where the driver can (psycopg's pipeline mode).
+
+    Only for statements whose rows nobody reads back through SQLAlchemy (plain INSERT, UPDATE,
+    DELETE; an ``insert().returning(..., sort_by_parameter_order=True)`` executemany fetches its own
+    rows and so may come last). Errors surface as usual, from the statement or at the end of the
+    block. Elsewhere (SQLite) the statements simply run one by one.
+    """
+    driver = connection.connection.driver_connection
+    pipeline = getattr(driver, "pipeline", None)
+    if connection.dialect.name != "postgresql" or pipeline is None:
+        yield
+        return
+    with pipeline():
+        yield
 
 
 class Database:
@@ -32,10 +82,11 @@ class Database:
         else:
             engine_options.setdefault("pool_size", 10)
             engine_options.setdefault("max_overflow", 10)
-            engine_options.setdefault("pool_pre_ping", True)
         self.engine: Engine = create_engine(url, **engine_options)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif not engine_options.get("pool_pre_ping"):
+            _ping_when_idle(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
+    false,
     func,
     insert,
     select,
@@ -55,6 +56,7 @@ from governors import (
 )
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
+from webapp.db import pipelined
 from webapp.models import (
     Approval,
     Customer,
@@ -250,6 +252,39 @@ _LOAD: Select[Any] = select(
     _INSTANCES.c.timers,
 )
 _UPDATE_INSTANCE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id"))
+_TARGET = _LOAD.where(_INSTANCES.c.id == bindparam("instance_id"))
+_CATALOG = _LOAD.where(_INSTANCES.c.governor == "catalog")
+_OWNER = (
+    select(_CUSTOMERS.c.id)
+    .where(_CUSTOMERS.c.id == bindparam("customer_id"), _CUSTOMERS.c.tenant_id == bindparam("tenant_id"))
+    .with_for_update()
+)
+# Two statements, not one: the instances' statement must start after the customer lock is granted,
+# so that its snapshot sees instances a transaction that held the lock has just created.
+_LOCK_INSTANCES = (
+    _LOAD.where(_INSTANCES.c.customer_id == bindparam("customer_id"))
+    .order_by(_INSTANCES.c.id)
+    .with_for_update()
+)
+_LOCK_INSTANCE = select(_INSTANCES.c.id).where(_INSTANCES.c.id == bindparam("instance_id")).with_for_update()
+_STORED = select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code, _IDEMPOTENCY.c.response).where(
+    _IDEMPOTENCY.c.tenant_id == bindparam("tenant_id"), _IDEMPOTENCY.c.key == bindparam("key")
+)
+_REMEMBER = insert(_IDEMPOTENCY).inline()
+_INSERT_INSTANCES = insert(_INSTANCES).inline()
+_INSERT_HISTORY = insert(_HISTORY).inline()
+_INSERT_SNAPSHOTS = insert(_SNAPSHOTS).inline()
+_INSERT_DUE = insert(_DUE).inline()
+_DELETE_DUE = delete(_DUE).where(
+    tuple_(_DUE.c.instance_id, _DUE.c.name).in_(bindparam("keys", expanding=True))
+)
+_INSERT_OUTBOX = insert(_OUTBOX).inline()
+# Inline inserts: no implicit RETURNING of generated keys. Inside a pipelined batch nothing may be
+# read back, so the ids a plan needs (history, outbox) are handed out before it is written.
+_NEXT_IDS = text(
+    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, :history)),"
+    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, :outbox))"
+)
 
 
 def _connection(session: Session) -> Connection:
@@ -261,7 +296,7 @@ def _connection(session: Session) -> Connection:
 def _load_target(session: Session, req: EventRequest) -> Row[Any] | None:
     if req.instance_id is None:
         return None
-    row = _connection(session).execute(_LOAD.where(_INSTANCES.c.id == req.instance_id)).first()
+    row = _connection(session).execute(_TARGET, {"instance_id": req.instance_id}).first()
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
     return row
@@ -272,34 +307,17 @@ def _lock_customer(session: Session, tenant_id: str, customer_id: str | None) ->
     if customer_id is None:
         return []
     connection = _connection(session)
-    customer = connection.execute(
-        select(_CUSTOMERS.c.id)
-        .where(_CUSTOMERS.c.id == customer_id, _CUSTOMERS.c.tenant_id == tenant_id)
-        .with_for_update()
-    ).first()
-    if customer is None:
+    if connection.execute(_OWNER, {"customer_id": customer_id, "tenant_id": tenant_id}).first() is None:
         raise TransitionError(404, "not_found", "no such customer")
-    return list(
-        connection.execute(
-            _LOAD.where(_INSTANCES.c.customer_id == customer_id).order_by(_INSTANCES.c.id).with_for_update()
-        )
-    )
+    return list(connection.execute(_LOCK_INSTANCES, {"customer_id": customer_id}))
 
 
 def _catalog(session: Session) -> list[Row[Any]]:
-    return list(_connection(session).execute(_LOAD.where(_INSTANCES.c.governor == "catalog")))
+    return list(_connection(session).execute(_CATALOG))
 
 
 def _stored(session: Session, tenant_id: str, key: str, fingerprint: str) -> EventResult | None:
-    record = (
-        _connection(session)
-        .execute(
-            select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code, _IDEMPOTENCY.c.response).where(
-                _IDEMPOTENCY.c.tenant_id == tenant_id, _IDEMPOTENCY.c.key == key
-            )
-        )
-        .first()
-    )
+    record = _connection(session).execute(_STORED, {"tenant_id": tenant_id, "key": key}).first()
     if record is None:
         return None
     if record.request_hash != fingerprint:
@@ -371,9 +389,7 @@ def _fire_event(
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
     rows = _lock_customer(session, req.tenant_id, customer_id)
     if target_row is not None and target_row.governor == "catalog" and customer_id is None:
-        session.connection().execute(
-            select(_INSTANCES.c.id).where(_INSTANCES.c.id == target_row.id).with_for_update()
-        )
+        session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
     if req.idempotency_key:
         # Checked again under the lock: a concurrent request with the same key may have won.
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
@@ -507,7 +523,7 @@ def _remember(
 ) -> None:
     if req.idempotency_key:
         session.connection().execute(
-            insert(_IDEMPOTENCY),
+            _REMEMBER,
             {
                 "tenant_id": req.tenant_id,
                 "key": req.idempotency_key,
@@ -676,8 +692,8 @@ def _execute(
     """Write every applied step: rows, history, audit, timers, outbox.
 
     The whole plan is worked out in memory first; then each table gets one statement (instances:
-    one UPDATE per row, sent as one batch), so an event costs a fixed handful of round trips however
-    far its cascades reach. Returns (plan id → real id, outbox ids).
+    one UPDATE per row), all sent as one batch, so an event costs a fixed handful of round trips
+    however far its cascades reach. Returns (plan id → real id, outbox ids).
     """
     connection = session.connection()
     root_event_id = _event_id(req, now)
@@ -715,8 +731,6 @@ def _execute(
         last[iid] = d
         steps[step.index] = _Step(d, after, event_id, *owners[iid])
 
-    # The instance rows first: on SQLite the first write takes the database's write lock, which
-    # makes the history ids handed out below safe from other writers.
     updates: list[dict[str, Any]] = []
     creations: list[dict[str, Any]] = []
     for iid, after in current.items():
@@ -748,11 +762,15 @@ def _execute(
                     **values,
                 }
             )
-    if creations:
-        connection.execute(insert(_INSTANCES), creations)
-    if updates:
-        connection.execute(_UPDATE_INSTANCE, updates)
-    transition_ids = iter(_allocate_history_ids(connection, len(steps)))
+    alerts = sum(
+        1
+        for step in result.steps
+        if step.index > 0 and step.index not in steps and step.status in ("failed", "cycle", "depth_exceeded")
+    )
+    history_ids, outbox_ids = _allocate_ids(
+        connection, len(steps), alerts + sum(len(a.decision.effects) for a in steps.values())
+    )
+    transition_ids = iter(history_ids)
 
     # Pass 2: history, audit entries, timers, outbox rows and snapshots, now that ids are known.
     ids = {iid: iid for iid in current}
@@ -871,39 +889,47 @@ def _execute(
                     "occurred_at": now,
                 }
             )
-    if history:
-        connection.execute(insert(_HISTORY), history)
-    if snapshots:
-        connection.execute(insert(_SNAPSHOTS), snapshots)
-    audit.append_many(session, entries)
-    _write_timers(connection, timer_rows)
-    outbox_ids = (
-        list(
-            connection.execute(
-                insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True), outbox
-            ).scalars()
-        )
-        if outbox
-        else []
-    )
+    assert len(outbox) == len(outbox_ids)
+    for message, outbox_id in zip(outbox, outbox_ids, strict=True):
+        message["id"] = outbox_id
+    # Everything read is read: lock the audit heads, then send all the writes as one batch.
+    audit.lock_heads(session, {tenant for tenant, _ in entries})
+    with pipelined(connection):
+        if creations:
+            connection.execute(_INSERT_INSTANCES, creations)
+        if updates:
+            connection.execute(_UPDATE_INSTANCE, updates)
+        if history:
+            connection.execute(_INSERT_HISTORY, history)
+        if snapshots:
+            connection.execute(_INSERT_SNAPSHOTS, snapshots)
+        audit.append_many(session, entries)
+        _write_timers(connection, timer_rows)
+        if outbox:
+            connection.execute(_INSERT_OUTBOX, outbox)
     _expire(session, current)
     return ids, outbox_ids
 
 
-def _allocate_history_ids(connection: Connection, count: int) -> list[int]:
-    """``count`` fresh ids for history rows, known before the rows are written (causes link to them)."""
-    if count == 0:
-        return []
+def _allocate_ids(connection: Connection, history: int, outbox: int) -> tuple[list[int], list[int]]:
+    """Fresh ids for ``history`` history rows and ``outbox`` outbox rows, known before they are written.
+
+    Causes and audit entries name history ids, and the relay is handed the outbox ids.
+    """
+    if history == 0 and outbox == 0:
+        return [], []
     if connection.dialect.name == "postgresql":
-        return list(
-            connection.execute(
-                text("SELECT nextval('transitions_id_seq') FROM generate_series(1, :n)"), {"n": count}
-            ).scalars()
-        )
-    # SQLite: this transaction has already written (the instance rows), so it holds the database's
-    # only write lock and nobody else can take the ids after the largest one meanwhile.
-    largest = connection.execute(select(func.max(_HISTORY.c.id))).scalar() or 0
-    return list(range(largest + 1, largest + 1 + count))
+        row = connection.execute(_NEXT_IDS, {"history": history, "outbox": outbox}).one()
+        return list(row[0]), list(row[1])
+    # SQLite has no sequences. A write that changes nothing takes the database's only write lock
+    # first, so nobody else can take the ids after the largest ones until this transaction ends.
+    connection.execute(update(_HISTORY).where(false()).values(id=_HISTORY.c.id))
+    last_history = connection.execute(select(func.max(_HISTORY.c.id))).scalar() or 0
+    last_outbox = connection.execute(select(func.max(_OUTBOX.c.id))).scalar() or 0
+    return (
+        list(range(last_history + 1, last_history + 1 + history)),
+        list(range(last_outbox + 1, last_outbox + 1 + outbox)),
+    )
 
 
 def _expire(session: Session, instance_ids: Iterable[str]) -> None:
@@ -964,10 +990,10 @@ def _write_timers(connection: Connection, timer_rows: dict[tuple[str, str], dict
     """Mirror the plan's timer operations into due_timers: one DELETE and one multi-row INSERT."""
     if not timer_rows:
         return
-    connection.execute(delete(_DUE).where(tuple_(_DUE.c.instance_id, _DUE.c.name).in_(list(timer_rows))))
+    connection.execute(_DELETE_DUE, {"keys": list(timer_rows)})
     fresh = [values for values in timer_rows.values() if values is not None]
     if fresh:
-        connection.execute(insert(_DUE), fresh)
+        connection.execute(_INSERT_DUE, fresh)
 
 
 def _outbox(
