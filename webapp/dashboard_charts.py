@@ -9,6 +9,7 @@ instead of Plotly's ~10 kB default template.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ def _span(fig: go.Figure, span: tuple[datetime, datetime] | None) -> None:
     """Show the whole window on the time axis, even where it has no data yet."""
     if span is not None:
         fig.update_xaxes(range=[span[0].isoformat(), span[1].isoformat()], type="date")
+
+
+def _label(value: object) -> str:
+    """Text from the data (processor names, decline codes, states) as Plotly's pseudo-HTML, escaped."""
+    return html.escape(str(value), quote=False)
 
 
 def _iso(moments: Iterable[datetime]) -> list[str]:
@@ -176,8 +182,8 @@ def response_times(boxes: Sequence[BoxStats], *, window: str, limit_ms: float) -
     for i, b in enumerate(boxes):
         fig.add_trace(
             go.Box(
-                name=b.governor,
-                x=[b.governor],
+                name=_label(b.governor),
+                x=[_label(b.governor)],
                 q1=[_ms(b.q1)],
                 median=[_ms(b.median)],
                 q3=[_ms(b.q3)],
@@ -216,7 +222,7 @@ def sla_by_tier(tiers: Sequence[TierBar], *, window: str) -> go.Figure:
         cols=2,
         subplot_titles=("Periods meeting target (%)", "Mean uptime (%) vs tier target"),
     )
-    names = [t.tier for t in tiers]
+    names = [_label(t.tier) for t in tiers]
     fig.add_trace(
         go.Bar(x=names, y=[t.uptime_met_pct for t in tiers], name="uptime met", marker={"color": INFO}), 1, 1
     )
@@ -253,7 +259,11 @@ def subscription_states(counts: Mapping[str, int], *, window: str) -> go.Figure:
     labels = [s for s in counts if counts[s] > 0]
     fig = go.Figure(
         go.Pie(
-            labels=labels, values=[counts[s] for s in labels], hole=0.45, sort=False, textinfo="label+percent"
+            labels=[_label(s) for s in labels],
+            values=[counts[s] for s in labels],
+            hole=0.45,
+            sort=False,
+            textinfo="label+percent",
         ),
         layout=_layout(f"Subscription states · {window}", showlegend=False),
     )
@@ -323,7 +333,7 @@ def payment_gauges(
                 mode="gauge+number",
                 value=value,
                 number={"suffix": " %", "valueformat": ".2f"},
-                title={"text": f"{name}<br><span style='font-size:11px'>{ok}/{attempts} paid</span>"},
+                title={"text": f"{_label(name)}<br><span style='font-size:11px'>{ok}/{attempts} paid</span>"},
                 domain={"x": [i / n + 0.02, (i + 1) / n - 0.02], "y": [0, 1]},
                 gauge={
                     "axis": {"range": [90, 100]},
@@ -365,7 +375,9 @@ def failure_reasons(
     x = _iso(days)
     for i, reason in enumerate(sorted(by_reason)):
         fig.add_trace(
-            go.Bar(x=x, y=list(by_reason[reason]), name=reason, marker={"color": SERIES[i % len(SERIES)]})
+            go.Bar(
+                x=x, y=list(by_reason[reason]), name=_label(reason), marker={"color": SERIES[i % len(SERIES)]}
+            )
         )
     if alert_per_day is not None:
         _line(fig, alert_per_day, f"{alert_per_day:g}/day", BAD)

@@ -242,3 +242,15 @@ def test_finance_charts_show_the_hand_computed_numbers(
     bars = _figures(failures)["failures"][0]["data"]
     assert [(b["name"], sum(b["y"])) for b in bars] == [("insufficient_funds", 1)]
     assert bars[0]["y"][bars[0]["x"].index("2026-02-28T00:00:00+00:00")] == 1
+
+
+def test_text_from_the_data_is_escaped_in_the_figures() -> None:
+    """Processor names and decline codes come from webhooks: Plotly reads labels as pseudo-HTML."""
+    from webapp import dashboard_charts as charts
+
+    evil = "<img src=x onerror=alert(1)>"
+    gauge = charts.payment_gauges({evil: (1, 1)}, window="w", red_pct=98, green_pct=99).to_plotly_json()
+    assert "<img" not in gauge["data"][0]["title"]["text"]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in gauge["data"][0]["title"]["text"]
+    bars = charts.failure_reasons([LATER], {evil: [1]}, window="w").to_plotly_json()
+    assert bars["data"][0]["name"] == "&lt;img src=x onerror=alert(1)&gt;"
