@@ -414,3 +414,51 @@ def test_the_roles_that_need_a_second_factor_are_a_setting(
     response = sign_in(client, user.email)
     assert response.location.endswith("/auth/enrol") is must_enrol
     assert (client.get("/auth/account").status_code == 200) is not must_enrol
+
+
+# --- a password somebody else set is for one sign-in ------------------------------------------------
+
+
+def test_a_one_time_password_must_be_replaced_at_the_first_sign_in(
+    client: FlaskClient, make_user: MakeUser, web_db: Database
+) -> None:
+    admin = make_user("root@corp.test", ["admin"], totp=True)
+    with web_db.session() as s:
+        user = users.create_user(
+            s,
+            "newbie@corp.test",
+            ["support"],
+            PASSWORD,
+            granted_by=admin.id,
+            now=datetime.now(UTC),
+            one_time_password=True,
+        )
+        user_id = user.id
+    assert sign_in(client, "newbie@corp.test").location.endswith("/auth/password")
+    assert client.get("/auth/account").location.endswith("/auth/password")
+    changed = client.post(
+        "/auth/password",
+        data={
+            "current_password": PASSWORD,
+            "new_password": NEW_PASSWORD,
+            "confirm": NEW_PASSWORD,
+            "csrf_token": csrf_token(client, "/auth/password"),
+        },
+    )
+    assert changed.status_code == 302
+    assert row(web_db, user_id).password_must_change is False
+    assert not sign_in(client, "newbie@corp.test", NEW_PASSWORD).location.endswith("/auth/password")
+
+
+def test_a_reset_by_an_admin_is_one_time_and_ones_own_change_is_not(
+    client: FlaskClient, make_user: MakeUser, web_db: Database
+) -> None:
+    admin = make_user("root@corp.test", ["admin"], totp=True)
+    user = make_user("sam@corp.test", ["support"])
+    with web_db.session() as s:
+        users.set_password(s, user.id, "a reset passphrase here", now=datetime.now(UTC), by=admin.id)
+    assert row(web_db, user.id).password_must_change is True
+    assert sign_in(client, user.email, "a reset passphrase here").location.endswith("/auth/password")
+    with web_db.session() as s:
+        users.set_password(s, user.id, NEW_PASSWORD, now=datetime.now(UTC), by=user.id)
+    assert row(web_db, user.id).password_must_change is False

@@ -4,8 +4,8 @@ Sign-in is two steps when the user has (or must have) a second factor: after the
 session holds only a short-lived *pending* marker (no Flask-Login user), and the user is signed in
 once the TOTP code is verified, or, for ``admin``/``compliance`` without one, once they enrolled.
 A TOTP code is accepted once only (``users.accept_totp``). A user whose password is older than the
-``console.password_max_age`` setting is signed in but sent to ``/auth/password`` by every other page
-until they chose a new one (CONSOLE.md §1.4: change every 90 days).
+``console.password_max_age`` setting, or was set by an administrator, is signed in but sent to
+``/auth/password`` by every other page until they chose a new one (CONSOLE.md §1.4: every 90 days).
 The rules themselves live in ``webapp.services.users``; sessions in ``webapp.auth_session``.
 """
 
@@ -105,7 +105,7 @@ def _finish(user: StaffUser, next_url: str | None, method: str) -> Any:
         # Kept in the (signed) session so that a session outliving the expiry is also caught.
         session[PASSWORD_EXPIRES_AT] = expires.timestamp()
         if expires <= now:
-            flash("Your password has expired: choose a new one to continue.", "error")
+            flash("Your password has expired or was set for one sign-in: choose your own.", "error")
             return redirect(url_for("auth.password"))
     return redirect(safe_next(next_url) or home_url())
 

@@ -154,7 +154,14 @@ def create() -> Response:
             )
         with _rt().db.session() as s:
             user = users.create_user(
-                s, email, immediate, password, granted_by=current_user.id, now=now, display_name=display_name
+                s,
+                email,
+                immediate,
+                password,
+                granted_by=current_user.id,
+                now=now,
+                display_name=display_name,
+                one_time_password=True,  # the admin saw it: the user must choose their own at sign-in
             )
             requests = [
                 staff_admin.request_or_grant(s, user.id, role, by=current_user.id, now=now)

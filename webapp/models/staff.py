@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.models.base import Base, JSONType, UTCDateTime
@@ -28,6 +28,8 @@ class StaffUser(Base):
     """The last TOTP time-step accepted from this user; codes of it or earlier are refused (single use)."""
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    password_must_change: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Set when someone else chose or saw the password (new account, reset): change it at sign-in."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     grants: Mapped[list[RoleGrant]] = relationship(back_populates="user", cascade="all, delete-orphan")

@@ -9,8 +9,9 @@ Rules from CONSOLE.md §1.3–§1.4, each a named constant below so a reviewer f
 - ``admin`` and ``compliance`` need a TOTP second factor; four-eyes approvals need a fresh TOTP code
   (step-up); a TOTP code is accepted once (RFC 6238 §5.2): the last accepted time-step is kept on the
   user row and a code of that step or an earlier one is refused, at sign-in, enrolment and step-up;
-- a password older than the ``console.password_max_age`` setting (90 days) must be changed right after
-  signing in, and a new password must differ from the current one;
+- a password older than the ``console.password_max_age`` setting (90 days), or one somebody else set
+  (``password_must_change``: a new account's generated password, a reset), must be changed right
+  after signing in; a new password must differ from the current one;
 - no user holds ``admin`` with ``compliance`` or ``auditor`` (``webapp.policy.role_conflicts``), and
   nobody grants a role to themselves;
 - every change that must sign a user out everywhere (password, roles, disabling, signing out) bumps
@@ -262,8 +263,13 @@ def create_user(
     granted_by: str,
     now: datetime,
     display_name: str | None = None,
+    one_time_password: bool = False,
 ) -> StaffUser:
-    """Create an active staff user with ``roles``; UserError on bad input or an existing email."""
+    """Create an active staff user with ``roles``; UserError on bad input or an existing email.
+
+    With ``one_time_password`` (someone else will hand the password over), the user must choose their
+    own right after the first sign-in.
+    """
     address = check_email(email)
     held = check_roles(roles)
     check_password(password, email=address)
@@ -280,6 +286,7 @@ def create_user(
         totp_secret=None,
         session_version=1,
         password_changed_at=now,
+        password_must_change=one_time_password,
         created_at=now,
     )
     if granted_by in (user.id, address):
@@ -340,11 +347,15 @@ def revoke_role(session: Session, user_id: str, role: str, *, revoked_by: str, n
 def set_password(
     session: Session, user_id: str, password: str, *, now: datetime, by: str | None = None
 ) -> StaffUser:
-    """Replace the password; every session of the user must sign in again."""
+    """Replace the password; every session of the user must sign in again.
+
+    A password set ``by`` somebody else is for one sign-in: the user must then choose their own.
+    """
     user = _get(session, user_id)
     check_password(password, email=user.email)
     user.password_hash = hash_password(password)
     user.password_changed_at = now
+    user.password_must_change = by is not None and by != user_id
     user.session_version += 1
     _audit(session, "password_changed", by or user_id, now, user_id=user_id)
     return user
@@ -368,7 +379,12 @@ def password_max_age(settings: Mapping[str, Any]) -> timedelta | None:
 
 
 def password_expires_at(user: StaffUser, settings: Mapping[str, Any]) -> datetime | None:
-    """When the user's password expires (CONSOLE.md §1.4: change every 90 days), or None if never."""
+    """When the user's password expires (CONSOLE.md §1.4: change every 90 days), or None if never.
+
+    A one-time password (``password_must_change``) expired when it was set.
+    """
+    if user.password_must_change:
+        return user.password_changed_at
     age = password_max_age(settings)
     return None if age is None else user.password_changed_at + age
 
