@@ -396,13 +396,13 @@ def password_expired(user: StaffUser, settings: Mapping[str, Any], *, now: datet
 
 
 def session_timeouts(settings: Mapping[str, Any]) -> tuple[timedelta, timedelta]:
-    """(idle, absolute) session limits from the settings (CONSOLE.md §1.4: 15 minutes, 8 hours)."""
-    idle = settings.get(IDLE_TIMEOUT_SETTING)
-    absolute = settings.get(ABSOLUTE_TIMEOUT_SETTING)
-    return (
-        parse_duration(str(idle)) if idle else IDLE_TIMEOUT,
-        parse_duration(str(absolute)) if absolute else ABSOLUTE_TIMEOUT,
-    )
+    """(idle, absolute) session limits from the settings (CONSOLE.md §1.4: 15 minutes, 8 hours).
+
+    A zero limit would sign everybody out on every request, so it means the §1.4 default instead.
+    """
+    idle = parse_duration(str(settings.get(IDLE_TIMEOUT_SETTING) or "0s"))
+    absolute = parse_duration(str(settings.get(ABSOLUTE_TIMEOUT_SETTING) or "0s"))
+    return (idle or IDLE_TIMEOUT, absolute or ABSOLUTE_TIMEOUT)
 
 
 def set_active(
