@@ -198,6 +198,7 @@ _ENTRIES = cast(Table, AuditEntry.__table__)
 _HEADS = cast(Table, AuditHead.__table__)
 # Inline: no implicit RETURNING, so the insert can be part of a pipelined batch.
 _INSERT_ENTRIES = insert(_ENTRIES).inline()
+_LOCK_HEAD = select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.tenant_id == bindparam("t")).with_for_update()
 _MOVE_HEAD = (
     update(_HEADS).where(_HEADS.c.tenant_id == bindparam("t")).values(seq=bindparam("s"), hash=bindparam("h"))
 )
@@ -238,12 +239,11 @@ def _locked_head(session: Session, tenant_id: str) -> _Head:
     head = locked.get(tenant_id)
     if head is not None:
         return head
-    query = select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.tenant_id == tenant_id).with_for_update()
     connection = session.connection()
-    row = connection.execute(query).first()
+    row = connection.execute(_LOCK_HEAD, {"t": tenant_id}).first()
     if row is None:
         _create_head(session, tenant_id)
-        row = connection.execute(query).first()
+        row = connection.execute(_LOCK_HEAD, {"t": tenant_id}).first()
         assert row is not None
     head = locked[tenant_id] = _Head(int(row[0]), str(row[1]))
     return head

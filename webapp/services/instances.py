@@ -31,8 +31,13 @@ def revive(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy: datetimes as ISO text, timedeltas as seconds, tuples as lists."""
+    if type(value) in _SCALARS:  # most values: skip the (slow) abstract Mapping check below
+        return value
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):

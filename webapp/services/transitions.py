@@ -33,6 +33,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    or_,
     select,
     text,
     tuple_,
@@ -252,7 +253,10 @@ _LOAD: Select[Any] = select(
     _INSTANCES.c.timers,
 )
 _UPDATE_INSTANCE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id"))
-_TARGET = _LOAD.where(_INSTANCES.c.id == bindparam("instance_id"))
+# The target and the catalog rows (which every plan sees) in one round trip.
+_TARGET_AND_CATALOG = _LOAD.where(
+    or_(_INSTANCES.c.id == bindparam("instance_id"), _INSTANCES.c.governor == "catalog")
+)
 _CATALOG = _LOAD.where(_INSTANCES.c.governor == "catalog")
 _OWNER = (
     select(_CUSTOMERS.c.id)
@@ -293,13 +297,15 @@ def _connection(session: Session) -> Connection:
     return session.connection()
 
 
-def _load_target(session: Session, req: EventRequest) -> Row[Any] | None:
+def _load_target(session: Session, req: EventRequest) -> tuple[Row[Any] | None, list[Row[Any]]]:
+    """The request's target row (None for a creation event) and the catalog rows (unlocked reads)."""
     if req.instance_id is None:
-        return None
-    row = _connection(session).execute(_TARGET, {"instance_id": req.instance_id}).first()
+        return None, _catalog(session)
+    rows = list(_connection(session).execute(_TARGET_AND_CATALOG, {"instance_id": req.instance_id}))
+    row = next((r for r in rows if r.id == req.instance_id), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
-    return row
+    return row, [r for r in rows if r.governor == "catalog"]
 
 
 def _lock_customer(session: Session, tenant_id: str, customer_id: str | None) -> list[Row[Any]]:
@@ -385,11 +391,12 @@ def _fire_event(
         if replay is not None:
             return replay
 
-    target_row = _load_target(session, req)
+    target_row, catalog = _load_target(session, req)
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
     rows = _lock_customer(session, req.tenant_id, customer_id)
     if target_row is not None and target_row.governor == "catalog" and customer_id is None:
         session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
+        catalog = _catalog(session)  # again, under the lock: the target must be read as locked
     if req.idempotency_key:
         # Checked again under the lock: a concurrent request with the same key may have won.
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
@@ -399,7 +406,7 @@ def _fire_event(
     snapshot: dict[str, Instance] = {}
     tenants: dict[str, str] = {}
     _add_rows(snapshot, tenants, rows)
-    _add_rows(snapshot, tenants, _catalog(session))
+    _add_rows(snapshot, tenants, catalog)
     if target_row is not None:
         _add_rows(snapshot, tenants, [target_row])
         target: Instance = snapshot[target_row.id]
@@ -1056,7 +1063,7 @@ def preview(
     facts_hook: FactsHook | None = None,
 ) -> dict[str, Any]:
     """The what-if plan of ``req`` (every governor that would change, timers, money); applies nothing."""
-    target_row = _load_target(session, req)
+    target_row, catalog = _load_target(session, req)
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
     rows = (
         list(session.connection().execute(_LOAD.where(_INSTANCES.c.customer_id == customer_id)))
@@ -1065,7 +1072,7 @@ def preview(
     )
     snapshot: dict[str, Instance] = {}
     _add_rows(snapshot, {}, rows)
-    _add_rows(snapshot, {}, _catalog(session))
+    _add_rows(snapshot, {}, catalog)
     if target_row is None:
         if req.governor is None:
             raise TransitionError(
