@@ -20,6 +20,7 @@ from governors import default_settings
 from webapp.blueprints import finance as finance_bp
 from webapp.db import Database
 from webapp.models import Approval, AuditEntry, DueTimer, GovernorInstance, TransitionRecord
+from webapp.runtime import Runtime
 from webapp.services import ladder
 from webapp.services.demo import SYSTEM, Driver, buy_and_invoice, fire_due_timers, pay_invoice
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
@@ -245,10 +246,11 @@ def test_refund_is_requested_by_one_finance_person_and_applied_once_when_another
 @pytest.mark.parametrize(
     ("amount", "message"),
     [
-        ("999999", "the refund must be between 1 and"),
-        ("-5", ""),
-        ("0", ""),
-        ("abc", ""),
+        ("999999", "the refund must be between 1 and 2999 cents"),
+        ("-5", "Amount (cents) must be between 1 and"),
+        ("0", "Amount (cents) must be between 1 and"),
+        ("abc", "Not a valid integer value"),
+        ("", "Amount cents is required"),
     ],
 )
 def test_oversized_or_negative_refund_is_refused_with_a_message_and_nothing_is_applied(
@@ -421,6 +423,24 @@ def test_ladder_page_shows_the_calendar_and_the_settings_used(
     body = fragment.get_data(as_text=True)
     assert fragment.status_code == 200 and "<html" not in body and 'id="calendar"' in body
     assert "99.99 USD" in body
+
+
+def test_ladder_page_follows_the_settings_in_force(
+    app: Flask, web_runtime: Runtime, make_user: Callable[..., MadeUser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overridden = default_settings().override(
+        {"billing.retry_1_after": "12h", "subscription.grace_period": "10d"}
+    )
+    monkeypatch.setattr(web_runtime, "settings", overridden)
+    client = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    html = client.get("/finance/ladder?start=2026-04-01T09:00&tier=starter").get_data(as_text=True)
+    assert 'data-day="0" data-at="2026-04-01T21:00:00+00:00" data-governor="billing" data-row="B10"' in html
+    assert (
+        'data-day="10" data-at="2026-04-11T09:00:00+00:00" data-governor="subscription" data-row="S20"'
+        in html
+    )
+    assert 'id="setting-billing-retry_1_after">12h<' in html
+    assert 'id="setting-subscription-grace_period">10d<' in html
 
 
 @pytest.mark.parametrize(
