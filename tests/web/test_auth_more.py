@@ -462,3 +462,25 @@ def test_a_reset_by_an_admin_is_one_time_and_ones_own_change_is_not(
     with web_db.session() as s:
         users.set_password(s, user.id, NEW_PASSWORD, now=datetime.now(UTC), by=user.id)
     assert row(web_db, user.id).password_must_change is False
+
+
+# --- end to end: one code approves one four-eyes request ---------------------------------------------
+
+
+def test_one_step_up_code_approves_one_request_only(
+    app: Flask, make_user: MakeUser, web_db: Database
+) -> None:
+    from tests.web.test_actions import Staff, _decide, _request_refund
+    from webapp.models import Approval
+
+    finance = Staff(app, make_user("fin@staff.test", ["finance"]))
+    manager = Staff(app, make_user("boss@staff.test", ["manager"], totp=True))
+    _, first = _request_refund(web_db, finance, "c-1")
+    _, second = _request_refund(web_db, finance, "c-2")
+    code = manager.user.code()  # a step the sign-in did not use
+    assert _decide(manager, first, "approve", code=code, note="checked").status_code == 200
+    replay = _decide(manager, second, "approve", code=code, note="checked")
+    assert replay.status_code == 403
+    assert users.TOTP_REUSED in replay.get_data(as_text=True)
+    with web_db.session() as s:
+        assert s.get(Approval, second).status == "pending"  # type: ignore[union-attr]
