@@ -23,6 +23,7 @@ from webapp.models import Approval, AuditEntry, DueTimer, GovernorInstance, Tran
 from webapp.runtime import Runtime
 from webapp.services import ladder
 from webapp.services.demo import SYSTEM, Driver, buy_and_invoice, fire_due_timers, pay_invoice
+from webapp.services.facts import world_facts
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 
 from .conftest import MadeUser, fresh_code, sign_in
@@ -526,6 +527,32 @@ def test_settlement_is_requested_by_finance_and_applied_when_a_manager_approves(
     assert f'id="mine-{approval_id}" data-approval="{approval_id}" data-status="approved"' in fin.get(
         "/finance/approvals"
     ).get_data(as_text=True)
+    # Settled without any payment: nothing to refund, so not on the archived tab either.
+    assert f"invoice-{inv.id}" not in fin.get("/finance/invoices?state=archived").get_data(as_text=True)
+
+
+def test_archived_invoices_with_money_left_to_refund_have_their_own_tab(
+    web_db: Database, app: Flask, make_user: Callable[..., MadeUser]
+) -> None:
+    inv = _paid_invoice(web_db, "c-65", NOW + timedelta(hours=1))
+    driver = Driver(web_db, None)
+    reconciled = driver.fire(
+        "t-1",
+        "c-65",
+        "billing",
+        "accounting_reconciled",
+        SYSTEM,
+        NOW + timedelta(days=2),
+        hook=lambda *args: {**world_facts(*args), "processor_record_matches": True},
+    )
+    assert reconciled is not None and reconciled.status == 200, reconciled and reconciled.body
+    assert _billing(web_db, "c-65").state == "archived"
+    client = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    assert f"invoice-{inv.id}" not in client.get("/finance/invoices").get_data(as_text=True)
+    html = client.get("/finance/invoices?state=archived").get_data(as_text=True)
+    assert f'id="invoice-{inv.id}" data-state="archived"' in html
+    assert f'/instances/{inv.id}/actions/issue_refund"' in html
+    assert 'id="state-archived"' in html and 'data-count="1">1</span>' in html
 
 
 def test_write_off_needs_a_manager_and_a_negative_amount_is_refused(

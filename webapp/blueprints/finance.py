@@ -374,6 +374,7 @@ def invoices() -> Response:
             page=page,
             state=state,
             states=bq.MONEY_STATES,
+            cap=bq.COUNT_CAP,
             cursor=cursor,
             actions=_money_actions(session, list(rows.values()), now),
             instances=rows,

@@ -249,6 +249,12 @@ def instances(
 MONEY_STATES: tuple[str, ...] = ("payment_received", "payment_disputed", "collection_agency", "archived")
 """Where finance refunds, reconciles, resolves, settles or writes off (GOVERNORS.md §2.2, §11 #12-17)."""
 
+OPEN_MONEY_STATES: tuple[str, ...] = MONEY_STATES[:3]
+"""The money-page states that wait for someone (the "all" view); archived ones only on their tab."""
+
+COUNT_CAP = 1000
+"""Counts per state stop here (shown as "1000+"): counting every archived invoice ever is not worth it."""
+
 MONEY_EVENTS: tuple[str, ...] = (
     "issue_refund",
     "accounting_reconciled",
@@ -269,11 +275,11 @@ def _money_base(state: str, tenants: Iterable[str] | None) -> Select[Any]:
     if state in MONEY_STATES:
         stmt = stmt.where(GovernorInstance.state == state)
     else:
-        stmt = stmt.where(GovernorInstance.state.in_(MONEY_STATES))
-    # An archived invoice is on the page only while something is left to refund (B22).
-    stmt = stmt.where(
-        (GovernorInstance.state != "archived") | (_cents_expr("paid_cents") > _cents_expr("refunded_cents"))
-    )
+        # Archived invoices pile up forever: they are listed on their own tab, never in "all".
+        stmt = stmt.where(GovernorInstance.state.in_(OPEN_MONEY_STATES))
+    if state == "archived":
+        # An archived invoice is on the page only while something is left to refund (B22).
+        stmt = stmt.where(_cents_expr("paid_cents") > _cents_expr("refunded_cents"))
     if tenants is not None:
         stmt = stmt.where(GovernorInstance.tenant_id.in_(list(tenants)))
     return stmt
@@ -341,11 +347,11 @@ def money_page(
 
 
 def money_counts(session: Session, tenants: Iterable[str] | None = None) -> dict[str, int]:
-    """Money-page invoices per state (archived: only those with money left to refund)."""
-    sub = _money_base("", tenants).with_only_columns(GovernorInstance.state).subquery()
-    counts = dict.fromkeys(MONEY_STATES, 0)
-    for st, n in session.execute(select(sub.c.state, func.count()).group_by(sub.c.state)):
-        counts[str(st)] = int(n)
+    """Money-page invoices per state, each counted up to ``COUNT_CAP`` + 1 (archived: refundable ones)."""
+    counts = {}
+    for state in MONEY_STATES:
+        capped = _money_base(state, tenants).with_only_columns(GovernorInstance.id).limit(COUNT_CAP + 1)
+        counts[state] = int(session.scalar(select(func.count()).select_from(capped.subquery())) or 0)
     return counts
 
 
