@@ -70,6 +70,8 @@ BATCH: Final = 5000
 STUCK_GRACE: Final = timedelta(minutes=5)
 """An instance is stuck when its next timer is this far past (the sweep runs every minute)."""
 SAMPLE_KEEP: Final = timedelta(days=8)
+SNAPSHOT_KEEP: Final = timedelta(days=100)
+"""Hourly state-count snapshots are kept this long (the churn chart looks back 12 weeks)."""
 WATERMARK: Final = "transitions"
 
 DURATION_BOUNDS: Final[tuple[float, ...]] = (
@@ -446,7 +448,11 @@ def _snapshot_states(session: Session, now: datetime) -> int:
             func.count().filter(g.attention.is_(True)),
         ).group_by(g.governor, g.state)
     ).all()
-    session.execute(delete(RollupStateCount).where(RollupStateCount.hour == hour))
+    session.execute(
+        delete(RollupStateCount).where(
+            (RollupStateCount.hour == hour) | (RollupStateCount.hour < hour - SNAPSHOT_KEEP)
+        )
+    )
     if rows:
         session.execute(
             _upsert(session)(RollupStateCount).values(
