@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,11 +34,11 @@ def facts_for(
     session: Session,
     actor: str = "system",
     *,
-    legal_hold: bool | None = None,
+    known: Mapping[str, Any] | None = None,
 ) -> Facts:
     """The facts the engine needs to judge actions on ``instance``: its peers and the world facts.
 
-    ``legal_hold`` is passed on to ``world_facts`` (when the caller has already read it).
+    ``known``: world facts the caller has already read (see ``world_facts``).
     """
     peers: dict[str, list[Instance]] = {}
     for other in snapshot.values():
@@ -47,7 +48,7 @@ def facts_for(
         now=now,
         actor=actor,
         peers=frozen_map({g: tuple(v) for g, v in peers.items()}),
-        extra=frozen_map(world_facts(session, snapshot, instance, "", legal_hold=legal_hold)),
+        extra=frozen_map(world_facts(session, snapshot, instance, "", known=known)),
         settings=settings,
     )
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Exists, ScalarSelect, SQLColumnExpression, func, select
+from sqlalchemy.orm import Session, aliased
 
 from governors import Instance
 from webapp.models import GovernorInstance, LegalHold
@@ -24,28 +24,25 @@ def world_facts(
     target: Instance,
     event: str,
     *,
-    legal_hold: bool | None = None,
+    known: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Facts for ``event`` on ``target``: SKU holder counts and states for the catalog, legal holds, ...
 
-    ``legal_hold``: pass it when already read for the customer (``legal_hold_exists``), so a page
-    judging all of a customer's cards does not ask once per card.
+    ``known``: facts the caller has already read with its own query (``legal_hold`` from
+    ``legal_hold_exists``, ``sku_active_entitlements`` from ``active_entitlements``), so a page judging
+    all of a customer's cards does not ask once per card; the others are looked up here.
     """
-    hold = _on_hold(session, target.customer_id) if legal_hold is None else legal_hold
+    known = known or {}
+    hold = known["legal_hold"] if "legal_hold" in known else _on_hold(session, target.customer_id)
     facts: dict[str, Any] = {"legal_hold": hold}
     catalog = [i for i in snapshot.values() if i.governor == "catalog" and i.state is not None]
     facts["sku_states"] = {str(i.data.get("sku_id") or i.subject_id): i.state for i in catalog}
     if target.governor == "catalog":
         sku = str(target.data.get("sku_id") or target.subject_id or "")
-        facts["sku_active_entitlements"] = session.scalar(
-            select(func.count())
-            .select_from(GovernorInstance)
-            .where(
-                GovernorInstance.governor == "entitlement",
-                GovernorInstance.subject_id == sku,
-                GovernorInstance.state != "archived",
-            )
-        )
+        if "sku_active_entitlements" in known:
+            facts["sku_active_entitlements"] = known["sku_active_entitlements"]
+        else:
+            facts["sku_active_entitlements"] = session.scalar(select(active_entitlements(sku)))
         replacement = target.data.get("replacement_sku")
         if isinstance(replacement, str):
             facts["replacement_sku_state"] = facts["sku_states"].get(replacement)
@@ -57,6 +54,20 @@ def _on_hold(session: Session, customer_id: str | None) -> bool:
     if customer_id is None:
         return False
     return bool(session.scalar(select(legal_hold_exists(customer_id))))
+
+
+def active_entitlements(sku: str | SQLColumnExpression[Any]) -> ScalarSelect[int]:
+    """How many entitlements, of any customer, hold ``sku`` and are not archived (a scalar subquery).
+
+    ``sku`` may be a column of the enclosing query (such as a catalog row's ``subject_id``).
+    """
+    holders = aliased(GovernorInstance, name="holders")
+    return (
+        select(func.count())
+        .select_from(holders)
+        .where(holders.governor == "entitlement", holders.subject_id == sku, holders.state != "archived")
+        .scalar_subquery()
+    )
 
 
 def legal_hold_exists(customer_id: str | ColumnElement[str]) -> Exists:

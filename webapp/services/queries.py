@@ -18,7 +18,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, String, and_, bindparam, func, literal, or_, select, true, union_all
+from sqlalchemy import (
+    ARRAY,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import Session
 
@@ -28,7 +41,7 @@ from webapp.models import Customer, GovernorInstance, OutboxMessage, TransitionR
 from webapp.models.background import EffectRun
 from webapp.models.base import UTCDateTime
 from webapp.services.actions import best_actions, facts_for
-from webapp.services.facts import legal_hold_exists
+from webapp.services.facts import active_entitlements, legal_hold_exists
 from webapp.services.history import state_as_of
 from webapp.services.instances import revive, to_instance
 
@@ -470,7 +483,8 @@ class _CustomerRows:
 
     instances: list[GovernorInstance]
     last_id: int | None
-    legal_hold: bool | None
+    known: dict[str, dict[str, Any]]
+    """World facts read with the rows, by instance id (``world_facts(known=...)``)."""
     recent: dict[str, list[tuple[str | None, str]]] | None = None
     """Each instance's recent path (``_recent_paths``) when it came with the rows (PostgreSQL)."""
 
@@ -490,7 +504,8 @@ def _customer_rows_query(with_recent: bool = False) -> Select[Any]:
         .where(TransitionRecord.customer_id == customer_id)
         .scalar_subquery()
     )
-    columns: list[Any] = [GovernorInstance, last_id, legal_hold_exists(customer_id)]
+    holders = case((GovernorInstance.governor == "catalog", active_entitlements(GovernorInstance.subject_id)))
+    columns: list[Any] = [GovernorInstance, last_id, legal_hold_exists(customer_id), holders]
     if with_recent:  # PostgreSQL: each row's last RECENT_PATH steps as [[from, to], ...], oldest first
         last = (
             select(
@@ -523,16 +538,17 @@ def _customer_rows_query(with_recent: bool = False) -> Select[Any]:
 
 
 def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
-    """The customer's instances, then the catalog SKUs it holds, its newest history id and legal hold.
+    """The customer's instances, then the catalog SKUs it holds, its newest history id, world facts.
 
     One query: the instances come ordered by (governor, created_at, id), the SKUs by subject id. The
-    history id and the hold ride along as scalar subqueries; both are None when the customer has no
-    instance (the caller then asks for them separately).
+    history id, the legal hold and each SKU's holder count ride along as scalar subqueries (the facts
+    the cards' actions need, which ``world_facts`` would otherwise ask per card). No rows: last_id is
+    None, and the caller asks for it separately.
     """
     with_recent = session.get_bind().dialect.name == "postgresql"
     result = session.execute(_customer_rows_query(with_recent), {"customer_id": customer_id}).all()
     if not result:
-        return _CustomerRows([], None, None)
+        return _CustomerRows([], None, {})
     own = sorted(
         (row[0] for row in result if row[0].customer_id == customer_id),
         key=lambda r: (r.governor, r.created_at, r.id),
@@ -540,8 +556,15 @@ def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
     skus = sorted(
         (row[0] for row in result if row[0].customer_id != customer_id), key=lambda r: (r.subject_id, r.id)
     )
-    recent = {row[0].id: [(a, b) for a, b in row[3] or ()] for row in result} if with_recent else None
-    return _CustomerRows(own + skus, int(result[0][1] or 0), bool(result[0][2]), recent)
+    known: dict[str, dict[str, Any]] = {}
+    for row in result:
+        inst = row[0]
+        if inst.customer_id is not None:
+            known[inst.id] = {"legal_hold": bool(row[2])}
+        elif str((inst.data or {}).get("sku_id") or inst.subject_id) == inst.subject_id:
+            known[inst.id] = {"sku_active_entitlements": int(row[3] or 0)}
+    recent = {row[0].id: [(a, b) for a, b in row[4] or ()] for row in result} if with_recent else None
+    return _CustomerRows(own + skus, int(result[0][1] or 0), known, recent)
 
 
 def _recent_paths(
@@ -755,14 +778,14 @@ def _attach_actions(
     user_id: str,
     now: datetime,
     settings: Settings | None,
-    legal_hold: bool | None = None,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     held = list(roles)
     for card in cards:
         inst = snapshot[card.id]
-        # The customer's hold was read with its instances; a global SKU has none (no query either way).
-        hold = legal_hold if inst.customer_id is not None else None
-        facts = facts_for(snapshot, inst, now, settings, session, actor=user_id, legal_hold=hold)
+        facts = facts_for(
+            snapshot, inst, now, settings, session, actor=user_id, known=(known or {}).get(card.id)
+        )
         card.actions = merged_actions(card.governor, inst, facts, held)
 
 
@@ -875,7 +898,7 @@ def customer_overview(
         user_id=user_id,
         now=now,
         settings=settings,
-        legal_hold=read.legal_hold,
+        known=read.known,
     )
     return view
 
