@@ -603,3 +603,49 @@ def _csrf_of(client: FlaskClient) -> str:
     match = _HX_CSRF.search(client.get("/finance/").get_data(as_text=True))
     assert match
     return match.group(1)
+
+
+def test_a_chargeback_resolved_with_a_refund_is_listed_and_a_valid_payment_is_not(
+    web_db: Database, app: Flask, make_user: Callable[..., MadeUser]
+) -> None:
+    refunded = _paid_invoice(web_db, "c-95", NOW + timedelta(hours=1))
+    upheld = _paid_invoice(web_db, "c-96", NOW + timedelta(hours=1))
+    driver = Driver(web_db, None)
+    for cid, inv in (("c-95", refunded), ("c-96", upheld)):
+        result = driver.fire(
+            "t-1",
+            cid,
+            "billing",
+            "chargeback_received",
+            SYSTEM,
+            NOW + timedelta(hours=5),
+            {"dispute_id": f"dp-{cid}", "amount_cents": int(inv.data["paid_cents"])},
+        )
+        assert result is not None and result.status == 200, result and result.body
+    paid = int(refunded.data["paid_cents"])
+    a_user = make_user("fin-a@x.test", ["finance"])
+    mgr_user = make_user("mgr@x.test", ["manager"], totp=True)
+    a, mgr = _signed_in(app, a_user), _signed_in(app, mgr_user)
+    html = a.get("/finance/invoices?state=payment_disputed").get_data(as_text=True)
+    assert f'/instances/{refunded.id}/actions/dispute_resolved"' in html
+    # A valid payment: no refund, no four-eyes, applied at once; not a refund.
+    status, body = _submit(
+        a, upheld.id, "dispute_resolved", {"in_outcome": "payment_valid", "in_evidence_ref": "ev-2"}
+    )
+    assert status == 200, body[:500]
+    # A refund resolution needs a second person; the manager approves it.
+    status, body = _submit(
+        a,
+        refunded.id,
+        "dispute_resolved",
+        {"in_outcome": "refund", "in_refund_cents": str(paid), "in_evidence_ref": "ev-1"},
+    )
+    assert status == 202, body[:500]
+    with web_db.session() as s:
+        approval_id = s.scalars(select(Approval.id).where(Approval.instance_id == refunded.id)).one()
+    status, body = _decide(mgr, approval_id, "approve", code=_next_code(mgr_user))
+    assert status == 200, body[:500]
+    listed = a.get("/finance/refunds").get_data(as_text=True)
+    assert f'data-invoice="{refunded.id}" data-event="dispute_resolved"' in listed
+    assert f'data-cents="{paid}">' in listed and "dispute refund" in listed and "mgr@x.test" in listed
+    assert f'data-invoice="{upheld.id}"' not in listed

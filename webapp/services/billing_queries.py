@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Select, String, cast, func, select
+from sqlalchemy import Integer, Select, String, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from webapp.models import Customer, GovernorInstance
@@ -378,22 +378,24 @@ def refunds(session: Session, tenants: Iterable[str] | None = None, limit: int =
     """Issued refunds, newest first: B22 refunds and B21 dispute resolutions that refunded money."""
     from webapp.models import Approval, StaffUser, TransitionRecord
 
+    stored = TransitionRecord.payload
+    refunded = case(
+        (TransitionRecord.event == "issue_refund", cast(stored["amount_cents"].as_string(), Integer)),
+        else_=cast(stored["refund_cents"].as_string(), Integer),
+    )
     stmt = (
         select(TransitionRecord)
         .where(
             TransitionRecord.governor == "billing",
             TransitionRecord.event.in_(("issue_refund", "dispute_resolved")),
+            func.coalesce(refunded, 0) > 0,
         )
         .order_by(TransitionRecord.id.desc())
-        .limit(limit * 2)
+        .limit(limit)
     )
     if tenants is not None:
         stmt = stmt.where(TransitionRecord.tenant_id.in_(list(tenants)))
-    records = [
-        r
-        for r in session.scalars(stmt)
-        if _int((r.payload or {}).get("amount_cents" if r.event == "issue_refund" else "refund_cents")) > 0
-    ][:limit]
+    records = list(session.scalars(stmt))
     approval_ids = sorted({r.approval_id for r in records if r.approval_id})
     approvers: dict[str, str] = {}
     if approval_ids:
@@ -425,7 +427,9 @@ def refunds(session: Session, tenants: Iterable[str] | None = None, limit: int =
                 customer_name=names.get(r.customer_id or "", ""),
                 amount_cents=_int(payload.get("amount_cents" if refund else "refund_cents")),
                 currency=str(currencies.get(r.instance_id) or ""),
-                reason_code=str(payload.get("reason_code") or ("dispute_resolution" if not refund else "")),
+                reason_code=str(payload.get("reason_code") or "")
+                if refund
+                else f"dispute {payload.get('outcome') or 'resolved'}",
                 reason=r.reason or str(payload.get("reason") or ""),
                 requested_by=emails.get(r.actor, r.actor),
                 approved_by=emails.get(approver, approver),
