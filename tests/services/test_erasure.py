@@ -421,3 +421,44 @@ def test_free_text_of_compliance_cases_never_reaches_the_chain(
         runtime.close()
     assert scan(db, NAME, EMAIL) == {}
     _chains_ok(db)
+
+
+def test_a_namesake_customer_keeps_their_data(
+    db: Database, make_customer: Callable[..., str], officers: dict[str, tuple[str, str]]
+) -> None:
+    cid = _customer_with_pii(db, make_customer)
+    make_customer("c-twin", active=True)
+    with db.session() as s:
+        twin = s.get(Customer, "c-twin")
+        assert twin is not None
+        twin.name = NAME
+        account = _account(s, "c-twin")
+        twin_account = account.id
+    with db.session() as s:
+        result = fire_event(
+            s,
+            EventRequest(
+                "t-1", "lock", twin_account, {"reason_code": "manual", "reason": f"{NAME} asked us (Annual)"}
+            ),
+            Actor("u-sup", "support"),
+            NOW + timedelta(minutes=5),
+        )
+        assert result.status == 200, result.body
+    request_id = _request(db, cid, officers["cmp1"][0])
+    at = NOW + timedelta(hours=2)
+    with db.session() as s:
+        report = erasure.approve_erasure(
+            s,
+            request_id,
+            user_id=officers["cmp2"][0],
+            roles={"compliance"},
+            code=_code(officers["cmp2"][1], at),
+            note="",
+            now=at,
+        )
+    assert report.residue == []
+    assert scan(db, EMAIL) == {}
+    assert scan(db, NAME) == {"customers.name": 1, "transitions.reason": 1}, "only the namesake's own rows"
+    with db.session() as s:
+        twin = s.get(Customer, "c-twin")
+        assert twin is not None and twin.name == NAME and twin.erased_at is None

@@ -334,8 +334,21 @@ def _fulfil(
 
 
 def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    """The values as whole words, case-insensitive ("Ann" erases "Ann", not "Annual")."""
     parts = sorted({v for v in values if v and len(v) >= 3}, key=len, reverse=True)
-    return re.compile("|".join(re.escape(p) for p in parts), re.IGNORECASE) if parts else None
+    if not parts:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in parts) + r")(?!\w)", re.IGNORECASE)
+
+
+def _scope(table: Table, customer_id: str) -> list[Any]:
+    """Rows the sweep may touch: this customer's, or rows of no customer; never another customer's
+    (two customers can share a name, and erasing one must not touch the other)."""
+    if table.name == "customers":
+        return [table.c.id == customer_id]
+    if "customer_id" in table.c:
+        return [or_(table.c.customer_id == customer_id, table.c.customer_id.is_(None))]
+    return []
 
 
 def _scrub(value: Any, pattern: re.Pattern[str] | None, *, free_text: bool = False) -> Any:
@@ -362,8 +375,11 @@ def _like(values: Iterable[str]) -> list[str]:
     return ["%" + v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for v in values if v]
 
 
-def pii_hits(session: Session, values: Iterable[str], *, include_immutable: bool = True) -> list[str]:
-    """``table.column`` names (with row counts) where any of ``values`` occurs, over every mapped table."""
+def pii_hits(
+    session: Session, values: Iterable[str], *, customer_id: str | None = None, include_immutable: bool = True
+) -> list[str]:
+    """``table.column`` names (with row counts) where any of ``values`` occurs, over every mapped table
+    (only the rows ``customer_id`` may own, when given)."""
     patterns = _like(v for v in values if len(v) >= 3)
     hits: list[str] = []
     if not patterns:
@@ -373,8 +389,11 @@ def pii_hits(session: Session, values: Iterable[str], *, include_immutable: bool
             continue
         for column in _text_columns(table):
             as_text = cast(column, Text)
+            scope = _scope(table, customer_id) if customer_id else []
             n = session.scalar(
-                select(func.count()).select_from(table).where(or_(*(as_text.ilike(p) for p in patterns)))
+                select(func.count())
+                .select_from(table)
+                .where(or_(*(as_text.ilike(p) for p in patterns)), *scope)
             )
             if n:
                 hits.append(f"{table.name}.{column.name} ({n})")
@@ -429,8 +448,8 @@ def anonymize_customer(session: Session, customer_id: str, now: datetime) -> Era
             report.count("privacy_requests.reason")
     session.flush()
     if values:
-        _sweep(session, values, pattern, report)
-        report.residue = pii_hits(session, values)
+        _sweep(session, customer_id, values, pattern, report)
+        report.residue = pii_hits(session, values, customer_id=customer_id)
     return report
 
 
@@ -443,7 +462,11 @@ def _replace(report: ErasureReport, row: Any, name: str, pattern: re.Pattern[str
 
 
 def _sweep(
-    session: Session, values: list[str], pattern: re.Pattern[str] | None, report: ErasureReport
+    session: Session,
+    customer_id: str,
+    values: list[str],
+    pattern: re.Pattern[str] | None,
+    report: ErasureReport,
 ) -> None:
     """Replace the values wherever else they were copied (every text/JSON column of every table)."""
     patterns = _like(values)
@@ -456,10 +479,14 @@ def _sweep(
                 continue
             as_text = cast(column, Text)
             rows = session.execute(
-                select(*keys, column).where(or_(*(as_text.ilike(p) for p in patterns)))
+                select(*keys, column).where(
+                    or_(*(as_text.ilike(p) for p in patterns)), *_scope(table, customer_id)
+                )
             ).all()
             for row in rows:
                 new = _scrub(row[-1], pattern)
+                if new == row[-1]:
+                    continue
                 where = [k == row[i] for i, k in enumerate(keys)]
                 session.execute(update(table).where(*where).values({column.name: new}))
                 report.count(f"{table.name}.{column.name}")
