@@ -641,3 +641,53 @@ def test_catalog_checks_report_withdrawn_replacements_and_legacy_data(
     ]
     assert "replacement sku-sso is deprecated, not on sale" in html
     assert "Currency must be an ISO-4217 code" in html
+
+
+def test_a_save_that_loses_the_race_under_the_lock_is_a_conflict_too(
+    catalog: list[str], staff: Callable[..., Signed], web_db: Database
+) -> None:
+    """Both editors pass the early version check; the service's row lock decides, the loser gets 409."""
+    from webapp.services import catalog_admin
+    from webapp.services.transitions import Actor
+
+    first = staff("admin", 1)
+    assert _create(first)[0] == 303
+    with web_db.session() as slow:
+        row = slow.scalars(select(GovernorInstance).where(GovernorInstance.subject_id == "sku-reports")).one()
+        assert row.version == 1
+        # Meanwhile another admin saves version 2 (committed in its own transaction).
+        with web_db.session() as fast:
+            other = fast.get(GovernorInstance, row.id)
+            assert other is not None
+            won = catalog_admin.save_draft(
+                fast,
+                other,
+                {"name": "Saved first"},
+                row_version=1,
+                sku_version=1,
+                actor=Actor(first.user.id, "admin"),
+                reason="rename agreed with product",
+                now=datetime.now(UTC),
+            )
+            assert won.status == 200
+        # This session still holds the version-1 row: the early check passes, the lock does not.
+        lost = catalog_admin.save_draft(
+            slow,
+            row,
+            {"price_cents": 6100},
+            row_version=1,
+            sku_version=1,
+            actor=Actor("someone-else", "admin"),
+            reason="price agreed with finance",
+            now=datetime.now(UTC),
+        )
+        assert lost.status == 409 and lost.conflict is not None
+        assert lost.result is not None  # decided by the service under the lock, not the early check
+        assert [c.field for c in lost.conflict.changes] == ["name"]
+        assert "version 2 by admin1@staff.test" in lost.conflict.message
+    row = _sku(web_db, "sku-reports")
+    assert row is not None and (row.data["name"], row.data["price_cents"], row.data["version"]) == (
+        "Saved first",
+        4999,
+        2,
+    )
