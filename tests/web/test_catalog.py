@@ -691,3 +691,43 @@ def test_a_save_that_loses_the_race_under_the_lock_is_a_conflict_too(
         4999,
         2,
     )
+
+
+def test_force_archive_is_refused_while_customers_hold_the_sku(
+    catalog: list[str], staff: Callable[..., Signed], web_db: Database
+) -> None:
+    from webapp.services.setup import signup_customer
+    from webapp.services.transitions import Actor
+
+    admin = staff("admin")
+    with web_db.session() as s:
+        ensure_tenant(s, "t-1", NOW)
+        signup_customer(s, "t-1", "c-1", name="Ada", email="ada@x.test", tier="starter", now=NOW)
+    for sku in ("sku-core", "sku-sso"):
+        row = _sku(web_db, sku)
+        assert row is not None
+        with web_db.session() as s:
+            result = fire_event(
+                s,
+                EventRequest(
+                    PLATFORM_TENANT,
+                    "deprecate",
+                    instance_id=row.id,
+                    payload={"sunset_note": "retired", "reason": "product line consolidated"},
+                ),
+                Actor("a1", "admin"),
+                datetime.now(UTC),
+                approved_by="a2",
+            )
+            assert result.ok, result.body
+    body = {"in_confirm_no_holders": "y", "reason_code": "other", "comment": "sunset finished for good"}
+    path = "/catalog/sku-core/actions/force_archive"
+    status, html, _ = admin.post(path, {**admin.hidden(path), **body})
+    assert status == 409 and "1 non-archived entitlement(s) still hold this SKU" in html
+    # The confirmation box is required, next to its field.
+    path = "/catalog/sku-sso/actions/force_archive"
+    status, html, _ = admin.post(path, {**admin.hidden(path), **body, "in_confirm_no_holders": ""})
+    assert status == 422 and "confirm that no holders remain" in html
+    status, html, _ = admin.post(path, {**admin.hidden(path), **body})
+    assert status == 202 and "Waiting for approval by admin or manager" in html
+    assert _count(web_db, Approval, event="force_archive") == 1
