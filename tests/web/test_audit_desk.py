@@ -365,3 +365,31 @@ def test_kyc_queue_lists_an_onboarding_customer_under_manual_review(
     assert "KYC is waiting for a manual review" in row.group(1)
     assert "onboarding" in row.group(1)
     assert "/customers/c-fine" not in html
+
+
+@pytest.mark.parametrize("field", ["actor", "occurred_at", "hash", "prev_hash", "payload"])
+def test_changing_one_byte_of_an_exported_entry_breaks_offline_verification_there(
+    as_role: Callable[[str], FlaskClient], web_db: Database, tmp_path: Path, field: str
+) -> None:
+    _entries(web_db, "t-1", 6)
+    jsonl = as_role("compliance").get("/audit/export?format=jsonl&tenant=t-1").get_data()
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(jsonl)
+    runner = CliRunner()
+    assert runner.invoke(main, ["audit", "verify", "--file", str(path)]).exit_code == 0
+    lines = jsonl.split(b"\n")
+    record = json.loads(lines[3])
+    assert record["seq"] == 4
+    key = f'"{field}":'.encode()
+    # One byte inside the value of ``field`` on the fourth line (a digit or hex letter, swapped).
+    at = lines[3].index(key) + len(key) + 3
+    original = lines[3][at : at + 1]
+    lines[3] = lines[3][:at] + (b"0" if original != b"0" else b"1") + lines[3][at + 1 :]
+    tampered = b"\n".join(lines)
+    assert sum(a != b for a, b in zip(tampered, jsonl, strict=True)) == 1
+    path.write_bytes(tampered)
+    bad = runner.invoke(main, ["audit", "verify", "--file", str(path)])
+    assert bad.exit_code == 1, bad.output
+    # Reported at the changed entry (or the next, when the byte was in its own hash), or as an
+    # unreadable line 4 when the byte broke the JSON itself.
+    assert any(where in bad.output for where in ("BROKEN at seq 4", "BROKEN at seq 5", "line 4")), bad.output
