@@ -649,3 +649,45 @@ def test_a_chargeback_resolved_with_a_refund_is_listed_and_a_valid_payment_is_no
     assert f'data-invoice="{refunded.id}" data-event="dispute_resolved"' in listed
     assert f'data-cents="{paid}">' in listed and "dispute refund" in listed and "mgr@x.test" in listed
     assert f'data-invoice="{upheld.id}"' not in listed
+
+
+@pytest.mark.parametrize(
+    ("page", "root"),
+    [
+        ("/finance/invoices", 'id="money"'),
+        ("/finance/refunds", 'id="refunds"'),
+        ("/finance/approvals", 'id="finance-approvals"'),
+        ("/finance/reconciliation", 'id="aged"'),
+        ("/finance/ladder?start=2026-04-01&tier=starter", 'id="calendar"'),
+    ],
+)
+def test_htmx_gets_the_fragment_and_a_full_page_otherwise(
+    app: Flask, make_user: Callable[..., MadeUser], page: str, root: str
+) -> None:
+    client = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    full = client.get(page)
+    fragment = client.get(page, headers={"HX-Request": "true"})
+    assert full.status_code == fragment.status_code == 200
+    assert "<html" in full.get_data(as_text=True) and root in full.get_data(as_text=True)
+    body = fragment.get_data(as_text=True)
+    assert "<html" not in body and root in body
+    assert "HX-Request" in fragment.headers["Vary"]
+
+
+def test_what_people_typed_is_escaped_on_the_finance_pages(
+    web_db: Database, app: Flask, make_user: Callable[..., MadeUser]
+) -> None:
+    inv = _paid_invoice(web_db, "c-99", datetime.now(UTC) - timedelta(hours=2))
+    with web_db.session() as s:
+        from webapp.models import Customer
+
+        customer = s.get(Customer, "c-99")
+        assert customer is not None
+        customer.name = '<img src=x onerror="alert(1)">'
+    client = _signed_in(app, make_user("fin@x.test", ["finance"]))
+    html = client.get("/finance/invoices").get_data(as_text=True)
+    assert f"invoice-{inv.id}" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=" in html
+    # The start field echoes what was typed, escaped.
+    echoed = client.get('/finance/ladder?start="><script>alert(1)</script>').get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in echoed
