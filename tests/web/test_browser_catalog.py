@@ -147,6 +147,12 @@ def test_admin_creates_fixes_and_submits_a_sku(
     page3.goto(f"{server}/catalog/")
     assert page3.is_disabled("#new-sku")
     assert "needs admin; you have support" in page3.inner_text("#catalog-page")
+    # Filters swap the table in place (htmx) and push the filtered URL.
+    page3.select_option("#f-state", "validation")
+    page3.wait_for_selector('#sku-table tr[data-sku="sku-core"]', state="detached")
+    assert page3.locator("#sku-table tr[data-sku]").count() == 1
+    assert page3.get_attribute("#sku-table tr[data-sku]", "data-sku") == "sku-reports"
+    assert "state=validation" in page3.url
     page3.screenshot(path=str(SHOTS / "catalog-read-only.png"), full_page=True)
 
     for ctx in (context, context2, context3):

@@ -241,7 +241,7 @@ class SkuForm(FlaskForm):  # type: ignore[misc,unused-ignore]
         return bool(self.form_errors) or any(f.errors for f in self)
 
 
-def _tier_choices() -> list[tuple[str, str]]:
+def _tier_choices() -> list[Any]:
     return [SelectChoice("", "— choose —"), *(SelectChoice(t, t) for t in _rt().settings["catalog.tiers"])]
 
 
