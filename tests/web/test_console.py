@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import delete as sa_delete
+from sqlalchemy import event, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Engine
 
 from webapp.db import Database
-from webapp.models import AuditEntry, Customer, GovernorInstance
+from webapp.models import AuditEntry, Customer, GovernorInstance, OutboxMessage
 from webapp.policy import ROLES, can
 from webapp.services.transitions import Actor, EventRequest, fire_event
 
@@ -466,3 +470,191 @@ def test_signed_out_users_are_sent_to_sign_in(web_db: Database, client: FlaskCli
     response = client.get("/customers/c-1001")
     assert response.status_code in (302, 401)
     assert "Ada" not in response.get_data(as_text=True)
+
+
+# --------------------------------------------------------------------------- cost of the page (issue 4)
+
+PAGE_QUERIES = 6
+"""Statements of GET /customers/<id>, whatever it shows: the signed-in user (2), the customer, its
+instances with their recent paths and world facts, its jobs, the timeline. The filter menus add one
+when the history has grown since they were last read (they are kept per newest history id)."""
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements run inside the block (on any engine)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def _copy_row(row: Any, **changes: Any) -> Any:
+    """A new ORM row with ``row``'s column values, ``changes`` applied."""
+    values = {a.key: getattr(row, a.key) for a in sa_inspect(type(row)).column_attrs}
+    values.update(changes)
+    return type(row)(**values)
+
+
+def _more_of_everything(db: Database, customer_id: str, invoices: int, rows: int, jobs: int) -> None:
+    """More invoices (each with its own diagram and history), history rows and pending jobs."""
+    from webapp.models import OutboxMessage, TransitionRecord
+
+    with db.session() as s:
+        bill = s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.customer_id == customer_id, GovernorInstance.governor == "billing"
+            )
+        ).first()
+        assert bill is not None
+        steps = list(s.scalars(select(TransitionRecord).where(TransitionRecord.instance_id == bill.id)))
+        for n in range(invoices):
+            copy = _copy_row(bill, id=f"{bill.id}-copy{n}")
+            s.add(copy)
+            s.flush()
+            for k, step in enumerate(steps):
+                s.add(_copy_row(step, id=None, instance_id=copy.id, event_id=f"copy-{n}-{k}", cause_id=None))
+        last = steps[-1]
+        for k in range(rows):
+            s.add(_copy_row(last, id=None, event_id=f"more-{k}", cause_id=None))
+        for k in range(jobs):
+            s.add(
+                OutboxMessage(
+                    job_id=f"bench-job-{k}",
+                    tenant_id=bill.tenant_id,
+                    customer_id=customer_id,
+                    instance_id=bill.id,
+                    governor="billing",
+                    job="effect",
+                    args={"effect": "notify_customer"},
+                    created_at=T0 + timedelta(minutes=k),
+                    attempts=0,
+                )
+            )
+
+
+def test_customer_page_runs_a_fixed_number_of_queries_whatever_it_lists(
+    web_db: Database, staff: FlaskClient
+) -> None:
+    """No query per card, per diagram, per history row or per job: a guard against N+1 reads."""
+    build_customer(web_db)
+    with statements() as first:
+        assert staff.get("/customers/c-1001").status_code == 200
+    with statements() as few:
+        assert staff.get("/customers/c-1001").status_code == 200
+    _more_of_everything(web_db, "c-1001", invoices=3, rows=60, jobs=5)
+    with statements() as grown:
+        assert staff.get("/customers/c-1001").status_code == 200
+    with statements() as many:
+        body = staff.get("/customers/c-1001").get_data(as_text=True)
+    assert len(re.findall(r'<article id="card-bill-', body)) == 4
+    assert body.count('class="tl-row') == 50 and "and 5 more" not in body
+    assert len(many) == len(few) <= PAGE_QUERIES, "\n".join(many)
+    assert len(first) == len(grown) == len(few) + 1, "\n".join(grown)
+
+
+def test_page_marker_equals_the_polled_marker_with_many_pending_jobs(
+    web_db: Database, staff: FlaskClient
+) -> None:
+    """The page computes the jobs digest from its job lists; past JOBS_LIMIT it asks for the counts."""
+    from webapp.services import queries
+
+    build_customer(web_db)
+    for jobs in (3, queries.JOBS_LIMIT + 5):
+        with web_db.session() as s:
+            s.execute(sa_delete(OutboxMessage).where(OutboxMessage.customer_id == "c-1001"))
+        _more_of_everything(web_db, "c-1001", invoices=0, rows=0, jobs=jobs)
+        _, body = page(staff, "/customers/c-1001")
+        marker = re.search(r'data-marker="([^"]+)"', body)
+        assert marker
+        with web_db.session() as s:
+            assert marker.group(1) == queries.change_marker(s, "c-1001")
+        polled = staff.get(
+            f"/customers/c-1001/changes?since={marker.group(1)}", headers={"HX-Request": "true"}
+        )
+        assert polled.status_code == 204, jobs
+        assert body.count('<li class="job job-pending">') == min(jobs, 8)
+        if jobs > 8:
+            assert f"and {min(jobs, queries.JOBS_LIMIT) - 8} more" in body
+
+
+def test_filter_menus_show_an_event_as_soon_as_it_happened(web_db: Database, staff: FlaskClient) -> None:
+    build_customer(web_db)
+    _, before = page(staff, "/customers/c-1001")
+    assert '<option value="lock">' not in before
+    fire(
+        web_db,
+        "c-1001",
+        "customer_account",
+        "lock",
+        {"reason": "suspected account takeover", "reason_code": "compromised_account"},
+        T_LOCK,
+    )
+    _, after = page(staff, "/customers/c-1001")
+    assert '<option value="lock">lock</option>' in after
+
+
+def test_rows_read_with_the_instances_match_the_separate_lookups(web_db: Database) -> None:
+    """Recent paths and world facts read along with the instance rows equal the per-item lookups."""
+    from webapp.models.compliance import LegalHold
+    from webapp.services import queries
+    from webapp.services.facts import world_facts
+    from webapp.services.instances import to_instance
+
+    build_customer(web_db)
+    _more_of_everything(web_db, "c-1001", invoices=1, rows=3, jobs=0)
+    for held in (False, True):
+        if held:
+            with web_db.session() as s:
+                s.add(
+                    LegalHold(
+                        id="hold-1",
+                        tenant_id="t-1",
+                        customer_id="c-1001",
+                        reference="case 7",
+                        placed_by="u-legal",
+                        placed_at=T0,
+                    )
+                )
+        with web_db.session() as s:
+            read = queries._customer_rows(s, "c-1001")
+            ids = [r.id for r in read.instances]
+            assert {r.governor for r in read.instances} == set(EIGHT)
+            window: dict[str, list[tuple[str | None, str]]] = {i: [] for i in ids}
+            for iid, a, b in s.execute(queries._recent_window(ids, None)):
+                window[iid].append((a, b))
+            assert read.recent == queries._recent_paths(s, ids) == window
+            assert all(len(path) == min(len(path), queries.RECENT_PATH) for path in window.values())
+            at = T_PURCHASE - timedelta(minutes=1)
+            window_at: dict[str, list[tuple[str | None, str]]] = {i: [] for i in ids}
+            for iid, a, b in s.execute(queries._recent_window(ids, at)):
+                window_at[iid].append((a, b))
+            assert queries._recent_paths(s, ids, before=at) == window_at
+            snapshot = {r.id: to_instance(r) for r in read.instances}
+            for r in read.instances:
+                looked_up = world_facts(s, snapshot, snapshot[r.id], "")
+                assert world_facts(s, snapshot, snapshot[r.id], "", known=read.known[r.id]) == looked_up
+                if r.customer_id is not None:
+                    assert looked_up["legal_hold"] is held
+                else:
+                    assert looked_up["sku_active_entitlements"] >= 1
+
+
+def test_the_page_carries_the_diagram_stylesheet_once(web_db: Database, staff: FlaskClient) -> None:
+    build_customer(web_db)
+    _, body = page(staff, "/customers/c-1001")
+    svgs = re.findall(r"<svg\b.*?</svg>", body, re.S)
+    assert len(svgs) == 8
+    assert not [svg for svg in svgs if "<style" in svg or "font-family=" in svg]
+    assert body.count('<style id="diagram-css">') == 1
+    assert ".gov-diagram .state.current>rect" in body and "text-anchor:middle" in body
+    assert 'text-anchor="middle"' not in body
+    # A live update re-renders cards inside the page, which keeps the stylesheet.
+    _, cards = page(staff, "/customers/c-1001/cards", **{"HX-Request": "true"})
+    assert "<svg" in cards and "diagram-css" not in cards and ".gov-diagram .state" not in cards

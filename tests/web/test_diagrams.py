@@ -544,6 +544,25 @@ def test_single_state_governor() -> None:
 # --- determinism, caching, performance -----------------------------------------------------------------
 
 
+def test_embedded_diagram_is_the_standalone_one_without_font_and_stylesheet(order_gov: Governor) -> None:
+    recent = [(None, "draft"), ("draft", "submitted")]
+    alone = render_svg(order_gov, "submitted", recent)
+    embedded = render_svg(order_gov, "submitted", recent, embedded=True)
+    root = parse(embedded)
+    assert root.find(f"{SVG}style") is None and root.get("font-family") is None
+    assert root.find(f"{SVG}title") is not None
+    css = diagrams.diagram_css()
+    assert f"<style>{css}</style>" in alone
+    stripped = alone.replace(f"<style>{css}</style>", "").replace(
+        f" font-family={diagrams._q(diagrams.FONT_FAMILY)}", ""
+    )
+    assert stripped == embedded
+    # Text is centred by the stylesheet, not by two attributes on every <text>.
+    assert "text-anchor:middle" in css and "dominant-baseline:central" in css
+    assert "text-anchor=" not in alone and "dominant-baseline=" not in alone
+    assert "system-ui" in css
+
+
 def test_render_is_deterministic_and_cached(order_gov: Governor) -> None:
     a = render_svg(order_gov, "draft", [(None, "draft")])
     b = render_svg(order_gov, "draft", [(None, "draft")])
