@@ -462,3 +462,30 @@ def test_a_namesake_customer_keeps_their_data(
     with db.session() as s:
         twin = s.get(Customer, "c-twin")
         assert twin is not None and twin.name == NAME and twin.erased_at is None
+
+
+def test_a_request_whose_approval_expired_can_be_made_again_on_the_same_clock(
+    db: Database, make_customer: Callable[..., str], officers: dict[str, tuple[str, str]]
+) -> None:
+    cid = _customer_with_pii(db, make_customer)
+    first = _request(db, cid, officers["cmp1"][0])
+    with pytest.raises(erasure.ErasureError) as twice:
+        _request(db, cid, officers["cmp1"][0])
+    assert twice.value.status == 409 and first in twice.value.message
+    later = NOW + timedelta(hours=30)  # approvals expire after 24 h
+    with db.session() as s:
+        customer = s.get(Customer, cid)
+        assert customer is not None
+        second = erasure.request_erasure(
+            s,
+            customer,
+            reason="asked again by the customer",
+            ownership_verification="idcheck-18",
+            actor=Actor(officers["cmp1"][0], "compliance"),
+            now=later,
+        ).id
+    with db.session() as s:
+        old, new = s.get(PrivacyRequest, first), s.get(PrivacyRequest, second)
+        assert old is not None and new is not None
+        assert (old.status, new.status) == ("voided", "pending_approval")
+        assert new.due_at == old.due_at == old.received_at + timedelta(days=30), "same clock"

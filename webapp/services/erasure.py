@@ -186,8 +186,15 @@ def request_erasure(
             PrivacyRequest.status.in_(("open", "pending_approval")),
         )
     ).first()
+    received = now
     if open_one is not None:
-        raise ErasureError(409, f"an erasure request is already open for this customer ({open_one.id})")
+        approval = approvals.get(session, open_one.approval_id, now) if open_one.approval_id else None
+        if approval is not None and approval.status == approvals.OPEN:
+            raise ErasureError(409, f"an erasure request is already open for this customer ({open_one.id})")
+        # Its approval expired (24 h) or was closed elsewhere: the old request ends and a new one
+        # takes over, on the same clock (the customer's request was received when it was received).
+        open_one.status = "voided"
+        received = open_one.received_at
     account = _account(session, customer.id)
     result = fire_event(
         session,
@@ -215,8 +222,8 @@ def request_erasure(
         kind="erasure",
         tenant_id=customer.tenant_id,
         customer_id=customer.id,
-        received_at=now,
-        due_at=now + DEADLINE,
+        received_at=received,
+        due_at=received + DEADLINE,
         requested_by=actor.id,
         requester_role=actor.role,
         reason=reason,
