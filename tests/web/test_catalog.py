@@ -478,8 +478,14 @@ def test_price_change_with_an_effective_date(
     assert row is not None and row.state == "published"
     assert (row.data["price_cents"], row.data["previous_price_cents"]) == (3099, 2999)
     assert row.data["price_effective_at"].startswith(soon[:16])
+    # Until the effective date customers pay the old price; the pages say both.
     _, page = requester.get("/catalog/sku-core/")
-    assert 'id="price-effective"' in page
+    scheduled = re.search(r'<dd id="scheduled-price">(.*?)</dd>', page, re.S)
+    assert scheduled and "30.99" in scheduled.group(1) and "29.99" in scheduled.group(1)
+    assert soon[:10] in scheduled.group(1)
+    _, listing = requester.get("/catalog/")
+    core = re.search(r'<tr data-sku="sku-core">(.*?)</tr>', listing, re.S)
+    assert core and f'29.99 USD<br><span class="muted scheduled">30.99 from {soon[:10]}' in core.group(1)
 
 
 # --------------------------------------------------------------------------- promotion and deprecation

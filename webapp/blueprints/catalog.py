@@ -402,6 +402,7 @@ def detail(sku_id: str) -> Response:
             row=row,
             data=row.data or {},
             sku=catalog_admin.sku_fields(row.data or {}),
+            scheduled=catalog_admin.scheduled_price(row.data or {}, now),
             labels=catalog_admin.FIELD_LABELS,
             state_meaning=next((st.description for st in gov.states if st.name == row.state), ""),
             svg=render_svg(gov, row.state, _recent(records)),

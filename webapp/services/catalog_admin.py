@@ -72,9 +72,28 @@ class SkuRow:
     pending_approvals: int
     updated_at: datetime
     replacement_sku: str | None
+    scheduled: ScheduledPrice | None = None
 
 
-def _row_to_sku(row: GovernorInstance, pending: Mapping[str, int]) -> SkuRow:
+@dataclass(frozen=True)
+class ScheduledPrice:
+    """A validated price change not yet in effect: ``until`` it, customers pay ``current_cents``."""
+
+    current_cents: int
+    new_cents: int
+    effective_at: datetime
+
+
+def scheduled_price(data: Mapping[str, Any], now: datetime) -> ScheduledPrice | None:
+    """The price change P09 made live whose effective date is still ahead (None otherwise)."""
+    moment = revive(data.get("price_effective_at"))
+    old, new = data.get("previous_price_cents"), data.get("price_cents")
+    if isinstance(moment, datetime) and moment > now and isinstance(old, int) and isinstance(new, int):
+        return ScheduledPrice(old, new, moment)
+    return None
+
+
+def _row_to_sku(row: GovernorInstance, pending: Mapping[str, int], now: datetime) -> SkuRow:
     data = row.data or {}
     price = data.get("price_cents")
     return SkuRow(
@@ -92,6 +111,7 @@ def _row_to_sku(row: GovernorInstance, pending: Mapping[str, int]) -> SkuRow:
         pending_approvals=pending.get(row.id, 0),
         updated_at=row.updated_at,
         replacement_sku=data.get("replacement_sku"),
+        scheduled=scheduled_price(data, now),
     )
 
 
@@ -122,7 +142,7 @@ def list_skus(
         stmt = stmt.where(GovernorInstance.attention.is_(True))
     rows = session.scalars(stmt.order_by(GovernorInstance.subject_id)).all()
     pending = pending_approval_counts(session, now)
-    skus = [_row_to_sku(r, pending) for r in rows]
+    skus = [_row_to_sku(r, pending, now) for r in rows]
     if tier:
         skus = [s for s in skus if s.tier == tier]
     if query:
@@ -521,6 +541,7 @@ __all__ = [
     "FieldChange",
     "Revision",
     "Saved",
+    "ScheduledPrice",
     "SkuRow",
     "catalog_checks",
     "conflict_since",
@@ -536,6 +557,7 @@ __all__ = [
     "revision",
     "revisions",
     "save_draft",
+    "scheduled_price",
     "sku_fields",
     "state_counts",
 ]
