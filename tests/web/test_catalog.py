@@ -205,6 +205,16 @@ def test_every_role_sees_the_catalog_and_only_admins_may_change_it(
         {"csrf_token": who.token(), "idempotency_key": str(uuid.uuid4()), "in_new_price_cents": "1"},
     )
     assert forged_price[0] == 403
+    forged_edit = who.post(
+        "/catalog/sku-core/edit",
+        {
+            "csrf_token": who.token(),
+            "idempotency_key": str(uuid.uuid4()),
+            "row_version": "4",
+            **_draft_form(),
+        },
+    )
+    assert forged_edit[0] == 403
     assert _count(web_db, GovernorInstance, governor="catalog") == before
     row = _sku(web_db, "sku-core")
     assert row is not None and row.state == "published" and row.data["price_cents"] == 2999
@@ -737,3 +747,12 @@ def test_force_archive_is_refused_while_customers_hold_the_sku(
     status, html, _ = admin.post(path, {**admin.hidden(path), **body})
     assert status == 202 and "Waiting for approval by admin or manager" in html
     assert _count(web_db, Approval, event="force_archive") == 1
+
+
+def test_a_post_without_its_csrf_token_is_refused(
+    catalog: list[str], staff: Callable[..., Signed], web_db: Database
+) -> None:
+    admin = staff("admin")
+    status, _, _ = admin.post("/catalog/new", {"idempotency_key": str(uuid.uuid4()), **_draft_form()})
+    assert status == 400
+    assert _sku(web_db, "sku-reports") is None
