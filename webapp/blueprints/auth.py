@@ -12,6 +12,7 @@ The rules themselves live in ``webapp.services.users``; sessions in ``webapp.aut
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -316,7 +317,7 @@ def change_password() -> Any:
     return _change_password(ChangePasswordForm(), _account_page)
 
 
-def _change_password(form: ChangePasswordForm, page: Any) -> Any:
+def _change_password(form: ChangePasswordForm, page: Callable[[ChangePasswordForm, int], Any]) -> Any:
     from webapp import runtime
 
     if not form.validate():
