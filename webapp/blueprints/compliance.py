@@ -17,7 +17,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, TextAreaField
 from wtforms.validators import InputRequired, ValidationError
 
-from webapp.models import Customer
+from webapp.models import Customer, LegalHold, PrivacyRequest
 from webapp.policy import can, permission
 from webapp.services import audit_queries as aq
 from webapp.services import compliance as desk
@@ -173,6 +173,15 @@ def _customer(session: Any, customer_id: str) -> Customer | None:
     return find_customer(session, customer_id, _tenants())
 
 
+def _scoped(model: Any, row_id: str) -> None:
+    """404 unless the request or hold exists in a tenant the user may see."""
+    scope = _tenants()
+    with _rt().db.session() as s:
+        row = s.get(model, row_id)
+        if row is None or (scope is not None and row.tenant_id not in scope):
+            abort(404, description="No such request or hold.")
+
+
 def _done(message: str) -> Response:
     flash(message, "success")
     return redirect(url_for("compliance.index"), code=303)  # type: ignore[return-value]
@@ -218,6 +227,7 @@ def open_sar() -> Response:
 @permission("compliance.sar")
 def export_sar(request_id: str) -> Response:
     """Download the customer's SAR bundle (JSON); fulfils the request; audited."""
+    _scoped(PrivacyRequest, request_id)
     if not ReleaseForm().validate_on_submit():
         abort(400, description="The form expired; reload the page and try again.")
     with _rt().db.session() as s:
@@ -269,6 +279,7 @@ def request_erasure() -> Response:
 @permission("compliance.erasure")
 def approve_erasure(request_id: str) -> Response:
     """Second officer: approve (step-up code), which archives the account and erases the PII."""
+    _scoped(PrivacyRequest, request_id)
     form = ApproveForm()
     if not form.validate_on_submit():
         return _desk(422, error="Enter your authenticator code to approve.")
@@ -299,6 +310,7 @@ def approve_erasure(request_id: str) -> Response:
 @permission("compliance.erasure")
 def reject_erasure(request_id: str) -> Response:
     """Reject an erasure request with a note."""
+    _scoped(PrivacyRequest, request_id)
     form = RejectForm()
     if not form.validate_on_submit():
         return _desk(422, error="Say why you reject the erasure request.")
@@ -339,6 +351,7 @@ def place_hold() -> Response:
 @permission("compliance.legal_hold")
 def release_hold(hold_id: str) -> Response:
     """Release a legal hold."""
+    _scoped(LegalHold, hold_id)
     if not ReleaseForm().validate_on_submit():
         abort(400, description="The form expired; reload the page and try again.")
     with _rt().db.session() as s:
