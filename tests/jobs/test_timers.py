@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from tests.jobs.conftest import instance_of, new_customer
 from webapp.db import Database
@@ -130,3 +130,41 @@ def test_onboarding_timeout_fires_through_the_service_as_the_timer(rt: Runtime) 
             )
         ).one()
         assert (record.actor, record.role) == ("timer", "timer")
+
+
+def test_a_failing_timer_in_a_batch_costs_the_others_nothing(rt: Runtime) -> None:
+    customers = [new_customer(rt, f"c-{n}", now=T0, active=False, kyc=True) for n in range(6)]
+    now = T0 + timedelta(hours=25)
+    with rt.db.session() as s:
+        entitlements = {c: instance_of(s, c, "entitlement").id for c in customers}
+        # A broken record of the timer on one instance: checking the due row against it raises.
+        broken = s.get(GovernorInstance, entitlements["c-3"])
+        assert broken is not None
+        timers = dict(broken.timers)
+        timers["approval_escalation_1"] = {**timers["approval_escalation_1"], "due_at": "not a time"}
+        broken.timers = timers
+    report = sweep_timers(rt, now, on_commit=_no_relay)
+    assert (report.fired, report.failed) == (5, 1), report
+    assert "ValueError" in report.errors[0]
+    for customer, entitlement in entitlements.items():
+        assert _escalations(rt.db, entitlement) == (0 if customer == "c-3" else 1), customer
+    with rt.db.session() as s:
+        (left,) = s.scalars(select(DueTimer).where(DueTimer.due_at <= now)).all()
+        assert left.instance_id == entitlements["c-3"]  # still due: the next sweep tries it again
+
+
+def test_one_sweep_transaction_fires_several_timers_of_a_tenant(rt: Runtime) -> None:
+    for n in range(4):
+        new_customer(rt, f"c-{n}", now=T0, active=False, kyc=True)
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    event.listen(rt.db.engine, "commit", count)
+    try:
+        report = sweep_timers(rt, T0 + timedelta(hours=25), on_commit=_no_relay)
+    finally:
+        event.remove(rt.db.engine, "commit", count)
+    assert report.fired == 4
+    assert len(commits) <= 2  # the read of what is due, and one transaction for the four timers
