@@ -105,8 +105,7 @@ def _finish(user: StaffUser, next_url: str | None, method: str) -> Any:
     if expires is not None:
         # Kept in the (signed) session so that a session outliving the expiry is also caught.
         session[PASSWORD_EXPIRES_AT] = expires.timestamp()
-        if expires <= now:
-            flash("Your password has expired or was set for one sign-in: choose your own.", "error")
+        if expires <= now:  # the page says why
             return redirect(url_for("auth.password"))
     return redirect(safe_next(next_url) or home_url())
 
