@@ -349,6 +349,13 @@ def test_saving_nothing_new_or_a_submitted_draft_is_refused(
     hidden = admin.hidden("/catalog/sku-reports/edit")
     status, html, _ = _edit(admin, "sku-reports", hidden)
     assert status == 422 and "nothing changed" in html
+    # Clearing a required field is an error, not a silent "keep the old value".
+    status, html, _ = _edit(admin, "sku-reports", hidden, name="", price_cents="")
+    assert status == 422
+    assert '<p class="field-error" id="name-error" role="alert">Name is required</p>' in html
+    assert '<p class="field-error" id="price_cents-error" role="alert">Price (cents) is required</p>' in html
+    row = _sku(web_db, "sku-reports")
+    assert row is not None and row.data["version"] == 1
     # Published SKUs are not drafts: their editor says so and a save is a 409.
     status, html = admin.get("/catalog/sku-core/edit")
     assert status == 409 and "only a draft can be edited" in html

@@ -216,14 +216,14 @@ class SkuForm(FlaskForm):  # type: ignore[misc,unused-ignore]
             "limits": dict(getattr(self.limits, "parsed", {}) or {}),
         }
 
-    def schema_errors(self, *, sku_id: str | None) -> None:
-        """Run the governor's §3 schema rules and put each message next to its field."""
-        fields = self.fields_typed()
-        if sku_id is not None:
-            fields["sku_id"] = sku_id or None
-        errors = sku_field_errors(
-            {k: v for k, v in fields.items() if v is not None}, _rt().settings, partial=sku_id is None
-        )
+    def schema_errors(self, *, sku_id: str) -> None:
+        """Run the governor's §3 schema rules on the whole SKU and put each message next to its field.
+
+        An edit checks every field too, so clearing a required one says so instead of keeping the
+        old value silently.
+        """
+        fields = {**self.fields_typed(), "sku_id": sku_id or None}
+        errors = sku_field_errors({k: v for k, v in fields.items() if v is not None}, _rt().settings)
         self.put_errors(errors)
 
     def put_errors(self, errors: dict[str, str]) -> None:
@@ -462,7 +462,7 @@ def save(sku_id: str) -> Response | WerkzeugResponse:
         row = _sku_or_404(s, sku_id)
         form = _sku_form(row)
         valid = form.validate()
-        form.schema_errors(sku_id=None)
+        form.schema_errors(sku_id=str(row.subject_id))
         row_version, sku_version = _int(form.row_version.data), _int(form.sku_version.data)
         if row_version is None or sku_version is None:
             form.form_errors.append("the form lost the version it was opened at; reload the editor")
