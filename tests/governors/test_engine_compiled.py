@@ -1,0 +1,234 @@
+"""What the engine compiles ahead of time behaves as if it were worked out on every event.
+
+``governors.engine`` resolves definitions once (references in set values, effect arguments, timer
+and cascade payloads; input checks; guard callables) and reads settings from the event's facts. These
+tests pin the observable results of that: definition order of keys, data as the transition leaves it,
+settings overrides that apply at once, shared emits that cannot be changed, and every input kind.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from governors import Decision, Facts, Instance, Rejection, decide
+from governors.engine import compile_value
+from governors.facts import Context
+from governors.rules.base import GUARDS, guard, updater
+from governors.settings import default_settings
+from governors.spec import SAME, Cascade, Governor, Input, State, Timer, Transition, frozen_map, fx
+
+NOW = datetime(2026, 3, 1, 9, tzinfo=UTC)
+SETTINGS = default_settings()
+
+if "cmp_flag_cleared" not in GUARDS:
+
+    @guard("cmp_flag_cleared", "the flag is still set")
+    def cmp_flag_cleared(ctx: Context) -> bool:
+        return "flag" not in ctx.data and ctx.data.get("flag", "absent") == "absent"
+
+    @guard("cmp_counted", "not counted yet")
+    def cmp_counted(ctx: Context) -> bool:
+        return int(ctx.data.get("count", 0)) > 0
+
+    @updater("cmp_count")
+    def cmp_count(ctx: Context) -> dict[str, Any]:
+        return {"count": int(ctx.data.get("count", 0)) + 1}
+
+
+def T(*args: object, **kw: object) -> Transition:
+    return Transition(*args, **kw)  # type: ignore[arg-type]
+
+
+GOV = Governor(
+    name="compiled",
+    title="Compiled",
+    description="a governor exercising the engine's precompiled paths",
+    instance_of="customer",
+    states=(
+        State("idle", "idle"),
+        State(
+            "busy",
+            "busy",
+            attention="cmp_counted",
+            attention_reason="counted",
+            timers=(
+                Timer("tick", "tick", after="entitlement.suspension_timeout", payload={"seq": "$data.count"}),
+            ),
+        ),
+        State("done", "done", terminal=True),
+    ),
+    transitions=(
+        T("C01", ("create",), (), "idle", ("sys",)),
+        T(
+            "C02",
+            ("start",),
+            ("idle",),
+            "busy",
+            ("sys", "manager"),
+            set={
+                "started_at": "$now",
+                "label": "fixed",
+                "note": "$payload.note",
+                "trail": ["$event", "literal", ("$state",)],
+                "owner": {"instance": "$instance.id", "cap": "$setting.engine.max_text_length"},
+                "flag": None,
+            },
+            updates=("cmp_count",),
+            effects=(
+                fx("notify_customer", template="started"),
+                fx("audit_note", count="$data.count", note="$data.note", gone="$data.flag"),
+            ),
+        ),
+        T("C03", ("tick",), ("busy",), SAME, ("timer",)),
+        T(
+            "C04",
+            ("poke",),
+            ("idle", "busy"),
+            SAME,
+            ("sys", "support"),
+            inputs=(
+                Input("amount", "cents", required=False, min=1, max=500),
+                Input("count", "int", required=False),
+                Input("code", "code", required=False, choices=("a", "b")),
+                Input("text", "text", required=False, min=3),
+                Input("yes", "bool", required=False),
+                Input("at", "datetime", required=False),
+                Input("tags", "list", required=False, choices=("x", "y")),
+                Input("blob", "mapping", required=False),
+            ),
+        ),
+        T("C05", ("finish",), ("busy",), "done", ("sys",)),
+    ),
+    cascades=(
+        Cascade("K1", ("C02",), "compiled", "poke", select="self", payload={"why": "started"}),
+        Cascade(
+            "K2",
+            ("C02",),
+            "compiled",
+            "poke",
+            select="self",
+            when="cmp_flag_cleared",
+            payload={"count": "$data.count", "id": "$instance.id"},
+        ),
+    ),
+)
+
+IDLE = Instance("compiled", "c-1", state="idle", state_seq=1, data=frozen_map({"flag": True, "count": 2}))
+
+
+def facts(role: str = "sys", settings: Any = SETTINGS, **payload: object) -> Facts:
+    return Facts(now=NOW, role=role, actor="u1", payload=frozen_map(payload), settings=settings)
+
+
+def test_set_values_resolve_in_definition_order_with_nested_references() -> None:
+    out = decide(GOV, IDLE, "start", facts(note="hello"))
+    assert isinstance(out, Decision)
+    assert list(out.changes) == ["started_at", "label", "note", "trail", "owner", "flag", "count"]
+    assert out.changes["started_at"] == NOW
+    assert out.changes["note"] == "hello"
+    # Lists (and tuples) resolve to lists, as before; ``$state`` before the move is the current state.
+    assert out.changes["trail"] == ["start", "literal", ["idle"]]
+    assert out.changes["owner"] == {"instance": "c-1", "cap": 5000}
+    assert out.changes["count"] == 3
+
+
+def test_effects_timers_cascades_and_attention_see_the_data_as_the_transition_leaves_it() -> None:
+    out = decide(GOV, IDLE, "start", facts(note="hello"))
+    assert isinstance(out, Decision)
+    static, dynamic = out.effects
+    assert static is GOV.transitions[1].effects[0], "an effect without references is the definition's own"
+    assert dynamic.name == "audit_note" and dict(dynamic.args) == {"count": 3, "note": "hello", "gone": None}
+    (arm,) = out.timer_ops
+    assert arm.op == "arm" and arm.timer.payload == {"seq": 3}
+    assert arm.timer.due_at == NOW + timedelta(hours=72)
+    # K2 runs only because ``flag`` was deleted (set to None) by the row.
+    assert [(c.id, dict(c.payload)) for c in out.cascades] == [
+        ("K1", {"why": "started"}),
+        ("K2", {"count": 3, "id": "c-1"}),
+    ]
+    assert out.attention is True and out.attention_reason == "counted"
+
+
+def test_shared_cascade_emits_are_read_only_and_equal_across_decisions() -> None:
+    first = decide(GOV, IDLE, "start", facts(note="a"))
+    second = decide(GOV, IDLE, "start", facts(note="b"))
+    assert isinstance(first, Decision) and isinstance(second, Decision)
+    assert first.cascades[0] == second.cascades[0]
+    with pytest.raises(TypeError):
+        first.cascades[0].payload["why"] = "changed"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        first.changes["label"] = "changed"  # type: ignore[index]
+
+
+def test_settings_overrides_apply_per_event_and_do_not_stick() -> None:
+    shorter = SETTINGS.override({"entitlement.suspension_timeout": "2h"})
+    due = []
+    for settings in (SETTINGS, shorter, SETTINGS, shorter):
+        out = decide(GOV, IDLE, "start", facts(settings=settings))
+        assert isinstance(out, Decision)
+        due.append(out.timer_ops[0].timer.due_at)
+    assert due == [NOW + timedelta(hours=72), NOW + timedelta(hours=2)] * 2
+
+
+def test_staff_reason_length_follows_the_settings_of_the_event() -> None:
+    strict = SETTINGS.override({"engine.min_reason_length": 30})
+    reason = "customer called in"  # 18 characters
+    outcomes = [
+        decide(GOV, IDLE, "poke", facts("support", settings=s, reason=reason))
+        for s in (SETTINGS, strict, SETTINGS)
+    ]
+    assert isinstance(outcomes[0], Decision) and isinstance(outcomes[2], Decision)
+    rejected = outcomes[1]
+    assert isinstance(rejected, Rejection) and rejected.code == "invalid_input"
+    assert rejected.message == "give a reason of at least 30 characters"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"amount": True}, "amount must be a whole number of cents"),
+        ({"amount": 1.5}, "amount must be a whole number of cents"),
+        ({"amount": 0}, "amount must be at least 1"),
+        ({"amount": 501}, "amount must be at most 500"),
+        ({"count": "3"}, "count must be a whole number"),
+        ({"code": "c"}, "code must be one of: a, b"),
+        ({"code": 1}, "code must be text"),
+        ({"text": "  ab  "}, "text must be at least 3 characters"),
+        ({"text": "x" * 5001}, "text must be at most 5000 characters"),
+        ({"yes": 1}, "yes must be true or false"),
+        ({"at": "2026-03-01T09:00:00"}, "at must be a date and time with a time zone (ISO 8601)"),
+        ({"at": "yesterday"}, "at must be a date and time with a time zone (ISO 8601)"),
+        ({"at": datetime(2026, 3, 1)}, "at must be a date and time with a time zone (ISO 8601)"),  # noqa: DTZ001
+        ({"tags": "x"}, "tags must be a list"),
+        ({"tags": ["x", "z"]}, "tags may only contain: x, y"),
+        ({"blob": ["k", "v"]}, "blob must be an object"),
+    ],
+)
+def test_every_input_kind_refuses_bad_values_with_an_actionable_message(
+    payload: dict[str, Any], message: str
+) -> None:
+    out = decide(GOV, IDLE, "poke", facts(**payload))
+    assert isinstance(out, Rejection) and out.code == "invalid_input"
+    assert (out.message, out.details["field"]) == (message, next(iter(payload)))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"amount": 500, "count": -3, "code": "b", "text": "abc", "yes": False},
+        {"at": "2026-03-01T09:00:00+00:00", "tags": ("x", "y"), "blob": {"k": 1}},
+        {"at": NOW, "tags": [], "blob": MappingProxyType({}), "amount": None, "text": ""},
+    ],
+)
+def test_every_input_kind_accepts_good_or_absent_values(payload: dict[str, Any]) -> None:
+    assert isinstance(decide(GOV, IDLE, "poke", facts(**payload)), Decision)
+
+
+def test_an_unknown_reference_is_refused_when_compiled() -> None:
+    with pytest.raises(ValueError, match="unknown reference"):
+        compile_value({"ok": "$data.x", "bad": "$nowhere.y"})
