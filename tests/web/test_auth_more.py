@@ -160,6 +160,21 @@ def test_two_step_ups_racing_with_one_code_let_only_one_through(
     assert outcome == [users.TOTP_REUSED]
 
 
+def test_a_step_up_sees_a_step_recorded_after_its_session_loaded_the_user(
+    web_db: Database, make_user: MakeUser
+) -> None:
+    user = make_user("boss@corp.test", ["manager"], totp=True)
+    code = code_at(user.totp_secret)
+    now = datetime.now(UTC)
+    with web_db.session() as s1:
+        loaded = s1.get(StaffUser, user.id)  # e.g. the caller looked the approver up first (kept alive)
+        assert loaded is not None and loaded.totp_last_step is None
+        with web_db.session() as s2:
+            users.verify_step_up(s2, user.id, code, now=now)  # another request uses the code
+        with pytest.raises(users.StepUpError, match="already used"):
+            users.verify_step_up(s1, user.id, code, now=now)
+
+
 # --- passwords expire (console.password_max_age, 90 days) ------------------------------------------
 
 

@@ -564,7 +564,8 @@ def verify_step_up(session: Session, user_id: str, code: str, *, now: datetime) 
     Every step-up (four-eyes approvals, admin role grants, the API) comes here; accepting the code
     records its step, so the same code cannot approve a second request.
     """
-    user = session.get(StaffUser, user_id, with_for_update=True)
+    # populate_existing: a row the caller loaded earlier must not hide a step recorded since then.
+    user = session.get(StaffUser, user_id, with_for_update=True, populate_existing=True)
     if user is None or not user.active:
         raise StepUpError("the approver's account is not active")
     if not user.totp_secret:
