@@ -98,6 +98,15 @@ def test_find_a_customer_and_watch_the_cockpit_update_live(
     page.wait_for_selector("#lock-flag")
     assert page.evaluate("window.__sameDocument") is True  # no reload happened
     assert page.get_attribute("#live", "data-marker") != marker
+    # The swapped-in diagram is styled by the page's one diagram stylesheet (it carries none itself).
+    current = "#gov-customer_account-state-locked"
+    assert page.evaluate(f"getComputedStyle(document.querySelector('{current} > rect')).fill") == (
+        "rgb(37, 99, 235)"
+    )
+    assert (
+        page.evaluate(f"getComputedStyle(document.querySelector('{current} > text')).textAnchor") == "middle"
+    )
+    assert page.locator("svg.gov-diagram style").count() == 0
     page.screenshot(path=str(ARTIFACTS / "cockpit-locked.png"), full_page=True)
 
     # The full-size toggle widens a diagram without any script of ours.
