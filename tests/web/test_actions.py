@@ -585,6 +585,8 @@ def test_manager_approves_finance_refund_and_the_refund_is_recorded(
     inv, approval_id = _request_refund(web_db, finance)
     queue = manager.client.get("/approvals").get_data(as_text=True)
     assert approval_id in queue and "Expires in" in queue
+    assert finance.user.email in queue  # people are shown by email, not by their user id
+    assert finance.user.email in manager.client.get(f"/approvals/{approval_id}").get_data(as_text=True)
     wrong = _decide(manager, approval_id, "approve", code="000000")
     assert wrong.status_code == 403 and "authenticator code is wrong" in wrong.get_data(as_text=True)
     assert _count(web_db, TransitionRecord, instance_id=inv, event="issue_refund") == 0

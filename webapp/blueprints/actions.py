@@ -30,6 +30,7 @@ from webapp.htmx import is_htmx, render_page_or_block
 from webapp.models import Approval, Customer, GovernorInstance, IdempotencyRecord
 from webapp.policy import ROLES, permission
 from webapp.services import approvals as approval_service
+from webapp.services import users
 from webapp.services.actions import best_actions_for_row
 from webapp.services.facts import world_facts
 from webapp.services.transitions import Actor, EventRequest, TransitionError, fire_event, preview
@@ -356,6 +357,9 @@ def _queue_context(session: Session, now: datetime) -> dict[str, Any]:
     return {
         "pending": pending,
         "mine": mine,
+        "people": users.staff_emails(
+            session, [a.requested_by for a in pending] + [a.decided_by for a in mine]
+        ),
         "now": now,
         "age": lambda a: _age(now, a.created_at),
         "expires_in": lambda a: _duration(int((a.expires_at - now).total_seconds())),
@@ -401,6 +405,7 @@ def _detail(
         message=message,
         kind=kind,
         age=_age(now, approval.created_at),
+        people=users.staff_emails(session, [approval.requested_by, approval.decided_by]),
         expires_in=_duration(int((approval.expires_at - now).total_seconds())),
         title_of=_gov_title,
     )

@@ -51,7 +51,7 @@ from webapp.models import GovernorInstance
 from webapp.models.bulk import BulkRun
 from webapp.policy import ROLES, can, permission, why_not
 from webapp.services import billing_queries as bq
-from webapp.services import bulk
+from webapp.services import bulk, users
 from webapp.services.actions import best_actions_for_row
 from webapp.services.queries import relative
 from webapp.validation import InputError, clean_text
@@ -424,7 +424,9 @@ def my_approvals() -> Response:
             "approvals",
             waiting=waiting,
             mine=mine,
-            people=bq.staff_emails(session, [a.requested_by for a in waiting] + [a.decided_by for a in mine]),
+            people=users.staff_emails(
+                session, [a.requested_by for a in waiting] + [a.decided_by for a in mine]
+            ),
             now=now,
             relative=relative,
             can_decide=can(_roles(), "approval.decide"),

@@ -543,13 +543,3 @@ def stuck(
         age = max(timedelta(0), now - due)
         out.append(AgedInvoice(to_row(r, names), due, age, age_class(age, timedelta(hours=24)), what))
     return sorted(out, key=lambda a: (a.since, a.invoice.id))[:limit]
-
-
-def staff_emails(session: Session, user_ids: Iterable[str | None]) -> dict[str, str]:
-    """Staff user id → email, for showing who asked and who decided."""
-    from webapp.models import StaffUser
-
-    ids = sorted({u for u in user_ids if u})
-    if not ids:
-        return {}
-    return dict(session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids))).all())
