@@ -257,6 +257,24 @@ _UPDATE_INSTANCE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id")
 _TARGET_AND_CATALOG = _LOAD.where(
     or_(_INSTANCES.c.id == bindparam("instance_id"), _INSTANCES.c.governor == "catalog")
 )
+# ... and, in the same round trip, the lock on the target's customer (the first lock an event takes):
+# the server locks the row when the first result row needs ``locked_customer``. The instances are
+# locked by the next statement, whose snapshot is taken once this lock is held.
+_TARGETS_OWNER = (
+    select(_CUSTOMERS.c.id)
+    .where(
+        _CUSTOMERS.c.id
+        == select(_INSTANCES.c.customer_id)
+        .where(_INSTANCES.c.id == bindparam("instance_id"))
+        .scalar_subquery(),
+        _CUSTOMERS.c.tenant_id == bindparam("tenant_id"),
+    )
+    .with_for_update()
+    .cte("owner")
+)
+_TARGET_AND_CATALOG_LOCKING_OWNER = _TARGET_AND_CATALOG.add_columns(
+    select(_TARGETS_OWNER.c.id).scalar_subquery().label("locked_customer")
+)
 _CATALOG = _LOAD.where(_INSTANCES.c.governor == "catalog")
 _OWNER = (
     select(_CUSTOMERS.c.id)
@@ -297,23 +315,34 @@ def _connection(session: Session) -> Connection:
     return session.connection()
 
 
-def _load_target(session: Session, req: EventRequest) -> tuple[Row[Any] | None, list[Row[Any]]]:
-    """The request's target row (None for a creation event) and the catalog rows (unlocked reads)."""
+def _load_target(
+    session: Session, req: EventRequest, *, lock_owner: bool = False
+) -> tuple[Row[Any] | None, list[Row[Any]], bool]:
+    """The request's target row (None for a creation event), the catalog rows (unlocked reads), and
+    whether the target's customer is now locked (``lock_owner``: locked in the same round trip)."""
     if req.instance_id is None:
-        return None, _catalog(session)
-    rows = list(_connection(session).execute(_TARGET_AND_CATALOG, {"instance_id": req.instance_id}))
+        return None, _catalog(session), False
+    query = _TARGET_AND_CATALOG_LOCKING_OWNER if lock_owner else _TARGET_AND_CATALOG
+    params = {"instance_id": req.instance_id, "tenant_id": req.tenant_id}
+    rows = list(_connection(session).execute(query, params))
     row = next((r for r in rows if r.id == req.instance_id), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
-    return row, [r for r in rows if r.governor == "catalog"]
+    locked = lock_owner and row.customer_id is not None and row.locked_customer == row.customer_id
+    return row, [r for r in rows if r.governor == "catalog"], locked
 
 
-def _lock_customer(session: Session, tenant_id: str, customer_id: str | None) -> list[Row[Any]]:
-    """Lock the customer row, then every instance of the customer in id order; return them."""
+def _lock_customer(
+    session: Session, tenant_id: str, customer_id: str | None, *, locked: bool = False
+) -> list[Row[Any]]:
+    """Lock the customer row (unless ``locked`` already), then its instances in id order; return them."""
     if customer_id is None:
         return []
     connection = _connection(session)
-    if connection.execute(_OWNER, {"customer_id": customer_id, "tenant_id": tenant_id}).first() is None:
+    if (
+        not locked
+        and connection.execute(_OWNER, {"customer_id": customer_id, "tenant_id": tenant_id}).first() is None
+    ):
         raise TransitionError(404, "not_found", "no such customer")
     return list(connection.execute(_LOCK_INSTANCES, {"customer_id": customer_id}))
 
@@ -391,9 +420,9 @@ def _fire_event(
         if replay is not None:
             return replay
 
-    target_row, catalog = _load_target(session, req)
+    target_row, catalog, owner_locked = _load_target(session, req, lock_owner=True)
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
-    rows = _lock_customer(session, req.tenant_id, customer_id)
+    rows = _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
     if target_row is not None and target_row.governor == "catalog" and customer_id is None:
         session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
         catalog = _catalog(session)  # again, under the lock: the target must be read as locked
@@ -1063,7 +1092,7 @@ def preview(
     facts_hook: FactsHook | None = None,
 ) -> dict[str, Any]:
     """The what-if plan of ``req`` (every governor that would change, timers, money); applies nothing."""
-    target_row, catalog = _load_target(session, req)
+    target_row, catalog, _ = _load_target(session, req)
     customer_id = target_row.customer_id if target_row is not None else req.customer_id
     rows = (
         list(session.connection().execute(_LOAD.where(_INSTANCES.c.customer_id == customer_id)))
