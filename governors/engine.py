@@ -287,7 +287,8 @@ def _check_inputs(
     """(field, message) for the first invalid input, including the staff reason rule (§0.2)."""
     payload = facts.payload
     if staff:
-        _, minimum, maximum, written = _reason_limits(settings)
+        limits = _REASON_LIMITS[0] if _REASON_LIMITS and _REASON_LIMITS[0][0] is settings else None
+        _, minimum, maximum, written = limits or _reason_limits(settings)
         reason = payload.get("reason")
         if not isinstance(reason, str) or len(reason.strip()) < minimum:
             return "reason", f"give a reason of at least {minimum} characters"
@@ -318,7 +319,18 @@ def _check_inputs(
 class _Timer:
     """A state's timer with its guard resolved and its payload precompiled."""
 
-    __slots__ = ("after", "at", "before", "event", "name", "payload", "payload_fn", "plain", "when_fn")
+    __slots__ = (
+        "after",
+        "at",
+        "before",
+        "bound",
+        "event",
+        "name",
+        "payload",
+        "payload_fn",
+        "plain",
+        "when_fn",
+    )
 
     def __init__(self, t: Timer) -> None:
         self.name = t.name
@@ -329,6 +341,9 @@ class _Timer:
         self.when_fn = _guard_fn(t.when) if t.when is not None else None
         # A plain running timer changes only on state entry, when it fires, or when a row re-arms it.
         self.plain = t.when is None and t.at is None
+        # (settings, duration of ``after`` or ``before``) for the settings object last used: one tuple,
+        # replaced whole, so concurrent decisions with other settings never see a mixed pair.
+        self.bound: tuple[Settings | None, timedelta] = (None, _ZERO)
         self.payload: Mapping[str, Any] = t.payload
         self.payload_fn: Resolver | None = None
         if t.payload:
@@ -743,22 +758,6 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     return Rejection(code, message, gov.name, event, state, row_id, details)
 
 
-def _changed(data: Mapping[str, Any], changes: dict[str, Any]) -> Mapping[str, Any]:
-    """Read-only data after a transition: ``changes`` over ``data`` (a None value deletes the key)."""
-    # ``dict(proxy)`` takes CPython's slow generic-mapping path; copying the proxied dict does not.
-    kind = type(data)
-    merged: dict[str, Any] = (
-        data.copy()  # type: ignore[attr-defined]
-        if kind is MappingProxyType or kind is dict
-        else dict(data)
-    )
-    merged.update(changes)
-    for key, value in changes.items():
-        if value is None:
-            del merged[key]
-    return MappingProxyType(merged)
-
-
 def _build(
     comp: _Compiled,
     inst: Instance,
@@ -809,11 +808,24 @@ def _build(
     # timers, cascades, effects and attention do not read it skip making that data.
     after = ctx
     if row.reads_after or info.reads_after:
-        after = ctx.moved_on(_changed(inst.data, made) if made else inst.data, to)
+        if made:
+            data = inst.data
+            # ``dict(proxy)`` takes CPython's slow generic-mapping path; copying the proxied dict does not.
+            merged: dict[str, Any] = (
+                data.copy() if type(data) is MappingProxyType or type(data) is dict else dict(data)
+            )
+            merged.update(made)
+            if None in made.values():  # a None change deletes the key
+                for key, value in made.items():
+                    if value is None:
+                        del merged[key]
+            ctx.moved_on(MappingProxyType(merged), to)
+        else:
+            ctx.moved_on(inst.data, to)
     timer_ops: tuple[TimerOp, ...] = ()
     if entering:
         if inst.timers or info.timers:
-            ops = [TimerOp("cancel", ts) for ts in inst.timers.values()]
+            ops = [TimerOp("cancel", ts) for ts in inst.timers.values()] if inst.timers else []
             for t in info.timers:
                 armed = _arm(t, seq, after, settings)
                 if armed is not None:
@@ -859,9 +871,10 @@ def _build(
         attention = _passes(info.attention_fn, after)
     effects = row.effects
     if row.effect_fns is not None:
-        effects = tuple(
-            e if fn is None else Effect(e.name, MappingProxyType(fn(after))) for e, fn in row.effect_fns
-        )
+        built: list[Effect] = []
+        for e, fn in row.effect_fns:
+            built.append(e if fn is None else Effect(e.name, MappingProxyType(fn(after))))
+        effects = tuple(built)
     return Decision(
         gov.name,
         inst.id,
@@ -888,13 +901,17 @@ def _build(
 def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | None:
     """A fresh timer for the state entry ``seq``: running, or paused when its ``when`` fails."""
     now = ctx.facts.now
+    bound = t.bound
+    if bound[0] is not settings:
+        key = t.after if t.after is not None else t.before
+        bound = t.bound = (settings, settings.duration(key) if key else _ZERO)
     if t.after is not None:
-        due = now + settings.duration(t.after)
+        due = now + bound[1]
     else:
         anchor = as_datetime(ctx.data.get(t.at or ""))
         if anchor is None:
             return None
-        due = anchor - settings.duration(t.before) if t.before else anchor
+        due = anchor - bound[1]
     payload = t.payload if t.payload_fn is None else MappingProxyType(t.payload_fn(ctx))
     if t.when_fn is None or _passes(t.when_fn, ctx):
         return TimerState(t.name, t.event, seq, due, None, payload)

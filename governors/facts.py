@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 def as_datetime(value: Any) -> datetime | None:
     """A datetime from a datetime or an ISO 8601 string (as stored in JSON data), else None."""
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is datetime or (kind is not str and isinstance(value, datetime)):
+        return value  # type: ignore[no-any-return]
+    if kind is str or isinstance(value, str):
         try:
             return datetime.fromisoformat(value)
         except ValueError:
@@ -127,7 +128,19 @@ class Context:
     (a plain slotted class rather than a frozen dataclass: the engine builds two per decision).
     """
 
-    __slots__ = ("_memo", "data", "event", "facts", "governor", "instance", "row", "settings", "target")
+    __slots__ = (
+        "_memo",
+        "data",
+        "event",
+        "facts",
+        "governor",
+        "instance",
+        "now",
+        "payload",
+        "row",
+        "settings",
+        "target",
+    )
 
     def __init__(
         self,
@@ -148,6 +161,11 @@ class Context:
         self.data = data
         self.row = row
         self.target = target
+        # Plain attributes rather than properties: guards read them on almost every event.
+        self.now: datetime = facts.now
+        """The event's instant (the engine has no clock)."""
+        self.payload: Mapping[str, Any] = facts.payload
+        """The event's payload."""
         self._memo: dict[str, Any] | None = None
 
     def cached(self, key: str, compute: Callable[[Context], T]) -> T:
@@ -171,19 +189,9 @@ class Context:
         return f"Context({self.governor.name}, {inst.id}, {self.event!r}, state={inst.state})"
 
     @property
-    def now(self) -> datetime:
-        """The event's instant (the engine has no clock)."""
-        return self.facts.now
-
-    @property
     def by_staff(self) -> bool:
         """True when a person (a staff role) sends the event, not the system, a timer or a cascade."""
         return self.facts.role in STAFF_ROLES
-
-    @property
-    def payload(self) -> Mapping[str, Any]:
-        """The event's payload."""
-        return self.facts.payload
 
     @property
     def state(self) -> str | None:
