@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.db import Database
@@ -71,8 +71,32 @@ class RefundResult:
         return self.status == "succeeded"
 
 
+@dataclass(frozen=True)
+class SettlementLine:
+    """One line of the processor's settlement report: a charge or refund as the processor settled it."""
+
+    reference: str
+    kind: str  # "charge" or "refund"
+    amount_cents: int
+    currency: str
+    status: str  # "succeeded", "declined" or "failed"
+    customer_ref: str
+    settled_at: datetime
+
+
+@dataclass(frozen=True)
+class SettlementPage:
+    """A page of the settlement report, and the cursor to ask for the next one with."""
+
+    lines: tuple[SettlementLine, ...]
+    cursor: str | None
+    has_more: bool
+
+
 class PaymentProcessor(Protocol):
-    """What the effect handlers need from a payment processor."""
+    """What the effect handlers and the reconciliation import need from a payment processor."""
+
+    name: str
 
     def charge(
         self, idempotency_key: str, customer_ref: str, amount_cents: int, currency: str, token: str
@@ -89,6 +113,13 @@ class PaymentProcessor(Protocol):
         payment_ref: str | None = None,
     ) -> RefundResult:
         """Refund ``amount_cents`` (of ``payment_ref`` when known); the same key returns the first result."""
+        ...
+
+    def settlement_report(self, cursor: str | None, *, until: datetime, limit: int = 500) -> SettlementPage:
+        """Lines settled after ``cursor`` (from the start when None) and before ``until``, oldest first.
+
+        ``cursor`` is the opaque value of a previous page; a page of ``limit`` lines says ``has_more``.
+        """
         ...
 
 
@@ -122,6 +153,8 @@ def _validate(amount_cents: int, currency: str) -> None:
 
 class SandboxProcessor:
     """A deterministic test-mode processor whose ledger is the ``sandbox_charges`` table."""
+
+    name = "sandbox"
 
     def __init__(self, db: Database, *, slow_seconds: float = 3.0) -> None:
         self.db = db
@@ -202,6 +235,45 @@ class SandboxProcessor:
         )
         return _refund_result(row, replayed=replayed)
 
+    def settlement_report(self, cursor: str | None, *, until: datetime, limit: int = 500) -> SettlementPage:
+        """The ledger rows created after ``cursor`` and before ``until``, ordered by (time, id).
+
+        A sandbox charge settles when it is recorded (``settled_at`` = its ``created_at``). The cursor is
+        ``"<settled_at ISO>|<id>"`` of the page's last line. Callers keep ``until`` a little in the past
+        (``SETTLEMENT_LAG``): a row committed late with an earlier time than a line already reported would
+        otherwise never be reported.
+        """
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit!r}")
+        query = select(SandboxCharge).where(SandboxCharge.created_at < until)
+        if cursor:
+            after_at, after_id = _parse_cursor(cursor)
+            query = query.where(
+                or_(
+                    SandboxCharge.created_at > after_at,
+                    and_(SandboxCharge.created_at == after_at, SandboxCharge.id > after_id),
+                )
+            )
+        query = query.order_by(SandboxCharge.created_at, SandboxCharge.id).limit(limit + 1)
+        with self.db.session() as session:
+            rows = list(session.scalars(query))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        lines = tuple(
+            SettlementLine(
+                reference=r.reference,
+                kind=r.kind,
+                amount_cents=r.amount_cents,
+                currency=r.currency,
+                status=r.status,
+                customer_ref=r.customer_ref,
+                settled_at=r.created_at,
+            )
+            for r in rows
+        )
+        last = f"{rows[-1].created_at.isoformat()}|{rows[-1].id}" if rows else cursor
+        return SettlementPage(lines=lines, cursor=last, has_more=more)
+
     # ------------------------------------------------------------------ the processor's own ledger
 
     def _stored(self, key: str, kind: str, customer_ref: str, amount_cents: int) -> SandboxCharge | None:
@@ -234,6 +306,15 @@ class SandboxProcessor:
             stored = self._stored(row.idempotency_key, row.kind, row.customer_ref, row.amount_cents)
             assert stored is not None
             return stored, True
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int]:
+    at, _, row_id = cursor.rpartition("|")
+    try:
+        moment = datetime.fromisoformat(at)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), int(row_id)
+    except ValueError:
+        raise ValueError(f"not a settlement report cursor: {cursor!r}") from None
 
 
 def _charge_result(row: SandboxCharge, *, replayed: bool) -> ChargeResult:

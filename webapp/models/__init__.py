@@ -9,6 +9,7 @@ from webapp.models.base import Base
 from webapp.models.bulk import BulkRun
 from webapp.models.compliance import LegalHold, PrivacyRequest
 from webapp.models.governance import DueTimer, GovernorInstance, StateSnapshot, TransitionRecord
+from webapp.models.reconciliation import ProcessorCursor, ProcessorRecord
 from webapp.models.staff import ApiToken, Approval, RoleGrant, StaffUser
 from webapp.models.staff_requests import RoleGrantRequest
 from webapp.models.tenancy import Customer, Tenant
@@ -31,6 +32,8 @@ __all__ = [
     "Notification",
     "OutboxMessage",
     "PrivacyRequest",
+    "ProcessorCursor",
+    "ProcessorRecord",
     "RoleGrant",
     "RoleGrantRequest",
     "SandboxCharge",

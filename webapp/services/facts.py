@@ -2,13 +2,14 @@
 
 The engine never queries anything; the service calls ``world_facts`` before planning and passes
 the result in ``Facts.extra``. Each fact is documented by the guard that reads it (grep
-``ctx.fact(`` in governors/rules). Facts the console cannot know yet (processor reconciliation
-records, feature registry) are left out, so their guards fall back to their documented defaults.
+``ctx.fact(`` in governors/rules). The billing reconciliation facts come from the imported processor
+settlement lines (``webapp.services.reconciliation``); facts the console cannot know yet (feature
+registry) are left out, so their guards fall back to their documented defaults.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, Exists, ScalarSelect, SQLColumnExpression, func, select
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from governors import Instance
 from webapp.models import GovernorInstance, LegalHold
+from webapp.services.reconciliation import reconciliation_facts
 
 
 def world_facts(
@@ -25,12 +27,15 @@ def world_facts(
     event: str,
     *,
     known: Mapping[str, Any] | None = None,
+    payload: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Facts for ``event`` on ``target``: SKU holder counts and states for the catalog, legal holds, ...
 
     ``known``: facts the caller has already read with its own query (``legal_hold`` from
     ``legal_hold_exists``, ``sku_active_entitlements`` from ``active_entitlements``), so a page judging
     all of a customer's cards does not ask once per card; the others are looked up here.
+    ``payload``: the event's payload, for facts about what it names (B08's ``processor_proof_ref``);
+    pass ``facts_hook=payload_facts(payload)`` to the transition service to have it.
     """
     known = known or {}
     hold = known["legal_hold"] if "legal_hold" in known else _on_hold(session, target.customer_id)
@@ -46,7 +51,23 @@ def world_facts(
         replacement = target.data.get("replacement_sku")
         if isinstance(replacement, str):
             facts["replacement_sku_state"] = facts["sku_states"].get(replacement)
+    if target.governor == "billing" and event == "accounting_reconciled":
+        facts.update(reconciliation_facts(session, target, payload))
     return facts
+
+
+def payload_facts(
+    payload: Mapping[str, Any],
+) -> Callable[[Session, Mapping[str, Instance], Instance, str], Any]:
+    """``world_facts`` as a facts hook that also sees the event's ``payload`` (the service's hook
+    receives no payload; B08's force-reconcile is judged on the proof ref it names)."""
+
+    def hook(
+        session: Session, snapshot: Mapping[str, Instance], target: Instance, event: str
+    ) -> dict[str, Any]:
+        return world_facts(session, snapshot, target, event, payload=payload)
+
+    return hook
 
 
 def _on_hold(session: Session, customer_id: str | None) -> bool:

@@ -1,0 +1,346 @@
+"""Payment reconciliation (B08): import the processor's settlement report, match invoices against it.
+
+Real reconciliation never asks the processor while invoice rows are locked. It runs in two steps:
+
+1. ``import_settlements`` pulls the processor's settlement report since the stored cursor (a network
+   call in real life, made with no transaction of ours open) and upserts its lines into
+   ``processor_records``, unique by the processor's reference, with the new cursor in the same
+   transaction. Running it twice imports nothing new; a lost cursor only re-reads lines already stored.
+2. ``reconcile_due`` fires ``accounting_reconciled`` (actor system) through ``fire_event`` for each
+   invoice paid at least ``billing.reconcile_min_age`` ago whose payments the imported lines confirm.
+   The guard ``billing_processor_confirms`` reads the same answer, under the lock, as the world fact
+   ``processor_record_matches`` (``reconciliation_facts``). Mismatches are not fired, so they are not
+   refused once a minute: they stay in payment_received, with its attention flag, for finance.
+
+The match (``processor_record_matches``): every id in the invoice's ``payment_ids`` is an imported,
+succeeded charge of the invoice's customer in its currency, and those charges sum to ``paid_cents`` plus
+the duplicate charges kept aside in ``extra_payments`` (Bx4 adds their ids to ``payment_ids`` but not their
+amounts to ``paid_cents``). Refunds are not subtracted: in the billing data model ``paid_cents`` is what
+was paid, and refunds are counted apart (``refunds``/``refunded_cents``, B22) and settle as their own
+refund lines, so a later refund never undoes the match of the charge it returns.
+
+A force-reconcile by finance (``processor_confirms_payment``) names a ``processor_proof_ref``: it counts
+when that reference is an imported, succeeded charge of the invoice's customer, in its currency, for
+exactly ``paid_cents``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from governors import Instance
+from webapp.adapters import adapters_for
+from webapp.adapters.payments import PaymentProcessor, SettlementPage
+from webapp.models import GovernorInstance, ProcessorCursor, ProcessorRecord
+from webapp.runtime import Runtime
+
+SETTLEMENT_LAG = timedelta(minutes=1)
+"""The report is read up to this long before now, so a line committed late is never skipped."""
+
+PAGE_SIZE = 500
+"""Settlement lines asked for per page (and stored per transaction)."""
+
+MAX_PAGES = 20
+"""Pages one import reads at most; the rest waits for the next sweep."""
+
+RECONCILE_BATCH = 200
+"""Invoices one reconcile pass looks at per query."""
+
+RECONCILE_EVENT = "accounting_reconciled"
+
+_RECORD_COLUMNS = (
+    ProcessorRecord.reference,
+    ProcessorRecord.kind,
+    ProcessorRecord.amount_cents,
+    ProcessorRecord.currency,
+    ProcessorRecord.status,
+    ProcessorRecord.customer_ref,
+)
+
+
+@dataclass
+class ImportReport:
+    """What one import did: pages read, lines seen, lines new to us, and the cursor it ended at."""
+
+    pages: int = 0
+    lines: int = 0
+    imported: int = 0
+    cursor: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (the sweep's result)."""
+        return {"pages": self.pages, "lines": self.lines, "imported": self.imported, "cursor": self.cursor}
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile pass did: invoices looked at, reconciled, left for finance, refused."""
+
+    checked: int = 0
+    reconciled: int = 0
+    mismatched: int = 0
+    refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-able summary (the sweep's result)."""
+        return {
+            "checked": self.checked,
+            "reconciled": self.reconciled,
+            "mismatched": self.mismatched,
+            "refused": self.refused,
+        }
+
+
+# --------------------------------------------------------------------------- import
+
+
+def import_settlements(
+    runtime: Runtime,
+    now: datetime,
+    *,
+    processor: PaymentProcessor | None = None,
+    page_size: int = PAGE_SIZE,
+    max_pages: int = MAX_PAGES,
+) -> ImportReport:
+    """Pull the processor's settlement lines since the stored cursor into ``processor_records``."""
+    processor = processor or adapters_for(runtime).payments
+    with runtime.db.session() as session:
+        _ensure_cursor(session, processor.name)
+        cursor = session.scalar(
+            select(ProcessorCursor.cursor).where(ProcessorCursor.processor == processor.name)
+        )
+    report = ImportReport(cursor=cursor)
+    for _ in range(max_pages):
+        # The processor is asked with no transaction of ours open (no row is locked meanwhile).
+        page = processor.settlement_report(cursor, until=now - SETTLEMENT_LAG, limit=page_size)
+        with runtime.db.session() as session:
+            stored = _store_page(session, processor.name, cursor, page, now)
+        if stored is None:  # another import moved the cursor meanwhile: it carries on from there
+            break
+        report.pages += 1
+        report.lines += len(page.lines)
+        report.imported += stored
+        cursor = report.cursor = page.cursor
+        if not page.has_more:
+            break
+    return report
+
+
+def _ensure_cursor(session: Session, processor: str) -> None:
+    insert = _insert_for(session)
+    session.execute(insert(ProcessorCursor).values(processor=processor).on_conflict_do_nothing())
+
+
+def _insert_for(session: Session) -> Any:
+    return sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+
+
+def _store_page(
+    session: Session, processor: str, expected: str | None, page: SettlementPage, now: datetime
+) -> int | None:
+    """Insert the page's new lines and advance the cursor, or None when the cursor is not ``expected``."""
+    row = session.scalars(
+        select(ProcessorCursor).where(ProcessorCursor.processor == processor).with_for_update()
+    ).one()
+    if row.cursor != expected:
+        return None
+    imported = 0
+    if page.lines:
+        insert = _insert_for(session)
+        statement = (
+            insert(ProcessorRecord)
+            .values(
+                [
+                    {
+                        "processor": processor,
+                        "reference": line.reference,
+                        "kind": line.kind,
+                        "amount_cents": line.amount_cents,
+                        "currency": line.currency,
+                        "status": line.status,
+                        "customer_ref": line.customer_ref,
+                        "settled_at": line.settled_at,
+                        "imported_at": now,
+                    }
+                    for line in page.lines
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["reference"])
+            .returning(ProcessorRecord.id)
+        )
+        imported = len(session.execute(statement).all())
+    row.cursor = page.cursor
+    row.imported_at = now
+    return imported
+
+
+# --------------------------------------------------------------------------- matching (world facts)
+
+
+def reconciliation_facts(
+    session: Session, invoice: Instance, payload: Mapping[str, Any] | None = None
+) -> dict[str, bool]:
+    """``processor_record_matches`` and ``processor_confirms_payment`` of ``invoice`` (one query)."""
+    proof = (payload or {}).get("processor_proof_ref")
+    proof_ref = proof.strip() if isinstance(proof, str) and proof.strip() else None
+    refs = set(_strings(invoice.data.get("payment_ids")))
+    if proof_ref is not None:
+        refs.add(proof_ref)
+    records = _records(session, refs)
+    return {
+        "processor_record_matches": record_matches(invoice, records),
+        "processor_confirms_payment": proof_ref is not None
+        and proof_confirms(invoice, records.get(proof_ref)),
+    }
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The fields of an imported settlement line that the match reads."""
+
+    reference: str
+    kind: str
+    amount_cents: int
+    currency: str
+    status: str
+    customer_ref: str
+
+
+def _records(session: Session, refs: Iterable[str]) -> dict[str, Settled]:
+    wanted = sorted(refs)
+    if not wanted:
+        return {}
+    # One statement on the unique index of processor_records.reference.
+    rows = session.execute(select(*_RECORD_COLUMNS).where(ProcessorRecord.reference.in_(wanted)))
+    return {row.reference: Settled(*row) for row in rows}
+
+
+def _succeeded_charge(invoice: Instance, record: Settled | None) -> bool:
+    return (
+        record is not None
+        and invoice.customer_id is not None
+        and record.kind == "charge"
+        and record.status == "succeeded"
+        and record.customer_ref == invoice.customer_id
+        and record.currency == (invoice.data.get("currency") or record.currency)
+    )
+
+
+def record_matches(invoice: Instance, records: Mapping[str, Settled]) -> bool:
+    """Every payment of the invoice is a succeeded charge on record, summing to what it was paid."""
+    payment_ids = _strings(invoice.data.get("payment_ids"))
+    if not payment_ids or len(set(payment_ids)) != len(payment_ids):
+        return False
+    if not all(_succeeded_charge(invoice, records.get(ref)) for ref in payment_ids):
+        return False
+    extra = sum(_cents(p.get("amount_cents")) for p in invoice.data.get("extra_payments", ()) or ())
+    expected = _cents(invoice.data.get("paid_cents")) + extra
+    return expected > 0 and sum(records[ref].amount_cents for ref in payment_ids) == expected
+
+
+def proof_confirms(invoice: Instance, record: Settled | None) -> bool:
+    """The proof ref is a succeeded charge of the invoice's customer for exactly what it was paid."""
+    return (
+        _succeeded_charge(invoice, record)
+        and record is not None
+        and (record.amount_cents == _cents(invoice.data.get("paid_cents")))
+    )
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [str(v) for v in value if v is not None and str(v)]
+
+
+def _cents(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+# --------------------------------------------------------------------------- the reconcile job
+
+
+def reconcile_due(runtime: Runtime, now: datetime, batch: int = RECONCILE_BATCH) -> ReconcileReport:
+    """Fire ``accounting_reconciled`` (system) on every paid invoice old enough whose payments match.
+
+    Candidates are read without locks, oldest first, a ``batch`` at a time; each invoice whose imported
+    records match is reconciled in its own transaction through ``fire_event``, which checks again under
+    the lock. Mismatches are skipped (left for finance), never refused over and over.
+    """
+    # Imported here: world_facts (imported by the transition service) imports this module.
+    from webapp.jobs import after_commit
+    from webapp.services.transitions import Actor, EventRequest, fire_event
+
+    system = Actor("system", "sys")  # the daily reconciliation job is B08's ``sys`` role
+    report = ReconcileReport()
+    cutoff = now - runtime.settings.duration("billing.reconcile_min_age")
+    after: tuple[datetime, str] | None = None
+    while True:
+        rows = _candidates(runtime, cutoff, after, batch)
+        if not rows:
+            break
+        after = (rows[-1].entered_at, rows[-1].id)
+        matching = _matching(runtime, rows)
+        report.checked += len(rows)
+        report.mismatched += len(rows) - len(matching)
+        for tenant_id, instance_id in matching:
+            with runtime.db.session() as session:
+                result = fire_event(
+                    session,
+                    EventRequest(tenant_id=tenant_id, event=RECONCILE_EVENT, instance_id=instance_id),
+                    system,
+                    now,
+                    settings=runtime.settings,
+                )
+            if result.status == 200:
+                report.reconciled += 1
+                after_commit(runtime, result.outbox_ids)
+            else:
+                report.refused += 1
+        if len(rows) < batch:
+            break
+    return report
+
+
+def _candidates(
+    runtime: Runtime, cutoff: datetime, after: tuple[datetime, str] | None, batch: int
+) -> Sequence[GovernorInstance]:
+    g = GovernorInstance
+    query = select(g).where(g.governor == "billing", g.state == "payment_received", g.entered_at <= cutoff)
+    if after is not None:
+        query = query.where((g.entered_at > after[0]) | ((g.entered_at == after[0]) & (g.id > after[1])))
+    with runtime.db.sessions() as session:
+        rows = list(session.scalars(query.order_by(g.entered_at, g.id).limit(batch)))
+        session.expunge_all()
+    return rows
+
+
+def _matching(runtime: Runtime, rows: Sequence[GovernorInstance]) -> list[tuple[str, str]]:
+    """(tenant, invoice) of the rows whose imported processor records match (one query for all)."""
+    invoices = [
+        Instance(governor="billing", id=r.id, state=r.state, customer_id=r.customer_id, data=r.data or {})
+        for r in rows
+    ]
+    refs = {ref for inv in invoices for ref in _strings(inv.data.get("payment_ids"))}
+    with runtime.db.sessions() as session:
+        records = _records(session, refs)
+    return [
+        (r.tenant_id, inv.id) for r, inv in zip(rows, invoices, strict=True) if record_matches(inv, records)
+    ]
+
+
+def reconciliation_job() -> dict[str, Any]:
+    """Periodic worker job (from ``webapp.jobs.periodic_sweep``): import the report, then reconcile."""
+    from webapp.jobs import runtime, utcnow
+
+    rt = runtime()
+    now = utcnow()
+    imported = import_settlements(rt, now)
+    return {"import": imported.as_dict(), "reconcile": reconcile_due(rt, now).as_dict()}
