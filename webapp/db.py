@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 PING_AFTER_IDLE = 5.0
@@ -55,18 +55,24 @@ def _ping_when_idle(engine: Engine) -> None:
 def pipelined(connection: Connection) -> Iterator[None]:
     """Send the statements run inside as one batch where the driver can (psycopg's pipeline mode).
 
-    Only for statements whose rows nobody reads back through SQLAlchemy (plain INSERT, UPDATE,
-    DELETE; an ``insert().returning(..., sort_by_parameter_order=True)`` executemany fetches its own
-    rows and so may come last). Errors surface as usual, from the statement or at the end of the
-    block. Elsewhere (SQLite) the statements simply run one by one.
+    Only for statements that return no rows: UPDATE, DELETE and ``insert(...).inline()`` (a plain
+    single-row INSERT asks for its generated key with RETURNING, which cannot be read back inside the
+    batch). Errors surface as SQLAlchemy errors, from a statement or at the end of the block.
+    Elsewhere (SQLite) the statements simply run one by one.
     """
     driver = connection.connection.driver_connection
     pipeline = getattr(driver, "pipeline", None)
     if connection.dialect.name != "postgresql" or pipeline is None:
         yield
         return
-    with pipeline():
-        yield
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    try:
+        with pipeline():
+            yield
+    except dbapi_error as exc:
+        # An error the driver reports only when the batch ends skipped SQLAlchemy's wrapping: give it
+        # the same type a statement run on its own would raise (IntegrityError, ...).
+        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=connection.dialect) from exc
 
 
 class Database:
