@@ -2,12 +2,13 @@
 
 Both sides fire the same kind and number of due timers on fresh customers (each customer signed up
 25 h ago, so exactly one timer, its entitlement's first approval escalation, is due now), through the
-same service call (``fire_due_timer``: claim, fire_event as the timer actor, relay the new outbox rows
-to Redis). Ours is ``sweep_timers`` in one process; the baseline enqueues one ``fire_timer(timer_id)``
-RQ job per timer and lets a real ``marketplace worker --burst`` (a forking RQ worker) run them. The
-baseline's time is the span from its first job's start to its last job's end, so worker start-up and
-enqueueing are not counted against it. Real PostgreSQL (a fresh database, dropped afterwards) and
-real Redis (a queue of its own, emptied afterwards). Prints one JSON line::
+same service path (claim, fire_event as the timer actor, relay the new outbox rows to Redis). Ours
+is ``sweep_timers`` in one process (several of a tenant's timers per transaction); the baseline
+enqueues one ``fire_timer(timer_id)`` RQ job per timer (one transaction each) and lets a real
+``marketplace worker --burst`` (a forking RQ worker) run them. The baseline's time is the span from
+its first job's start to its last job's end, so worker start-up and enqueueing are not counted
+against it. Real PostgreSQL (a fresh database, dropped afterwards) and real Redis (a queue of its
+own, emptied afterwards). Prints one JSON line::
 
     {"bench": "timers", "ours": <timers/s>, "baseline": <timers/s>, "ratio": ours/baseline, "target": 10}
 
