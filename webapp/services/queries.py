@@ -472,17 +472,20 @@ def find_customer(
 ) -> Customer | None:
     """The customer row, or None when it does not exist or belongs to a tenant the caller cannot see."""
     row = session.get(Customer, customer_id)
-    if row is None or (tenants is not None and row.tenant_id not in set(tenants)):
-        return None
-    return row
+    return row if _visible(row, tenants) else None
+
+
+def _visible(row: Customer | None, tenants: Iterable[str] | None) -> bool:
+    return row is not None and (tenants is None or row.tenant_id in set(tenants))
 
 
 @dataclass(frozen=True)
-class _CustomerRows:
-    """What the cockpit reads about a customer in one query (``_customer_rows``)."""
+class CustomerRead:
+    """What the cockpit reads about a customer in one query (``read_customer``)."""
 
+    customer: Customer
     instances: list[GovernorInstance]
-    last_id: int | None
+    last_id: int
     known: dict[str, dict[str, Any]]
     """World facts read with the rows, by instance id (``world_facts(known=...)``)."""
     recent: dict[str, list[tuple[str | None, str]]] | None = None
@@ -505,7 +508,7 @@ def _customer_rows_query(with_recent: bool = False) -> Select[Any]:
         .scalar_subquery()
     )
     holders = case((GovernorInstance.governor == "catalog", active_entitlements(GovernorInstance.subject_id)))
-    columns: list[Any] = [GovernorInstance, last_id, legal_hold_exists(customer_id), holders]
+    columns: list[Any] = [Customer, GovernorInstance, last_id, legal_hold_exists(customer_id), holders]
     if with_recent:  # PostgreSQL: each row's last RECENT_PATH steps as [[from, to], ...], oldest first
         last = (
             select(
@@ -529,42 +532,51 @@ def _customer_rows_query(with_recent: bool = False) -> Select[Any]:
                 )
             ).scalar_subquery()
         )
-    return select(*columns).where(
-        or_(
-            GovernorInstance.customer_id == customer_id,
-            and_(GovernorInstance.governor == "catalog", GovernorInstance.subject_id.in_(held)),
-        )
+    instances = or_(
+        GovernorInstance.customer_id == Customer.id,
+        and_(GovernorInstance.governor == "catalog", GovernorInstance.subject_id.in_(held)),
+    )
+    return (
+        select(*columns)
+        .select_from(Customer)
+        .outerjoin(GovernorInstance, instances)
+        .where(Customer.id == customer_id)
     )
 
 
-def _customer_rows(session: Session, customer_id: str) -> _CustomerRows:
-    """The customer's instances, then the catalog SKUs it holds, its newest history id, world facts.
+def read_customer(
+    session: Session, customer_id: str, tenants: Iterable[str] | None = None
+) -> CustomerRead | None:
+    """The customer (as ``find_customer``) with its instances, the catalog SKUs it holds, its newest
+    history id and the world facts of its cards: one query.
 
-    One query: the instances come ordered by (governor, created_at, id), the SKUs by subject id. The
-    history id, the legal hold and each SKU's holder count ride along as scalar subqueries (the facts
-    the cards' actions need, which ``world_facts`` would otherwise ask per card). No rows: last_id is
-    None, and the caller asks for it separately.
+    The instances come ordered by (governor, created_at, id), the SKUs by subject id. The history id,
+    the legal hold and each SKU's holder count ride along as scalar subqueries (the facts the cards'
+    actions need, which ``world_facts`` would otherwise ask per card); on PostgreSQL each instance's
+    recent path too.
     """
     with_recent = session.get_bind().dialect.name == "postgresql"
     result = session.execute(_customer_rows_query(with_recent), {"customer_id": customer_id}).all()
-    if not result:
-        return _CustomerRows([], None, {})
+    customer = result[0][0] if result else None
+    if customer is None or not _visible(customer, tenants):
+        return None
+    rows = [row for row in result if row[1] is not None]
     own = sorted(
-        (row[0] for row in result if row[0].customer_id == customer_id),
+        (row[1] for row in rows if row[1].customer_id == customer_id),
         key=lambda r: (r.governor, r.created_at, r.id),
     )
     skus = sorted(
-        (row[0] for row in result if row[0].customer_id != customer_id), key=lambda r: (r.subject_id, r.id)
+        (row[1] for row in rows if row[1].customer_id != customer_id), key=lambda r: (r.subject_id, r.id)
     )
     known: dict[str, dict[str, Any]] = {}
-    for row in result:
-        inst = row[0]
+    for row in rows:
+        inst = row[1]
         if inst.customer_id is not None:
-            known[inst.id] = {"legal_hold": bool(row[2])}
+            known[inst.id] = {"legal_hold": bool(row[3])}
         elif str((inst.data or {}).get("sku_id") or inst.subject_id) == inst.subject_id:
-            known[inst.id] = {"sku_active_entitlements": int(row[3] or 0)}
-    recent = {row[0].id: [(a, b) for a, b in row[4] or ()] for row in result} if with_recent else None
-    return _CustomerRows(own + skus, int(result[0][1] or 0), known, recent)
+            known[inst.id] = {"sku_active_entitlements": int(row[4] or 0)}
+    recent = {row[1].id: [(a, b) for a, b in row[5] or ()] for row in rows} if with_recent else None
+    return CustomerRead(customer, own + skus, int(result[0][2] or 0), known, recent)
 
 
 def _recent_paths(
@@ -862,6 +874,7 @@ def customer_overview(
     session: Session,
     customer: Customer,
     *,
+    read: CustomerRead | None = None,
     now: datetime,
     roles: Iterable[str] = (),
     user_id: str = "",
@@ -872,10 +885,14 @@ def customer_overview(
     """The live cockpit of ``customer``: every governor card with its diagram, actions for ``roles``.
 
     ``only`` limits the cards built to those governors (live updates re-render only what changed).
+    ``read``: the customer's ``read_customer`` when the caller has it already (one query less).
     """
-    read = _customer_rows(session, customer.id)
+    if read is None:
+        read = read_customer(session, customer.id)
+        if read is None:  # gone since the caller found it
+            raise LookupError(f"no customer {customer.id}")
     rows = read.instances
-    last_id = last_transition_id(session, customer.id) if read.last_id is None else read.last_id
+    last_id = read.last_id
     wanted = None if only is None else set(only)
     shown = [r for r in rows if wanted is None or r.governor in wanted]
     recent = read.recent if read.recent is not None else _recent_paths(session, [r.id for r in shown])
@@ -1176,6 +1193,12 @@ def history_choices(session: Session, customer_id: str, last_id: int | None = No
             while len(_CHOICES) > _CHOICES_MAX:
                 _CHOICES.popitem(last=False)
     return choices
+
+
+def clear_caches() -> None:
+    """Forget the cached filter menus (tests that empty the database reuse customer and history ids)."""
+    with _CHOICES_LOCK:
+        _CHOICES.clear()
 
 
 # --------------------------------------------------------------------------- live updates
