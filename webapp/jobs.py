@@ -376,12 +376,14 @@ def periodic_sweep() -> dict[str, Any]:
         if sum(report.as_dict().values()) < SWEEP_BATCH:  # a short batch: nothing more is due
             break
     from webapp.services.alerts import evaluate_alerts_job
+    from webapp.services.reconciliation import reconciliation_job
     from webapp.services.rollups import refresh_rollups_job
 
     return {
         "relay": relayed.as_dict(),
         "timers": total.as_dict(),
         "alerts": evaluate_alerts_job(),
+        "reconciliation": reconciliation_job(),  # import the processor's settlements, archive matches (B08)
         "rollups": refresh_rollups_job(),  # last: the dashboards' rollups never hold up the rest
     }
 

@@ -180,8 +180,10 @@ def test_mismatched_amount_is_left_for_finance(rt: Runtime) -> None:
 # --------------------------------------------------------------------------- force-reconcile by finance
 
 
-def bank_paid_invoice(rt: Runtime, customer: str, now: datetime, amount: int = 4500) -> str:
-    """An invoice paid outside the processor's reference (payment id ``bank-<customer>``)."""
+def bank_paid_invoice(
+    rt: Runtime, customer: str, now: datetime, amount: int = 4500, payment_id: str | None = None
+) -> str:
+    """An invoice paid at ``now`` by a payment the system reports (id ``bank-<customer>`` by default)."""
     new_customer(rt, customer, now=now)
     invoice = issued_invoice(rt, customer, "", now, amount=amount)
     deliver_invoice(rt, invoice, now)
@@ -189,7 +191,10 @@ def bank_paid_invoice(rt: Runtime, customer: str, now: datetime, amount: int = 4
         result = fire_event(
             s,
             EventRequest(
-                "t-1", "payment_received", invoice, {"amount_cents": amount, "payment_id": f"bank-{customer}"}
+                "t-1",
+                "payment_received",
+                invoice,
+                {"amount_cents": amount, "payment_id": payment_id or f"bank-{customer}"},
             ),
             SYSTEM,
             now,

@@ -26,6 +26,7 @@ exactly ``paid_cents``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,9 +38,11 @@ from sqlalchemy.orm import Session
 
 from governors import Instance
 from webapp.adapters import adapters_for
-from webapp.adapters.payments import PaymentProcessor, SettlementPage
+from webapp.adapters.payments import PaymentProcessor, SettlementPage, TransientProcessorError
 from webapp.models import GovernorInstance, ProcessorCursor, ProcessorRecord
 from webapp.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 SETTLEMENT_LAG = timedelta(minutes=1)
 """The report is read up to this long before now, so a line committed late is never skipped."""
@@ -342,5 +345,10 @@ def reconciliation_job() -> dict[str, Any]:
 
     rt = runtime()
     now = utcnow()
-    imported = import_settlements(rt, now)
-    return {"import": imported.as_dict(), "reconcile": reconcile_due(rt, now).as_dict()}
+    try:
+        imported: dict[str, Any] = import_settlements(rt, now).as_dict()
+    except TransientProcessorError as exc:
+        # The processor did not answer: reconcile with what is imported; the next sweep asks again.
+        log.warning("settlement report import failed: %s", exc)
+        imported = {"error": str(exc)}
+    return {"import": imported, "reconcile": reconcile_due(rt, now).as_dict()}
