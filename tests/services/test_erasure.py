@@ -226,6 +226,12 @@ def test_erasure_needs_a_second_compliance_officer_then_leaves_no_pii_and_the_ch
             ).all()
         )
         assert states["customer_account"] == "archived" and states["compliance_audit"] == "data_retention"
+        entitlement = s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.customer_id == cid, GovernorInstance.governor == "entitlement"
+            )
+        ).one()
+        assert entitlement.data["sku_id"] == "sku-core", "references are kept, only PII goes"
         reasons = s.scalars(select(TransitionRecord.reason).where(TransitionRecord.customer_id == cid)).all()
         assert all(r is None for r in reasons)
         actions = s.scalars(

@@ -16,7 +16,7 @@ The flow reuses the one four-eyes mechanism instead of a second one:
 
 What is PII and where it can be (``anonymize_customer``): the customer's name and email (the
 ``customers`` row), free text staff typed about them (history reasons, approval notes, request
-reasons, text inputs of governor events kept in payloads and instance data), and any copy of the
+reasons, prose inputs of governor events kept in payloads and instance data), and any copy of the
 name or email anywhere else. The last part is registry-driven: every text and JSON column of every
 mapped table is searched for the values, so a table added later is covered without a list to
 maintain. The audit chain is the exception by design: its payloads only ever hold hashes of free
@@ -36,7 +36,6 @@ from typing import Any
 from sqlalchemy import JSON, String, Table, Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from governors.registry import GOVERNORS
 from webapp import audit
 from webapp.models import (
     Approval,
@@ -58,10 +57,24 @@ ERASED = "[erased]"
 IMMUTABLE_TABLES = frozenset({"audit_entries", "audit_heads"})
 """Append-only by trigger; they hold ids and hashes only, never PII (see webapp.audit)."""
 
-FREE_TEXT_KEYS = frozenset({"reason", "note", "notes", "comment", "findings", "description"}) | frozenset(
-    inp.name for gov in GOVERNORS.values() for t in gov.transitions for inp in t.inputs if inp.kind == "text"
+FREE_TEXT_KEYS = frozenset(
+    {
+        "reason",
+        "note",
+        "notes",
+        "comment",
+        "description",
+        "findings",
+        "justification",
+        "plan",
+        "evidence",
+        "resolution_note",
+        "review_notes",
+        "sunset_note",
+    }
 )
-"""Payload/data keys holding free text staff typed (every ``text`` input of every governor)."""
+"""Payload/data keys holding prose staff typed (blanked whatever it says). Not every ``text`` input:
+most are references (``payment_id``, ``sku_id``, ``*_ref``) the archived records must keep."""
 
 
 class ErasureError(Exception):
