@@ -1,4 +1,6 @@
-"""The compliance audit desk: browse the audit log, verify the chains, export them, the KYC queue.
+"""The audit desk: browse the audit log, verify the chains, export them.
+
+The KYC review queue moved to the compliance desk (``/compliance/kyc``); ``/audit/kyc`` redirects.
 
 Views are thin: parse the request, call ``webapp.services.audit_queries``, render. Every read of
 the log is audited (``audit.read`` per page view, ``audit.verified``, ``audit.exported``); where
