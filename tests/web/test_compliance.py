@@ -509,3 +509,31 @@ def test_a_pii_reveal_is_audited_with_its_reason_and_shows_in_the_audit_log(
     assert "Name of" not in entries[0].payload and entries[0].actor == user.id
     log = officer.get("/audit?action=pii.revealed&customer=c-rev").get_data(as_text=True)
     assert f'id="audit-t-1-{entries[0].seq}"' in log and "identity_verification" in log
+
+
+# --------------------------------------------------------------------------- audit integrity stat
+
+
+def test_the_desk_shows_the_last_integrity_run_and_the_first_broken_seq(
+    as_user: Callable[..., tuple[FlaskClient, MadeUser]], web_db: Database
+) -> None:
+    from tests.web.test_audit_desk import _entries, _tamper
+
+    _entries(web_db, "t-1", 5)
+    _entries(web_db, "t-2", 2)
+    client, user = as_user("cmp@staff.test", "compliance")
+    assert "No integrity run recorded yet" in client.get("/compliance/").get_data(as_text=True)
+    token = _token(client)
+    assert client.post("/audit/verify", data={"csrf_token": token}).status_code == 200
+    summary = re.search(
+        r'id="integrity-summary">(.*?)</p>', client.get("/compliance/").get_data(as_text=True), re.S
+    )
+    assert summary and "intact" in summary.group(1) and "100% of 3 chains verified" in summary.group(1)
+    assert user.id in summary.group(1)
+    _tamper(web_db, "t-1", 3)
+    assert client.post("/audit/verify", data={"csrf_token": token}).status_code == 200
+    html = client.get("/compliance/").get_data(as_text=True)
+    summary = re.search(r'id="integrity-summary">(.*?)</p>', html, re.S)
+    assert summary and "broken" in summary.group(1)
+    assert "67% of 3 chains verified" in summary.group(1), summary.group(1)
+    assert re.search(r"t-1</span> first broken at seq 3", summary.group(1))

@@ -148,6 +148,7 @@ def _desk(status: int = 200, **forms: Any) -> Response:
             "queue": desk.privacy_queue(s, now=now, tenants=tenants),
             "recent": desk.recent_requests(s, tenants=tenants),
             "holds": desk.active_holds(s, tenants=tenants),
+            "integrity": desk.last_integrity_run(s, tenants=tenants),
             "kyc_count": len(aq.kyc_queue(s, now=now, tenants=tenants)),
             "user_id": str(current_user.id),
             "can_sar": can(roles, "compliance.sar"),

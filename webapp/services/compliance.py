@@ -13,6 +13,7 @@ link to the existing action forms, so every state change still goes through ``fi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from webapp.models import Approval, GovernorInstance, LegalHold, PrivacyRequest
+from webapp.models import Approval, AuditEntry, GovernorInstance, LegalHold, PrivacyRequest
 from webapp.services.actions import best_actions_for_row
 
 CASE_STATES = ("investigation", "non_compliant", "remediation_in_progress")
@@ -193,3 +194,42 @@ def active_holds(session: Session, *, tenants: Sequence[str] | None = None) -> l
     if tenants is not None:
         query = query.where(LegalHold.tenant_id.in_(list(tenants)))
     return list(session.scalars(query.order_by(LegalHold.placed_at, LegalHold.id)))
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """The last integrity run (CONSOLE.md §3.4 "Audit integrity"): when, by whom, what it found."""
+
+    at: datetime
+    actor: str
+    chains: int
+    intact: int
+    first_broken: list[tuple[str, int | None]]
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.intact / self.chains if self.chains else 100.0
+
+
+def last_integrity_run(session: Session, *, tenants: Sequence[str] | None = None) -> Integrity | None:
+    """The ``audit.verified`` entries of the latest run (one per chain checked, plus a summary of the
+    broken ones on the platform chain), or None when nobody verified yet."""
+    base = select(AuditEntry).where(AuditEntry.action == "audit.verified")
+    if tenants is not None:
+        base = base.where(AuditEntry.tenant_id.in_(list(tenants)))
+    last = session.scalars(base.order_by(AuditEntry.occurred_at.desc()).limit(1)).first()
+    if last is None:
+        return None
+    rows = session.scalars(
+        base.where(AuditEntry.occurred_at == last.occurred_at, AuditEntry.actor == last.actor)
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        payload = json.loads(row.payload)
+        if "tenants" in payload:  # the summary of broken chains
+            for tenant, result in payload["tenants"].items():
+                results[tenant] = result
+        else:
+            results.setdefault(row.tenant_id, payload)
+    broken = sorted((t, r.get("first_broken_seq")) for t, r in results.items() if not r.get("ok"))
+    return Integrity(last.occurred_at, last.actor, len(results), len(results) - len(broken), broken)
