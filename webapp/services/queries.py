@@ -20,6 +20,8 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
+    Integer,
     Select,
     String,
     and_,
@@ -1095,19 +1097,28 @@ _ITEM_COLUMNS = (
 """What a timeline row shows (not the payload, changes and timers documents)."""
 
 
-def _history_query(customer_id: str, filters: HistoryFilters) -> Select[Any]:
+@functools.cache
+def _history_query(
+    governor: bool, actor: bool, event: bool, cursor: bool, after_id: bool, before: bool
+) -> Select[Any]:
+    """The timeline statement for one combination of conditions (built once each, bound at run time)."""
     query: Select[Any] = select(*_ITEM_COLUMNS).where(  # type: ignore[assignment]
-        TransitionRecord.customer_id == customer_id
+        TransitionRecord.customer_id == bindparam("customer_id", type_=String)
     )
-    if filters.governor:
-        query = query.where(TransitionRecord.governor == filters.governor)
-    if filters.actor:
-        query = query.where(
-            or_(TransitionRecord.actor == filters.actor, TransitionRecord.role == filters.actor)
-        )
-    if filters.event:
-        query = query.where(TransitionRecord.event == filters.event)
-    return query
+    if governor:
+        query = query.where(TransitionRecord.governor == bindparam("governor", type_=String))
+    if actor:
+        who = bindparam("actor", type_=String)
+        query = query.where(or_(TransitionRecord.actor == who, TransitionRecord.role == who))
+    if event:
+        query = query.where(TransitionRecord.event == bindparam("event", type_=String))
+    if cursor:
+        query = query.where(TransitionRecord.id < bindparam("cursor", type_=BigInteger))
+    if after_id:
+        query = query.where(TransitionRecord.id > bindparam("after_id", type_=BigInteger))
+    if before:
+        query = query.where(TransitionRecord.occurred_at <= bindparam("before", type_=UTCDateTime()))
+    return query.order_by(TransitionRecord.id.desc()).limit(bindparam("limit", type_=Integer))
 
 
 def _item(r: Any) -> HistoryItem:
@@ -1144,14 +1155,24 @@ def history_page(
 
     ``before`` hides rows after an instant (time travel); ``after_id`` returns only newer rows.
     """
-    query = _history_query(customer_id, filters or HistoryFilters())
+    filters = filters or HistoryFilters()
+    params: dict[str, Any] = {"customer_id": customer_id, "limit": limit + 1}
+    params.update(filters.params())
     if cursor is not None:
-        query = query.where(TransitionRecord.id < cursor)
+        params["cursor"] = cursor
     if after_id is not None:
-        query = query.where(TransitionRecord.id > after_id)
+        params["after_id"] = after_id
     if before is not None:
-        query = query.where(TransitionRecord.occurred_at <= before)
-    rows = list(session.execute(query.order_by(TransitionRecord.id.desc()).limit(limit + 1)))
+        params["before"] = before
+    query = _history_query(
+        bool(filters.governor),
+        bool(filters.actor),
+        bool(filters.event),
+        cursor is not None,
+        after_id is not None,
+        before is not None,
+    )
+    rows = list(session.execute(query, params))
     more = len(rows) > limit
     rows = rows[:limit]
     return HistoryPage([_item(r) for r in rows], rows[-1].id if more and rows else None)
