@@ -419,8 +419,10 @@ def test_first_publication_needs_a_second_admin(
         approval_id = approval.id
     row = _sku(web_db, "sku-reports")
     assert row is not None and row.state == "draft"
-    # The list shows the pending approval; the requester cannot approve it themselves.
+    # The list and the SKU show the pending approval; the requester cannot approve it themselves.
     assert "1 pending" in requester.get("/catalog/")[1]
+    pending = requester.get("/catalog/sku-reports/")[1].split('id="pending-approvals"')[1].split("</div>")[0]
+    assert f"/approvals/{approval_id}" in pending and "requested by admin1@staff.test" in pending
     status, _ = _decide(requester, approval_id, "approve", code=requester.user.code())
     assert status == 403
     status, html = _decide(approver, approval_id, "approve", code=approver.user.code())

@@ -395,7 +395,8 @@ def detail(sku_id: str) -> Response:
         row = _sku_or_404(s, sku_id)
         records = catalog_admin.history(s, row)
         revs = catalog_admin.revisions(s, row)
-        names = catalog_admin.display_names(s, [r.actor for r in records])
+        pending = approval_service.for_instance(s, row.id, now)
+        names = catalog_admin.display_names(s, [r.actor for r in records] + [a.requested_by for a in pending])
         gov = get_governor(catalog_admin.GOVERNOR)
         body = render_template(
             "catalog/detail.html",
@@ -407,7 +408,7 @@ def detail(sku_id: str) -> Response:
             state_meaning=next((st.description for st in gov.states if st.name == row.state), ""),
             svg=render_svg(gov, row.state, _recent(records)),
             actions=_actions(s, row),
-            approvals=approval_service.for_instance(s, row.id, now),
+            approvals=pending,
             revisions=list(reversed(revs)),
             history=records,
             names=names,
