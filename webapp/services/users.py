@@ -237,6 +237,15 @@ def find_user(session: Session, email: str) -> StaffUser | None:
     return session.scalar(select(StaffUser).where(func.lower(StaffUser.email) == normalize_email(email)))
 
 
+def staff_emails(session: Session, user_ids: Iterable[str | None]) -> dict[str, str]:
+    """Staff user id → email, for showing who asked and who decided."""
+    ids = sorted({u for u in user_ids if u})
+    if not ids:
+        return {}
+    rows = session.execute(select(StaffUser.id, StaffUser.email).where(StaffUser.id.in_(ids))).all()
+    return {row.id: row.email for row in rows}
+
+
 def check_roles(roles: Iterable[str]) -> frozenset[str]:
     """The roles as a set; UserError for an unknown role, none at all, or a separation-of-duties conflict."""
     held = frozenset(roles)
