@@ -32,7 +32,7 @@ from webapp.models import Approval, Customer, GovernorInstance, TransitionRecord
 from webapp.policy import can, permission, public
 from webapp.services import approvals as approval_service
 from webapp.services.actions import best_actions, facts_for
-from webapp.services.facts import world_facts
+from webapp.services.facts import payload_facts
 from webapp.services.history import state_as_of as rebuild
 from webapp.services.instances import jsonable, to_instance
 from webapp.services.transitions import Actor, EventRequest, TransitionError, apply_with_retry, fire_event
@@ -577,7 +577,7 @@ def fire(instance_id: str) -> Any:
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
-                facts_hook=world_facts,
+                facts_hook=payload_facts(payload),
             )
 
     try:
@@ -609,7 +609,7 @@ def preview(instance_id: str) -> Any:
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
-                facts_hook=world_facts,
+                facts_hook=payload_facts(payload),
             )
             s.rollback()
     except TransitionError as exc:
