@@ -51,8 +51,9 @@ def upgrade() -> None:
         ),
     )
     for table in ("rollup_state_durations", "rollup_decision_latency"):
-        keys = ("hour", "governor", "state") if table == "rollup_state_durations" else ("hour", "governor")
-        columns = [_at("hour"), sa.Column("governor", sa.String(length=32), nullable=False)]
+        durations = table == "rollup_state_durations"
+        keys = ("day", "governor", "state") if durations else ("hour", "governor")
+        columns = [_at(keys[0]), sa.Column("governor", sa.String(length=32), nullable=False)]
         if "state" in keys:
             columns.append(sa.Column("state", sa.String(length=40), nullable=False))
         op.create_table(

@@ -232,20 +232,24 @@ def test_refresh_rolls_up_a_known_history(db: Database) -> None:
 
     with db.session() as s:
         stays = {
-            (r.governor, r.state, r.hour): (r.count, r.sum_seconds, r.buckets)
+            (r.governor, r.state, r.day): (r.count, r.sum_seconds, r.buckets)
             for r in s.scalars(select(RollupStateDuration))
         }
-    # trial of sub-1: 2 h = 7200 s, ended in the hour T0+2h; bucket "≤ 7200 s".
-    count, total, buckets = stays[("subscription", "trial", T0 + timedelta(hours=2))]
-    assert (count, total) == (1, 7200.0)
+    day0 = T0.replace(hour=0)  # 2026-02-28, the day both trials ended
+    # Trials: sub-1 2 h = 7200 s (bucket "≤ 7200 s") and sub-2 30 min = 1800 s (bucket "≤ 1800 s").
+    count, total, buckets = stays[("subscription", "trial", day0)]
+    assert (count, total) == (2, 9000.0)
     assert buckets[bucket_index(DURATION_BOUNDS, 7200)] == 1
     assert DURATION_BOUNDS[bucket_index(DURATION_BOUNDS, 7200)] == 7200
-    # active of sub-1: entered at T0+2h (the self-transition does not restart it), left at T0+26h.
-    assert stays[("subscription", "active", T0 + timedelta(hours=26))][:2] == (1, 86400.0)
+    assert buckets[bucket_index(DURATION_BOUNDS, 1800)] == 1 and sum(buckets) == 2
+    # active of sub-1: entered at T0+2h (the self-transition does not restart it), left at T0+26h,
+    # on the next day.
+    assert stays[("subscription", "active", day0 + timedelta(days=1))][:2] == (1, 86400.0)
     # billing: payment_pending 1 h (T0 → T0+1h), payment_failed 2 h, retry_1 20 min; inv-2's first
     # row has no earlier row of its instance, so its payment_pending stay is not known (not counted).
-    assert stays[("billing", "payment_pending", T0 + timedelta(hours=1))][:2] == (1, 3600.0)
-    assert stays[("billing", "retry_1", T0 + timedelta(hours=3))][:2] == (1, 1200.0)
+    assert stays[("billing", "payment_pending", day0)][:2] == (1, 3600.0)
+    assert stays[("billing", "payment_failed", day0)][:2] == (1, 7200.0)
+    assert stays[("billing", "retry_1", day0)][:2] == (1, 1200.0)
     assert report.durations == 6  # trial ×2, active, payment_pending, payment_failed, retry_1
 
     with db.session() as s:

@@ -396,7 +396,7 @@ def subscriptions() -> Response:
     since = weeks[0]
     with _rt().db.sessions() as session:
         snapshot_at, counts = rollups.latest_state_counts(session)
-        moves = rollups.transition_counts(session, "subscription", since, _until(now))
+        moves = rollups.transition_counts_by_bucket(session, "subscription", weeks, _until(now))
         paid = session.execute(
             select(RollupStateCount.hour, func.sum(RollupStateCount.count))
             .where(
@@ -411,8 +411,8 @@ def subscriptions() -> Response:
     churned: dict[datetime, int] = defaultdict(int)
     converted: dict[datetime, int] = defaultdict(int)
     trial_exits: dict[datetime, int] = defaultdict(int)
-    for hour, _event, frm, to, n in moves:
-        week = _week(hour)
+    for bucket, _event, frm, to, n in moves:
+        week = weeks[bucket]
         if to == "cancelled" and frm in PAID_SUBSCRIPTION_STATES:
             churned[week] += n
         if to == "active" and frm in TRIAL_STATES:
@@ -545,13 +545,13 @@ def payments() -> Response:
 
 
 def recovery_by_week(
-    moves: Sequence[tuple[datetime, str, str, str, int]], weeks: Sequence[datetime]
+    moves: Sequence[tuple[int, str, str, str, int]], weeks: Sequence[datetime]
 ) -> tuple[list[float | None], Mapping[datetime, int], Mapping[datetime, int]]:
     """Weekly recovery %: invoices paid after failing (retry ladder or collections) / invoices that failed."""
     failed: dict[datetime, int] = defaultdict(int)
     recovered: dict[datetime, int] = defaultdict(int)
-    for hour, event, frm, to, n in moves:
-        week = _week(hour)
+    for bucket, event, frm, to, n in moves:
+        week = weeks[bucket]
         if to == "payment_failed" and frm != "payment_failed":
             failed[week] += n
         if (to == "payment_received" and frm in RETRY_STATES) or (
@@ -569,7 +569,7 @@ def recovery() -> Response:
     now = utcnow()
     weeks = _weeks(now)
     with _rt().db.sessions() as session:
-        moves = rollups.transition_counts(session, "billing", weeks[0], _until(now))
+        moves = rollups.transition_counts_by_bucket(session, "billing", weeks, _until(now))
     rates, failed, recovered = recovery_by_week(moves, weeks)
     fig = charts.recovery_rate(
         weeks, rates, window=_window(timedelta(weeks=WEEKS)), goal_pct=RECOVERY_GOAL_PCT

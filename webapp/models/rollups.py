@@ -5,7 +5,7 @@ history rows newer than the watermark it stores in ``rollup_watermarks``; the da
 these tables (and the live, indexed approval/stuck queues), never the history.
 
 - ``rollup_transition_hours``: applied transitions per hour × governor × event × from → to state.
-- ``rollup_state_durations``: time spent in a state (entry to exit), per hour of exit × governor ×
+- ``rollup_state_durations``: time spent in a state (entry to exit), per day of exit × governor ×
   state, as a fixed log-spaced histogram (``buckets``: counts per ``DURATION_BOUNDS`` bucket).
 - ``rollup_decision_latency``: ``fire_event`` durations per hour × governor, as the Prometheus
   histogram's buckets (each process adds what it observed since its last flush).
@@ -53,11 +53,15 @@ class RollupTransitionHour(Base):
 
 
 class RollupStateDuration(Base):
-    """Times in a state that ended in this hour: count, total seconds and a histogram."""
+    """Times in a state that ended on this day (UTC): count, total seconds and a histogram.
+
+    Daily, not hourly: stays last hours to weeks and the window is 30 days, so a day is fine enough
+    and keeps the rows a request merges to days × states.
+    """
 
     __tablename__ = "rollup_state_durations"
 
-    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    day: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     governor: Mapped[str] = mapped_column(String(32), primary_key=True)
     state: Mapped[str] = mapped_column(String(40), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)

@@ -302,7 +302,7 @@ def _count_row(batch: _Batch, row: Any) -> None:
         if entered.tzinfo is None:  # SQLite returns the subquery's text without our column type
             entered = datetime.fromisoformat(str(entered)).replace(tzinfo=UTC)
         seconds = max(0.0, (at - entered).total_seconds())
-        batch.durations[(hour, row.governor, row.from_state)].append(seconds)
+        batch.durations[(hour.replace(hour=0), row.governor, row.from_state)].append(seconds)
     payload = row.payload if isinstance(row.payload, Mapping) else {}
     if row.governor == "billing" and row.event in PAYMENT_EVENTS:
         processor = str(payload.get("processor") or DEFAULT_PROCESSOR)[:40]
@@ -346,13 +346,13 @@ def _write_counts(session: Session, batch: _Batch) -> None:
     )
     if not batch.durations:
         return
-    # One read of the rows this batch touches (not one per key): a bulk catch-up spans many hours.
-    hours = [k[0] for k in batch.durations]
+    # One read of the rows this batch touches (not one per key): a bulk catch-up spans many days.
+    days = [k[0] for k in batch.durations]
     existing = {
-        (r.hour, r.governor, r.state): r
+        (r.day, r.governor, r.state): r
         for r in session.scalars(
             select(RollupStateDuration).where(
-                RollupStateDuration.hour >= min(hours), RollupStateDuration.hour <= max(hours)
+                RollupStateDuration.day >= min(days), RollupStateDuration.day <= max(days)
             )
         )
     }
@@ -360,8 +360,8 @@ def _write_counts(session: Session, batch: _Batch) -> None:
         for key, seconds in batch.durations.items():
             row = existing.get(key)
             if row is None:
-                hour, governor, state = key
-                row = RollupStateDuration(hour=hour, governor=governor, state=state, count=0, sum_seconds=0.0)
+                day, governor, state = key
+                row = RollupStateDuration(day=day, governor=governor, state=state, count=0, sum_seconds=0.0)
                 row.buckets = empty_buckets(DURATION_BOUNDS)
                 session.add(row)
             buckets = list(row.buckets or empty_buckets(DURATION_BOUNDS))
@@ -703,7 +703,7 @@ def time_in_state(session: Session, since: datetime, until: datetime) -> list[St
             RollupStateDuration.state,
             RollupStateDuration.buckets,
             RollupStateDuration.sum_seconds,
-        ).where(RollupStateDuration.hour >= hour_of(since), RollupStateDuration.hour < until)
+        ).where(RollupStateDuration.day >= hour_of(since).replace(hour=0), RollupStateDuration.day < until)
     ):
         key = (governor, state)
         merged[key] = add_buckets(merged.get(key, []), buckets or [])
@@ -762,6 +762,29 @@ def transition_counts(
             .order_by(t.hour)
         )
     ]
+
+
+def transition_counts_by_bucket(
+    session: Session, governor: str, edges: Sequence[datetime], until: datetime
+) -> list[tuple[int, str, str, str, int]]:
+    """(bucket, event, from_state, to_state, count) of one governor, summed in SQL per time bucket.
+
+    Bucket ``i`` holds the hours in ``[edges[i], edges[i + 1])`` (the last one up to ``until``), so a
+    12-week chart reads a few dozen sums instead of every hourly row.
+    """
+    t = RollupTransitionHour
+    which = case(*[(t.hour >= edge, i) for i, edge in reversed(list(enumerate(edges)))], else_=-1)
+    inner = (
+        select(which.label("bucket"), t.event, t.from_state, t.to_state, t.count)
+        .where(t.governor == governor, t.hour >= edges[0], t.hour < until)
+        .subquery()
+    )
+    rows = session.execute(
+        select(inner.c.bucket, inner.c.event, inner.c.from_state, inner.c.to_state, func.sum(inner.c.count))
+        .group_by(inner.c.bucket, inner.c.event, inner.c.from_state, inner.c.to_state)
+        .order_by(inner.c.bucket)
+    )
+    return [(int(b), e, f, s, int(n)) for b, e, f, s, n in rows]
 
 
 def hourly_error_rate(session: Session, since: datetime, until: datetime) -> list[tuple[datetime, int, int]]:
