@@ -181,7 +181,18 @@ def _passes(fn: GuardFn | None, ctx: Context) -> bool:
 class _Input:
     """An ``Input`` with its label, requirement and kind-specific check worked out once."""
 
-    __slots__ = ("check", "choices", "kind", "label", "max", "min", "name", "required", "staff_required")
+    __slots__ = (
+        "check",
+        "choices",
+        "kind",
+        "label",
+        "max",
+        "min",
+        "name",
+        "required",
+        "staff_required",
+        "valid_types",
+    )
 
     def __init__(self, inp: Input) -> None:
         self.name = inp.name
@@ -193,6 +204,16 @@ class _Input:
         self.min = inp.min
         self.max = inp.max
         self.check: Callable[[_Input, Any, Settings], str | None] = _CHECKS.get(inp.kind, _check_nothing)
+        # Value types that satisfy this input whatever the value (no bounds or choices to check).
+        self.valid_types: frozenset[type] = frozenset()
+        if inp.kind == "mapping":
+            self.valid_types = frozenset({dict, MappingProxyType})
+        elif inp.kind == "bool":
+            self.valid_types = frozenset({bool})
+        elif inp.kind in ("int", "cents") and inp.min is None and inp.max is None:
+            self.valid_types = frozenset({int})
+        elif inp.kind == "list" and not inp.choices:
+            self.valid_types = frozenset({list, tuple})
 
 
 def _check_number(inp: _Input, value: Any, settings: Settings) -> str | None:
@@ -296,6 +317,8 @@ def _check_inputs(
             return "reason", f"the reason must be at most {written} characters"
     for inp in inputs:
         value = payload.get(inp.name)
+        if type(value) in inp.valid_types:
+            continue
         if value is None or value == "":
             # Most inputs are optional notes that are absent: decided here without a call.
             if inp.required or (inp.staff_required and staff):
@@ -729,15 +752,16 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
                 return _reject(gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0])
         ctx.row = row.t
         try:
-            for name, fn, code, message, details in row.guards:
+            for g in row.guards:
                 try:
-                    if fn(ctx):
+                    if g[1](ctx):
                         continue
+                    message = g[3]
                 except GuardFailed as failed:
                     message = failed.message
                 if failures is None:
                     failures = []
-                failures.append((row.id, name, code, message, details))
+                failures.append((row.id, g[0], g[2], message, g[4]))
                 break
             else:
                 return _build(comp, inst, row, event, facts, settings, ctx)
