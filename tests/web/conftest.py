@@ -14,8 +14,8 @@
 - ``csrf_token(client, path)``: the CSRF token of the form on ``path``, for hand-made POSTs.
 - ``fresh_code(secret)``: a TOTP code of a time-step not handed out before in this test process.
   The console accepts each step once per user (RFC 6238 §5.2), so signing in and then approving
-  needs two codes: the current step, then the next one (accepted for clock drift), and after
-  that the helper waits for the clock.
+  needs two codes: the previous, current and next steps are all accepted (clock drift), and after
+  those the helper waits for the clock.
 """
 
 from __future__ import annotations
@@ -73,12 +73,17 @@ def fresh_code(secret: str) -> str:
     """A code of ``secret`` for a time-step no earlier call returned (see the module docstring)."""
     totp = pyotp.TOTP(secret)
     while True:
-        current = totp.timecode(datetime.now(UTC))
-        step = max(current, _HANDED_OUT.get(secret, current - 1) + 1)
-        if step <= current + 1:  # the console accepts one step of drift either way
+        now = time.time()
+        current = totp.timecode(datetime.fromtimestamp(now, UTC))
+        left = (current + 1) * totp.interval - now
+        # The console accepts one step of drift either way; the previous step only while it cannot
+        # expire before the request is checked.
+        oldest = current - 1 if left > 5 else current
+        step = max(oldest, _HANDED_OUT.get(secret, oldest - 1) + 1)
+        if step <= current + 1:
             _HANDED_OUT[secret] = step
             return totp.generate_otp(step)
-        time.sleep(max(0.05, (current + 1) * totp.interval - time.time()))
+        time.sleep(max(0.05, left))
 
 
 def make_app(pg_url: str, runtime: Runtime | None = None) -> Flask:
