@@ -54,6 +54,7 @@ from webapp.services import billing_queries as bq
 from webapp.services import bulk, users
 from webapp.services.actions import best_actions_for_row
 from webapp.services.queries import relative
+from webapp.services.reconciliation import processor_findings
 from webapp.validation import InputError, clean_text
 
 bp = Blueprint("finance", __name__, url_prefix="/finance")
@@ -443,10 +444,12 @@ def reconciliation() -> Response:
     now = utcnow()
     with _rt().db.session() as session:
         limit_age = _duration("billing.unreconciled_attention_after")
+        unreconciled = bq.unreconciled(session, now, limit_age, _tenants())
         return render_page_or_block(
             "finance/reconciliation.html",
             "tables",
-            unreconciled=bq.unreconciled(session, now, limit_age, _tenants()),
+            unreconciled=unreconciled,
+            findings=processor_findings(session, [a.invoice.id for a in unreconciled]),
             stuck=bq.stuck(session, now, _duration("billing.payment_window"), _tenants()),
             limit_age=limit_age,
             payment_window=_duration("billing.payment_window"),

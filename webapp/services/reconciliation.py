@@ -225,36 +225,66 @@ def _records(session: Session, refs: Iterable[str]) -> dict[str, Settled]:
     return {row.reference: Settled(*row) for row in rows}
 
 
-def _succeeded_charge(invoice: Instance, record: Settled | None) -> bool:
-    return (
-        record is not None
-        and invoice.customer_id is not None
-        and record.kind == "charge"
-        and record.status == "succeeded"
-        and record.customer_ref == invoice.customer_id
-        and record.currency == (invoice.data.get("currency") or record.currency)
-    )
+def _charge_problem(invoice: Instance, ref: str, record: Settled | None) -> str | None:
+    """Why ``record`` is not a succeeded charge of the invoice's customer in its currency (None: it is)."""
+    if record is None:
+        return f"the processor has not reported {ref} as settled"
+    if record.kind != "charge":
+        return f"{ref} is a {record.kind} at the processor, not a charge"
+    if record.status != "succeeded":
+        return f"{ref} is {record.status} at the processor"
+    if invoice.customer_id is None or record.customer_ref != invoice.customer_id:
+        return f"{ref} belongs to another customer at the processor"
+    currency = invoice.data.get("currency")
+    if currency and record.currency != currency:
+        return f"{ref} was settled in {record.currency}, the invoice is in {currency}"
+    return None
+
+
+def mismatch(invoice: Instance, records: Mapping[str, Settled]) -> str | None:
+    """Why the processor's records do not confirm the invoice's payments (None: they match)."""
+    payment_ids = _strings(invoice.data.get("payment_ids"))
+    if not payment_ids:
+        return "the invoice records no processor payment id"
+    if len(set(payment_ids)) != len(payment_ids):
+        return "the invoice records a payment id twice"
+    for ref in payment_ids:
+        problem = _charge_problem(invoice, ref, records.get(ref))
+        if problem is not None:
+            return problem
+    extras = invoice.data.get("extra_payments") or ()
+    extra = sum(_cents(p.get("amount_cents")) for p in extras if isinstance(p, Mapping))
+    expected = _cents(invoice.data.get("paid_cents")) + extra
+    settled = sum(records[ref].amount_cents for ref in payment_ids)
+    if expected <= 0 or settled != expected:
+        return f"the processor settled {settled} cents, the invoice recorded {expected} cents"
+    return None
 
 
 def record_matches(invoice: Instance, records: Mapping[str, Settled]) -> bool:
     """Every payment of the invoice is a succeeded charge on record, summing to what it was paid."""
-    payment_ids = _strings(invoice.data.get("payment_ids"))
-    if not payment_ids or len(set(payment_ids)) != len(payment_ids):
-        return False
-    if not all(_succeeded_charge(invoice, records.get(ref)) for ref in payment_ids):
-        return False
-    extra = sum(_cents(p.get("amount_cents")) for p in invoice.data.get("extra_payments", ()) or ())
-    expected = _cents(invoice.data.get("paid_cents")) + extra
-    return expected > 0 and sum(records[ref].amount_cents for ref in payment_ids) == expected
+    return mismatch(invoice, records) is None
 
 
 def proof_confirms(invoice: Instance, record: Settled | None) -> bool:
     """The proof ref is a succeeded charge of the invoice's customer for exactly what it was paid."""
-    return (
-        _succeeded_charge(invoice, record)
-        and record is not None
-        and (record.amount_cents == _cents(invoice.data.get("paid_cents")))
-    )
+    if record is None or _charge_problem(invoice, record.reference, record) is not None:
+        return False
+    return record.amount_cents == _cents(invoice.data.get("paid_cents"))
+
+
+def processor_findings(session: Session, invoice_ids: Sequence[str]) -> dict[str, str]:
+    """What the imported processor records say about each invoice, for finance (two queries)."""
+    if not invoice_ids:
+        return {}
+    g = GovernorInstance
+    rows = session.execute(select(g.id, g.customer_id, g.data).where(g.id.in_(list(invoice_ids)))).all()
+    invoices = [Instance(governor="billing", id=i, customer_id=c, data=d or {}) for i, c, d in rows]
+    records = _records(session, {ref for inv in invoices for ref in _strings(inv.data.get("payment_ids"))})
+    return {
+        inv.id: mismatch(inv, records) or "matches the processor: the reconciliation job archives it a day after payment"
+        for inv in invoices
+    }
 
 
 def _strings(value: Any) -> list[str]:
