@@ -529,7 +529,7 @@ def test_the_desk_shows_the_last_integrity_run_and_the_first_broken_seq(
         r'id="integrity-summary">(.*?)</p>', client.get("/compliance/").get_data(as_text=True), re.S
     )
     assert summary and "intact" in summary.group(1) and "100% of 3 chains verified" in summary.group(1)
-    assert user.id in summary.group(1)
+    assert user.email in summary.group(1), "the officer is named by email"
     _tamper(web_db, "t-1", 3)
     assert client.post("/audit/verify", data={"csrf_token": token}).status_code == 200
     html = client.get("/compliance/").get_data(as_text=True)

@@ -24,6 +24,7 @@ from webapp.services import compliance as desk
 from webapp.services import erasure, sar
 from webapp.services.queries import find_customer
 from webapp.services.transitions import Actor
+from webapp.services.users import staff_emails
 from webapp.validation import InputError, clean_code, clean_text
 
 bp = Blueprint("compliance", __name__, url_prefix="/compliance")
@@ -142,13 +143,20 @@ def _desk(status: int = 200, **forms: Any) -> Response:
     roles = _roles()
     tenants = _tenants()
     with _rt().db.session() as s:
+        queue = desk.privacy_queue(s, now=now, tenants=tenants)
+        recent = desk.recent_requests(s, tenants=tenants)
+        holds = desk.active_holds(s, tenants=tenants)
+        integrity = desk.last_integrity_run(s, tenants=tenants)
+        people = [q.request.requested_by for q in queue]
+        people += [r.fulfilled_by or r.decided_by for r in recent] + [h.placed_by for h in holds]
         context = {
             "now": now,
             "cases": desk.cases(s, now=now, roles=roles, tenants=tenants),
-            "queue": desk.privacy_queue(s, now=now, tenants=tenants),
-            "recent": desk.recent_requests(s, tenants=tenants),
-            "holds": desk.active_holds(s, tenants=tenants),
-            "integrity": desk.last_integrity_run(s, tenants=tenants),
+            "queue": queue,
+            "recent": recent,
+            "holds": holds,
+            "integrity": integrity,
+            "emails": staff_emails(s, [*people, integrity.actor if integrity else None]),
             "kyc_count": len(aq.kyc_queue(s, now=now, tenants=tenants)),
             "user_id": str(current_user.id),
             "can_sar": can(roles, "compliance.sar"),
