@@ -35,9 +35,10 @@ CAPABILITIES: Final[dict[str, frozenset[str]]] = {
     "audit.view": frozenset({"manager", "admin", "compliance", "auditor"}),
     "audit.export": frozenset({"compliance"}),
     "audit.verify": frozenset({"admin", "compliance", "auditor"}),
-    # Data-subject requests (CONSOLE.md §1.2: SAR export Y; erasure 4E[CMP]; support may only
-    # request, which the console does not offer yet) and legal holds.
+    # Data-subject requests (CONSOLE.md §1.2: support may file a SAR, which starts its 30-day
+    # clock; compliance exports it; erasure is 4E[CMP]) and legal holds.
     "compliance.sar": frozenset({"compliance"}),
+    "compliance.sar_request": frozenset({"support", "compliance"}),
     "compliance.erasure": frozenset({"compliance"}),
     "compliance.legal_hold": frozenset({"compliance"}),
     # Administration.

@@ -110,9 +110,9 @@ def test_desk_follows_the_policy(
             token = CSRF.search(html).group(1)  # type: ignore[union-attr]
         else:
             token = _token(client, "/auth/account")
-        # Executing is for compliance officers only, whatever the page showed.
+        # Executing is for compliance officers only (support may file a SAR), whatever the page showed.
         post = client.post("/compliance/sar", data={"csrf_token": token, "customer_id": "c-x", "reason": "x"})
-        assert post.status_code == (422 if forms else 403), role
+        assert post.status_code == (422 if role in ("compliance", "support") else 403), role
 
 
 def test_anonymous_is_sent_to_sign_in(client: FlaskClient) -> None:
@@ -537,3 +537,30 @@ def test_the_desk_shows_the_last_integrity_run_and_the_first_broken_seq(
     assert summary and "broken" in summary.group(1)
     assert "67% of 3 chains verified" in summary.group(1), summary.group(1)
     assert re.search(r"t-1</span> first broken at seq 3", summary.group(1))
+
+
+def test_support_files_a_sar_that_only_compliance_can_export(
+    as_user: Callable[..., tuple[FlaskClient, MadeUser]], web_db: Database
+) -> None:
+    _customers(web_db, "c-ask")
+    support, agent = as_user("sam@staff.test", "support")
+    page = support.get("/compliance/sar/new?customer=c-ask")
+    assert page.status_code == 200 and 'value="c-ask"' in page.get_data(as_text=True)
+    token = _token(support, "/compliance/sar/new")
+    bad = support.post("/compliance/sar", data={"csrf_token": token, "customer_id": "c-ask", "reason": CARD})
+    assert bad.status_code == 422 and CARD_MESSAGE in bad.get_data(as_text=True)
+    filed = support.post(
+        "/compliance/sar",
+        data={"csrf_token": token, "customer_id": "c-ask", "reason": "customer asked on chat"},
+    )
+    assert filed.status_code == 303 and filed.location.endswith("/customers/c-ask")
+    with web_db.session() as s:
+        req = s.scalars(select(PrivacyRequest)).one()
+        assert (req.requested_by, req.requester_role, req.status) == (agent.id, "support", "open")
+        assert req.due_at - req.received_at == timedelta(days=30)
+        request_id = req.id
+    assert support.post(f"/compliance/sar/{request_id}/export", data={"csrf_token": token}).status_code == 403
+    officer, _ = as_user("cmp@staff.test", "compliance")
+    assert f'id="req-{request_id}"' in officer.get("/compliance/").get_data(as_text=True)
+    token = _token(officer)
+    assert officer.post(f"/compliance/sar/{request_id}/export", data={"csrf_token": token}).status_code == 200

@@ -11,7 +11,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, abort, flash, make_response, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, TextAreaField
@@ -213,23 +223,45 @@ def kyc() -> Response:
     return make_response(render_template("compliance/kyc.html", items=items, now=now), 200)
 
 
+def _sar_page(form: SarForm, status: int) -> Response:
+    """The SAR form on its own page (support files requests there; they have no desk)."""
+    if can(_roles(), "dashboard.compliance"):
+        return _desk(status, sar_form=form)
+    return make_response(render_template("compliance/sar_new.html", sar_form=form), status)
+
+
+@bp.get("/sar/new")
+@permission("compliance.sar_request")
+def new_sar() -> Response:
+    """File a subject access request received from a customer (support: request only)."""
+    form = SarForm(formdata=None)
+    form.customer_id.data = request.args.get("customer", "")[:64]
+    return _sar_page(form, 200)
+
+
 @bp.post("/sar")
-@permission("compliance.sar")
+@permission("compliance.sar_request")
 def open_sar() -> Response:
-    """Record a received subject access request; the 30-day clock starts now."""
+    """Record a received subject access request; the 30-day clock starts now (CONSOLE.md §1.2:
+    support may file it, a compliance officer exports it)."""
     form = SarForm()
     if not form.validate_on_submit():
-        return _desk(422, sar_form=form)
+        return _sar_page(form, 422)
+    role = "compliance" if "compliance" in _roles() else "support"
     due = ""
     with _rt().db.session() as s:
         customer = _customer(s, form.customer_id.data)
         if customer is not None:
-            request = sar.open_sar(s, customer, reason=form.reason.data, actor=_officer(), now=_now())
-            due = request.due_at.strftime("%Y-%m-%d")
+            actor = Actor(str(current_user.id), role)
+            filed = sar.open_sar(s, customer, reason=form.reason.data, actor=actor, now=_now())
+            due, customer_id = filed.due_at.strftime("%Y-%m-%d"), customer.id
     if not due:
         form.customer_id.errors = [*form.customer_id.errors, "no customer with this id"]
-        return _desk(422, sar_form=form)
-    return _done(f"Subject access request recorded; due {due}.")
+        return _sar_page(form, 422)
+    if role == "compliance":
+        return _done(f"Subject access request recorded; due {due}.")
+    flash(f"Subject access request recorded; compliance must answer by {due}.", "success")
+    return redirect(url_for("console.customer", customer_id=customer_id), code=303)  # type: ignore[return-value]
 
 
 @bp.post("/sar/<request_id>/export")
@@ -241,11 +273,11 @@ def export_sar(request_id: str) -> Response:
         abort(400, description="The form expired; reload the page and try again.")
     with _rt().db.session() as s:
         try:
-            request, body = sar.export_sar(s, request_id, actor=_officer(), now=_now())
+            filed, body = sar.export_sar(s, request_id, actor=_officer(), now=_now())
         except sar.SarError as exc:
             s.rollback()
             abort(exc.status, description=exc.message)
-        name = f"sar-{request.customer_id}-{request.id}.json"
+        name = f"sar-{filed.customer_id}-{filed.id}.json"
     response = make_response(body, 200)
     response.headers["Content-Type"] = "application/json; charset=utf-8"
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
