@@ -157,7 +157,7 @@ def _desk(status: int = 200, **forms: Any) -> Response:
         recent = desk.recent_requests(s, tenants=tenants)
         holds = desk.active_holds(s, tenants=tenants)
         integrity = desk.last_integrity_run(s, tenants=tenants)
-        people = [q.request.requested_by for q in queue]
+        people: list[str | None] = [q.request.requested_by for q in queue]
         people += [r.fulfilled_by or r.decided_by for r in recent] + [h.placed_by for h in holds]
         context = {
             "now": now,
