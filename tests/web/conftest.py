@@ -78,7 +78,7 @@ def fresh_code(secret: str) -> str:
         left = (current + 1) * totp.interval - now
         # The console accepts one step of drift either way; the previous step only while it cannot
         # expire before the request is checked.
-        oldest = current - 1 if left > 5 else current
+        oldest = current - 1 if left > 10 else current
         step = max(oldest, _HANDED_OUT.get(secret, oldest - 1) + 1)
         if step <= current + 1:
             _HANDED_OUT[secret] = step
