@@ -576,6 +576,10 @@ def test_deprecation_needs_a_published_replacement(
     assert row is not None and row.state == "deprecated" and row.data["replacement_sku"] == "sku-sso"
     _, page = requester.get("/catalog/sku-core/")
     assert 'id="replacement"' in page and 'data-state="deprecated"' in page
+    # Resurrecting is judged against the whole catalog: disabled while the replacement is on sale.
+    resurrect = page.split('id="act-resurrect"')[1].split("</span></span>")[0]
+    assert "disabled" in resurrect
+    assert "replacement sku-sso is on sale; withdraw it before resurrecting this SKU" in resurrect
 
 
 def test_the_engine_refuses_a_replacement_that_is_not_on_sale(

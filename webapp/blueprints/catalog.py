@@ -56,7 +56,6 @@ from webapp.models import Approval, GovernorInstance
 from webapp.policy import ROLES, can, permission, why_not
 from webapp.services import approvals as approval_service
 from webapp.services import catalog_admin
-from webapp.services.actions import best_actions_for_row
 from webapp.services.transitions import Actor, EventResult
 from webapp.validation import InputError, clean_text
 
@@ -366,7 +365,7 @@ def _actions(session: Session, row: GovernorInstance) -> list[dict[str, Any]]:
     """Every manual action of the SKU's state, as buttons: allowed, or disabled with the reason."""
     roles = _roles()
     edit = can(roles, EDIT)
-    best = best_actions_for_row(session, row, roles, utcnow(), _rt().settings)
+    best = catalog_admin.catalog_actions(session, row, roles, utcnow(), _rt().settings)
     out: list[dict[str, Any]] = []
     for event, (action, _role) in best.items():
         if event == "create_draft":
@@ -543,7 +542,7 @@ def diff(sku_id: str) -> Response:
 
 
 def _resolve(session: Session, row: GovernorInstance, event: str) -> tuple[AllowedEvent, str]:
-    best = best_actions_for_row(session, row, _roles(), utcnow(), _rt().settings)
+    best = catalog_admin.catalog_actions(session, row, _roles(), utcnow(), _rt().settings)
     if event in EDITOR_EVENTS or event not in best:
         known = {e for t in get_governor(catalog_admin.GOVERNOR).transitions for e in t.events}
         abort(

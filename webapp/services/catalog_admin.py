@@ -22,11 +22,12 @@ from typing import Any, Final
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from governors import Settings, default_settings, get_governor
+from governors import AllowedEvent, Settings, default_settings, get_governor
 from governors.rules.catalog import sku_field_errors
 from webapp.models import Approval, GovernorInstance, IdempotencyRecord, StaffUser, TransitionRecord
+from webapp.services.actions import best_actions, facts_for
 from webapp.services.facts import world_facts
-from webapp.services.instances import revive
+from webapp.services.instances import revive, to_instance
 from webapp.services.setup import PLATFORM_TENANT, ensure_tenant
 from webapp.services.transitions import Actor, EventRequest, EventResult, fire_event
 
@@ -328,6 +329,24 @@ def display_names(session: Session, ids: Sequence[str]) -> dict[str, str]:
     return {str(r.id): str(r.email) for r in rows}
 
 
+def catalog_actions(
+    session: Session, row: GovernorInstance, roles: Sequence[str], now: datetime, settings: Settings | None
+) -> dict[str, tuple[AllowedEvent, str]]:
+    """The SKU's manual actions for these roles, judged against the whole catalog.
+
+    ``services.actions.best_actions_for_row`` sees a global SKU alone; the catalog's guards also
+    read the other SKUs (a replacement's state), so the buttons here see them all, as the
+    transition service does when the event is fired.
+    """
+    snapshot = {
+        r.id: to_instance(r)
+        for r in session.scalars(select(GovernorInstance).where(GovernorInstance.governor == GOVERNOR))
+    }
+    snapshot[row.id] = to_instance(row)
+    instance = snapshot[row.id]
+    return best_actions(GOVERNOR, instance, facts_for(snapshot, instance, now, settings, session), roles)
+
+
 # --------------------------------------------------------------------------- writes
 
 
@@ -543,6 +562,7 @@ __all__ = [
     "Saved",
     "ScheduledPrice",
     "SkuRow",
+    "catalog_actions",
     "catalog_checks",
     "conflict_since",
     "create_draft",
