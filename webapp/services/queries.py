@@ -4,6 +4,12 @@ Nothing here writes. Every function takes the session and the instant (``now``) 
 tenants the caller may see (``tenants=None`` means every tenant: marketplace staff). Lists use keyset
 pagination (the cursor is the last id seen), so page N costs the same as page 1 on 100,000 customers.
 
+The live cockpit costs three statements whatever it shows (issue 4): ``read_customer`` (the customer,
+its instances and held SKUs, each with its recent path and the world facts its actions need, the newest
+history id), ``_jobs_and_digest`` (pending and failed jobs, and from them the change marker's digest)
+and ``history_page``. The filter menus are cached per (customer, newest history id). The statements
+are built once with bound parameters. tests/web/test_console.py counts them.
+
 Time travel uses ``webapp.services.history.state_as_of`` (snapshots plus replayed history).
 """
 
@@ -929,21 +935,14 @@ JOBS_LIMIT = 20
 """How many pending and how many failed jobs the cockpit lists (each)."""
 
 
-def customer_jobs(session: Session, customer_id: str, redis: Any = None) -> tuple[list[JobView], bool]:
-    """The customer's pending and failed background work.
+def _jobs_and_digest(
+    session: Session, customer_id: str, redis: Any = None
+) -> tuple[list[JobView], bool, str]:
+    """The customer's pending and failed background work, and the jobs part of the change marker.
 
     From the database (works with and without Redis): outbox rows not yet handed to the queue, and
     effect runs that failed or were refused. With a Redis connection, the RQ jobs of the customer
     (queued, started, scheduled, failed) from ``webapp.jobs.jobs_for_customer`` are added.
-    """
-    jobs, available, _ = _jobs_and_digest(session, customer_id, redis)
-    return jobs, available
-
-
-def _jobs_and_digest(
-    session: Session, customer_id: str, redis: Any = None
-) -> tuple[list[JobView], bool, str]:
-    """``customer_jobs`` and the jobs part of the change marker, from one query when the lists are short.
 
     Both lists come from one UNION ALL (the newest JOBS_LIMIT + 1 of each); while neither is cut off,
     their counts and newest id/time are the digest's inputs, so ``_jobs_digest`` only runs for a
