@@ -282,7 +282,8 @@ def processor_findings(session: Session, invoice_ids: Sequence[str]) -> dict[str
     invoices = [Instance(governor="billing", id=i, customer_id=c, data=d or {}) for i, c, d in rows]
     records = _records(session, {ref for inv in invoices for ref in _strings(inv.data.get("payment_ids"))})
     return {
-        inv.id: mismatch(inv, records) or "matches the processor: the reconciliation job archives it a day after payment"
+        inv.id: mismatch(inv, records)
+        or "matches the processor: the reconciliation job archives it a day after payment"
         for inv in invoices
     }
 
@@ -316,13 +317,13 @@ def reconcile_due(runtime: Runtime, now: datetime, batch: int = RECONCILE_BATCH)
     cutoff = now - runtime.settings.duration("billing.reconcile_min_age")
     after: tuple[datetime, str] | None = None
     while True:
-        rows = _candidates(runtime, cutoff, after, batch)
-        if not rows:
+        found, records = _candidates(runtime, cutoff, after, batch)
+        if not found:
             break
-        after = (rows[-1].entered_at, rows[-1].id)
-        matching = _matching(runtime, rows)
-        report.checked += len(rows)
-        report.mismatched += len(rows) - len(matching)
+        after = (found[-1].entered_at, found[-1].invoice.id)
+        matching = [(c.tenant_id, c.invoice.id) for c in found if record_matches(c.invoice, records)]
+        report.checked += len(found)
+        report.mismatched += len(found) - len(matching)
         for tenant_id, instance_id in matching:
             with runtime.db.session() as session:
                 result = fire_event(
@@ -337,36 +338,41 @@ def reconcile_due(runtime: Runtime, now: datetime, batch: int = RECONCILE_BATCH)
                 after_commit(runtime, result.outbox_ids)
             else:
                 report.refused += 1
-        if len(rows) < batch:
+        if len(found) < batch:
             break
     return report
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    tenant_id: str
+    entered_at: datetime
+    invoice: Instance
+
+
 def _candidates(
     runtime: Runtime, cutoff: datetime, after: tuple[datetime, str] | None, batch: int
-) -> Sequence[GovernorInstance]:
+) -> tuple[list[_Candidate], dict[str, Settled]]:
+    """A page of paid invoices old enough, oldest first, and the imported records of their payments."""
     g = GovernorInstance
-    query = select(g).where(g.governor == "billing", g.state == "payment_received", g.entered_at <= cutoff)
+    query = select(g.id, g.tenant_id, g.customer_id, g.entered_at, g.data).where(
+        g.governor == "billing", g.state == "payment_received", g.entered_at <= cutoff
+    )
     if after is not None:
         query = query.where((g.entered_at > after[0]) | ((g.entered_at == after[0]) & (g.id > after[1])))
     with runtime.db.sessions() as session:
-        rows = list(session.scalars(query.order_by(g.entered_at, g.id).limit(batch)))
-        session.expunge_all()
-    return rows
-
-
-def _matching(runtime: Runtime, rows: Sequence[GovernorInstance]) -> list[tuple[str, str]]:
-    """(tenant, invoice) of the rows whose imported processor records match (one query for all)."""
-    invoices = [
-        Instance(governor="billing", id=r.id, state=r.state, customer_id=r.customer_id, data=r.data or {})
-        for r in rows
-    ]
-    refs = {ref for inv in invoices for ref in _strings(inv.data.get("payment_ids"))}
-    with runtime.db.sessions() as session:
-        records = _records(session, refs)
-    return [
-        (r.tenant_id, inv.id) for r, inv in zip(rows, invoices, strict=True) if record_matches(inv, records)
-    ]
+        found = [
+            _Candidate(
+                tenant,
+                entered,
+                Instance("billing", invoice, "payment_received", customer_id=customer, data=data or {}),
+            )
+            for invoice, tenant, customer, entered, data in session.execute(
+                query.order_by(g.entered_at, g.id).limit(batch)
+            )
+        ]
+        refs = {ref for c in found for ref in _strings(c.invoice.data.get("payment_ids"))}
+        return found, _records(session, refs)
 
 
 def reconciliation_job() -> dict[str, Any]:
