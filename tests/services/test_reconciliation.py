@@ -255,3 +255,58 @@ def test_force_reconcile_with_a_proof_that_does_not_confirm_is_refused(rt: Runti
         assert force_reconcile(rt, invoice, proof, now + 2 * DAY, approved_by=approved_by) == 409
         assert "force-reconcile needs the processor to confirm the payment" in str(force_reconcile.last_body)  # type: ignore[attr-defined]
     assert invoice_row(rt, invoice).state == "payment_received"
+
+
+# --------------------------------------------------------------------------- cost and concurrency
+
+
+def test_the_world_facts_read_the_records_in_one_statement(rt: Runtime) -> None:
+    from sqlalchemy import event
+
+    from webapp.services.instances import to_instance
+    from webapp.services.reconciliation import reconciliation_facts
+
+    now = utcnow()
+    invoice = paid_invoice(rt, "c-1", now)
+    import_settlements(rt, now + timedelta(minutes=5))
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    with rt.db.session() as s:
+        target = to_instance(s.get(GovernorInstance, invoice))  # type: ignore[arg-type]
+        event.listen(rt.db.engine, "before_cursor_execute", count)
+        try:
+            facts = reconciliation_facts(s, target, {"processor_proof_ref": target.data["payment_ids"][0]})
+        finally:
+            event.remove(rt.db.engine, "before_cursor_execute", count)
+    assert facts == {"processor_record_matches": True, "processor_confirms_payment": True}
+    assert len(statements) == 1 and "processor_records" in statements[0]
+
+
+def test_an_import_that_loses_the_race_for_the_cursor_leaves_it_to_the_winner(rt: Runtime) -> None:
+    from webapp.adapters.payments import SandboxProcessor, SettlementPage
+
+    now = utcnow()
+    paid_invoice(rt, "c-1", now)
+    later = now + timedelta(minutes=5)
+
+    class RacedProcessor(SandboxProcessor):
+        """The sandbox, with a second import that runs while the first one waits for its page."""
+
+        raced = False
+
+        def settlement_report(
+            self, cursor: str | None, *, until: datetime, limit: int = 500
+        ) -> SettlementPage:
+            page = super().settlement_report(cursor, until=until, limit=limit)
+            if not self.raced:
+                self.raced = True
+                assert import_settlements(rt, later).imported == 1
+            return page
+
+    report = import_settlements(rt, later, processor=RacedProcessor(rt.db))
+    assert (report.pages, report.imported) == (0, 0)  # its page was not stored over the winner's cursor
+    assert records(rt) == 1
+    assert import_settlements(rt, later).imported == 0
