@@ -411,6 +411,11 @@ def test_admin_grant_can_be_rejected_and_grantee_cannot_approve(
         pending = s.scalars(select(RoleGrantRequest).where(RoleGrantRequest.user_id == new_user.id)).one()
         pending_id = pending.id
     two = admin_client(app, second)
+    # A card number in the note is refused like in every free-text input, and nothing is decided.
+    carded = post(two, f"/staff/requests/{pending_id}/reject", {"note": "card 4242 4242 4242 4242"})
+    assert carded.status_code == 422 and "card number" in text(carded)
+    with web_db.session() as s:
+        assert s.get(RoleGrantRequest, pending_id).status == "pending"  # type: ignore[union-attr]
     assert post(two, f"/staff/requests/{pending_id}/reject").status_code == 303
     with web_db.session() as s:
         assert s.get(RoleGrantRequest, pending_id).status == "rejected"  # type: ignore[union-attr]

@@ -29,6 +29,7 @@ from webapp import audit
 from webapp.models import ApiToken, AuditEntry, RoleGrantRequest, StaffUser
 from webapp.services import users
 from webapp.services.users import StepUpError, UserError
+from webapp.validation import InputError, clean_text
 
 FOUR_EYES_ROLES: Final = frozenset({"admin"})
 """Roles whose grant needs a second admin's approval (CONSOLE.md §1.3)."""
@@ -261,12 +262,20 @@ def approve_request(
 def reject_request(
     session: Session, request_id: str, *, by: str, now: datetime, note: str = ""
 ) -> RoleGrantRequest:
-    """Reject (or, for the requester, withdraw) a pending grant; no step-up needed to say no."""
+    """Reject (or, for the requester, withdraw) a pending grant; no step-up needed to say no.
+
+    The note is checked like every free-text input (length, control characters, no card number):
+    FourEyesError 422 with the reason, and nothing is decided.
+    """
+    try:
+        note = clean_text(note, max_length=2000, label="the note")
+    except InputError as exc:
+        raise FourEyesError(str(exc), status=422) from None
     row = _locked_request(session, request_id, now)
     row.status = "rejected"
     row.decided_by = by
     row.decided_at = now
-    row.decision_note = note.strip()[:2000] or None
+    row.decision_note = note or None
     _audit(session, "role_grant_rejected", by, now, user_id=row.user_id, role=row.role, request_id=row.id)
     return row
 
