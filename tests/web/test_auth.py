@@ -498,14 +498,17 @@ def test_cli_users_create_and_token(pg_url: str, web_db: Database, client: Flask
         pg_url, ["users", "create", "--email", "Ops@Corp.test", "--role", "support", "--role", "finance"]
     )
     assert made.exit_code == 0, made.output
-    password = re.search(r"password \(shown once\): (\S+)", made.output)
+    password = re.search(r"password \(shown once; to be changed at the first sign-in\): (\S+)", made.output)
     assert password
     with web_db.session() as s:
         user = users.find_user(s, "ops@corp.test")
         assert user is not None
         assert user.roles == {"support", "finance"}
         assert user.password_hash.startswith("$argon2id$")
-    assert sign_in(client, "ops@corp.test", password.group(1)).status_code == 302
+        assert user.password_must_change  # the operator saw it: the user chooses their own
+    signed_in = sign_in(client, "ops@corp.test", password.group(1))
+    assert signed_in.status_code == 302
+    assert client.get("/customers").location.endswith("/auth/password")
 
     stdin = cli(
         pg_url,
@@ -514,6 +517,9 @@ def test_cli_users_create_and_token(pg_url: str, web_db: Database, client: Flask
     )
     assert stdin.exit_code == 0, stdin.output
     assert "shown once" not in stdin.output
+    with web_db.session() as s:
+        own = users.find_user(s, "c@corp.test")
+        assert own is not None and not own.password_must_change
     assert "must enrol" in stdin.output
 
     token = cli(pg_url, ["users", "token", "--email", "ops@corp.test"])

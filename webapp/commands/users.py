@@ -59,6 +59,9 @@ def register(main: click.Group) -> None:
                     granted_by="cli",
                     now=datetime.now(UTC),
                     display_name=display_name,
+                    # A generated password was seen by whoever ran the command: the user replaces it
+                    # at the first sign-in. A password given on stdin is the user's own.
+                    one_time_password=generated,
                 )
                 user_id, address, held = user.id, user.email, sorted(user.roles)
         except users.UserError as exc:
@@ -67,7 +70,7 @@ def register(main: click.Group) -> None:
             db.dispose()
         click.echo(f"created {address} ({user_id}) with roles {', '.join(held)}")
         if generated:
-            click.echo(f"password (shown once): {password}")
+            click.echo(f"password (shown once; to be changed at the first sign-in): {password}")
         if users.totp_required(held):
             click.echo("this user must enrol a TOTP second factor at first sign-in")
 
