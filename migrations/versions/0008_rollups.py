@@ -40,14 +40,14 @@ def upgrade() -> None:
     )
     op.create_table(
         "rollup_transition_hours",
-        _at("hour"),
         sa.Column("governor", sa.String(length=32), nullable=False),
+        _at("hour"),
         sa.Column("event", sa.String(length=64), nullable=False),
         sa.Column("from_state", sa.String(length=40), nullable=False),
         sa.Column("to_state", sa.String(length=40), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(
-            "hour", "governor", "event", "from_state", "to_state", name=op.f("pk_rollup_transition_hours")
+            "governor", "hour", "event", "from_state", "to_state", name=op.f("pk_rollup_transition_hours")
         ),
     )
     for table in ("rollup_state_durations", "rollup_decision_latency"):
@@ -83,6 +83,8 @@ def upgrade() -> None:
         sa.Column("attention", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("hour", "governor", "state", name=op.f("pk_rollup_state_counts")),
     )
+    with op.batch_alter_table("rollup_state_counts", schema=None) as batch_op:
+        batch_op.create_index("ix_rollup_state_counts_governor_hour", ["governor", "hour"], unique=False)
     op.create_table(
         "rollup_samples",
         sa.Column("id", _BIGID, autoincrement=True, nullable=False),
@@ -144,6 +146,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_rollup_sla_periods_violated")
     with op.batch_alter_table("rollup_samples", schema=None) as batch_op:
         batch_op.drop_index("ix_rollup_samples_metric_at")
+    with op.batch_alter_table("rollup_state_counts", schema=None) as batch_op:
+        batch_op.drop_index("ix_rollup_state_counts_governor_hour")
     for table in (
         "rollup_sla_tiers",
         "rollup_sla_periods",

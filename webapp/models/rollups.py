@@ -44,8 +44,9 @@ class RollupTransitionHour(Base):
 
     __tablename__ = "rollup_transition_hours"
 
-    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    # Governor first: every read is one governor over a range of hours (the primary key's index).
     governor: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     event: Mapped[str] = mapped_column(String(64), primary_key=True)
     from_state: Mapped[str] = mapped_column(String(40), primary_key=True)
     to_state: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -97,6 +98,7 @@ class RollupStateCount(Base):
     """Instances per governor and state at the last refresh of this hour."""
 
     __tablename__ = "rollup_state_counts"
+    __table_args__ = (Index("ix_rollup_state_counts_governor_hour", "governor", "hour"),)
 
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     governor: Mapped[str] = mapped_column(String(32), primary_key=True)

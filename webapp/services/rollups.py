@@ -329,7 +329,7 @@ def _write_counts(session: Session, batch: _Batch) -> None:
     _add_counts(
         session,
         RollupTransitionHour,
-        ("hour", "governor", "event", "from_state", "to_state"),
+        ("governor", "hour", "event", "from_state", "to_state"),
         [
             {"hour": h, "governor": g, "event": e, "from_state": f, "to_state": t, "count": n}
             for (h, g, e, f, t), n in batch.counts.items()
