@@ -7,6 +7,7 @@ Create Date: 2026-11-29 06:30:00
 processor_records holds each settled charge or refund of the processor's settlement report (unique by
 the processor's reference); processor_cursors holds where the next import of that report starts. The
 billing reconciliation (B08) matches invoices against these rows, never against the processor live.
+The sandbox processor's ledger gets an index on (created_at, id), the order its settlement report pages in.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("reference", name=op.f("uq_processor_records_reference")),
     )
     op.create_index("ix_processor_records_customer", "processor_records", ["customer_ref", "settled_at"])
+    op.create_index("ix_sandbox_charges_settled", "sandbox_charges", ["created_at", "id"])
     op.create_table(
         "processor_cursors",
         sa.Column("processor", sa.String(length=32), nullable=False),
@@ -51,6 +53,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sandbox_charges_settled", table_name="sandbox_charges")
     op.drop_table("processor_cursors")
     op.drop_index("ix_processor_records_customer", table_name="processor_records")
     op.drop_table("processor_records")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from webapp.db import Database
@@ -248,11 +248,10 @@ class SandboxProcessor:
         query = select(SandboxCharge).where(SandboxCharge.created_at < until)
         if cursor:
             after_at, after_id = _parse_cursor(cursor)
+            # The first condition is implied by the second; it is there so the index is range-scanned.
             query = query.where(
-                or_(
-                    SandboxCharge.created_at > after_at,
-                    and_(SandboxCharge.created_at == after_at, SandboxCharge.id > after_id),
-                )
+                SandboxCharge.created_at >= after_at,
+                or_(SandboxCharge.created_at > after_at, SandboxCharge.id > after_id),
             )
         query = query.order_by(SandboxCharge.created_at, SandboxCharge.id).limit(limit + 1)
         with self.db.session() as session:

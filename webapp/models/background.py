@@ -88,7 +88,11 @@ class SandboxCharge(Base):
     """A charge or refund as the sandbox processor recorded it, under the caller's idempotency key."""
 
     __tablename__ = "sandbox_charges"
-    __table_args__ = (Index("ix_sandbox_charges_customer", "customer_ref", "created_at"),)
+    __table_args__ = (
+        Index("ix_sandbox_charges_customer", "customer_ref", "created_at"),
+        # The settlement report pages through the ledger by (time, id) from a cursor.
+        Index("ix_sandbox_charges_settled", "created_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
