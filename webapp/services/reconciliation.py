@@ -10,7 +10,12 @@ Real reconciliation never asks the processor while invoice rows are locked. It r
    invoice paid at least ``billing.reconcile_min_age`` ago whose payments the imported lines confirm.
    The guard ``billing_processor_confirms`` reads the same answer, under the lock, as the world fact
    ``processor_record_matches`` (``reconciliation_facts``). Mismatches are not fired, so they are not
-   refused once a minute: they stay in payment_received, with its attention flag, for finance.
+   refused once a minute: they stay in payment_received, with its attention flag, for finance
+   (/finance/reconciliation shows ``processor_findings``: why each one does not match).
+
+Both run from every periodic sweep (``reconciliation_job``): the spec's daily job, run continuously so an
+invoice is archived as soon as it is a day old. An idle pass costs one empty page of the report and a
+read of the invoices still waiting (``bench/reconciliation.py`` measures it).
 
 The match (``processor_record_matches``): every id in the invoice's ``payment_ids`` is an imported,
 succeeded charge of the invoice's customer in its currency, and those charges sum to ``paid_cents`` plus
@@ -21,7 +26,8 @@ refund lines, so a later refund never undoes the match of the charge it returns.
 
 A force-reconcile by finance (``processor_confirms_payment``) names a ``processor_proof_ref``: it counts
 when that reference is an imported, succeeded charge of the invoice's customer, in its currency, for
-exactly ``paid_cents``.
+exactly ``paid_cents``. The world facts see that payload only when the caller passes
+``facts_hook=payload_facts(payload)`` (the console's actions, approvals and API do).
 """
 
 from __future__ import annotations
