@@ -110,6 +110,12 @@ _DUE_ROW = (
     .with_for_update(of=_TIMERS, skip_locked=True)
 )
 _DELETE_TIMER = delete(_TIMERS).where(_TIMERS.c.id == bindparam("timer_id"))
+_CLAIM_CUSTOMERS = (
+    select(Customer.id)
+    .where(Customer.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Customer.id)
+    .with_for_update(skip_locked=True)
+)
 
 
 def _claim(session: Session, ref: DueRef) -> bool:
@@ -154,8 +160,15 @@ def fire_timer_row(db: Database, settings: Settings | None, timer: int | DueRef,
         return TimerFire(timer_id, "failed", code=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _fire(session: Session, settings: Settings | None, ref: DueRef, now: datetime) -> TimerFire:
-    if not _claim(session, ref):
+def _fire(
+    session: Session,
+    settings: Settings | None,
+    ref: DueRef,
+    now: datetime,
+    claimed: frozenset[str] | None = None,
+) -> TimerFire:
+    """Fire one timer in ``session``; ``claimed``: the customers the caller already locked (SKIP LOCKED)."""
+    if not (ref.customer_id in claimed if claimed is not None else _claim(session, ref)):
         return TimerFire(ref.id, "busy")
     # Read under the owner's lock: a sweeper that committed meanwhile has deleted or replaced the row.
     # Plain rows, not ORM objects: a batch fires many timers in one session, and each must see the
@@ -262,8 +275,8 @@ def _fire_group(
 ) -> list[TimerFire]:
     """Fire a group of one tenant's due timers in one transaction; never raises.
 
-    Lock order: the tenant's audit-chain head first (the only lock the group waits for), then each
-    timer's customer with SKIP LOCKED as ``_fire`` does. A transaction that holds a customer and waits
+    Lock order: the tenant's audit-chain head first (the only lock the group waits for), then all the
+    group's customers in one statement with SKIP LOCKED. A transaction that holds a customer and waits
     for the head never blocks this one, which skips busy customers instead of waiting. If anything in
     the group fails, the whole transaction is rolled back and each timer is fired again in its own
     transaction, so one bad timer never costs the others their effects.
@@ -275,7 +288,9 @@ def _fire_group(
     try:
         with db.session() as session:
             audit.lock_heads(session, [tenant_id])
-            return [_fire(session, settings, ref, now) for ref in group]
+            customers = sorted({ref.customer_id for ref in group if ref.customer_id is not None})
+            claimed = frozenset(session.connection().execute(_CLAIM_CUSTOMERS, {"ids": customers}).scalars())
+            return [_fire(session, settings, ref, now, claimed) for ref in group]
     except Exception:
         return [fire_timer_row(db, settings, ref, now) for ref in group]
 
