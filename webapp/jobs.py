@@ -375,17 +375,32 @@ def periodic_sweep() -> dict[str, Any]:
             setattr(total, key, getattr(total, key) + value)
         if sum(report.as_dict().values()) < SWEEP_BATCH:  # a short batch: nothing more is due
             break
-    from webapp.services.alerts import evaluate_alerts_job
-    from webapp.services.reconciliation import reconciliation_job
-    from webapp.services.rollups import refresh_rollups_job
+    return {"relay": relayed.as_dict(), "timers": total.as_dict(), **housekeeping(rt, now)}
 
-    return {
-        "relay": relayed.as_dict(),
-        "timers": total.as_dict(),
-        "alerts": evaluate_alerts_job(),
-        "reconciliation": reconciliation_job(),  # import the processor's settlements, archive matches (B08)
-        "rollups": refresh_rollups_job(),  # last: the dashboards' rollups never hold up the rest
-    }
+
+def housekeeping(rt: Runtime, now: datetime) -> dict[str, Any]:
+    """The minute's periodic work after timers, for the RQ sweep and the in-process runner alike.
+
+    Alert rules (CONSOLE.md §2.3), payment reconciliation (import the processor's settlement report,
+    archive the invoices that match: B08) and, last, the dashboards' rollups, so they never hold up the
+    rest. Each part runs in its own transaction; one failing part is logged and the others still run.
+    """
+    from webapp.services.alerts import evaluate_alerts_for
+    from webapp.services.reconciliation import reconcile_for
+    from webapp.services.rollups import refresh_rollups_for
+
+    done: dict[str, Any] = {}
+    for name, work in (
+        ("alerts", evaluate_alerts_for),
+        ("reconciliation", reconcile_for),
+        ("rollups", refresh_rollups_for),
+    ):
+        try:
+            done[name] = work(rt, now)
+        except Exception as exc:  # one broken part must not stop the others (or the sweep's chain)
+            log.exception("periodic %s failed", name)
+            done[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return done
 
 
 def _slot(moment: datetime) -> int:
@@ -543,9 +558,7 @@ class InProcessRunner:
             self._last_sweep = now
             report.timers = sweep_timers(self.rt, now, on_commit=lambda ids: None).as_dict()
             self._run_outbox(now, report)
-            from webapp.services.rollups import refresh_rollups_for
-
-            refresh_rollups_for(self.rt, now)  # the dashboards' rollups, as periodic_sweep does on RQ
+            housekeeping(self.rt, now)  # alerts, reconciliation, rollups: as periodic_sweep does on RQ
         return report
 
     def run_until_idle(self, now: datetime | None = None, *, max_rounds: int = 100) -> RunnerReport:

@@ -386,9 +386,9 @@ def test_decision_latency_is_flushed_from_the_process_histogram(db: Database) ->
 
 
 def test_the_background_runners_refresh_the_rollups(db: Database, pg_url: str) -> None:
-    """The demo's in-process runner (its timer sweep) and the RQ job entry point both refresh."""
+    """The demo's in-process runner (its timer sweep) and the RQ sweep's housekeeping both refresh."""
     from webapp.config import Config
-    from webapp.jobs import InProcessRunner, install_runtime
+    from webapp.jobs import InProcessRunner, housekeeping
     from webapp.runtime import Runtime
 
     seed_history(db)
@@ -398,8 +398,7 @@ def test_the_background_runners_refresh_the_rollups(db: Database, pg_url: str) -
         with db.session() as s:
             mark = s.get(RollupWatermark, "transitions")
             assert mark is not None and (mark.last_id, mark.refreshed_at) == (13, LATER)
-        install_runtime(rt)
-        result = rollups.refresh_rollups_job()  # what periodic_sweep calls on an RQ worker
+        result = housekeeping(rt, LATER)["rollups"]  # what periodic_sweep runs on an RQ worker
         assert result["transitions"] == 0 and result["watermark"] == 13
     finally:
         rt.close()

@@ -7,7 +7,8 @@ When the condition clears, the row is resolved: its ``job_id`` gets the ``:resol
 if no one acknowledged it yet, it is acknowledged by ``RESOLVED_BY``. A person acknowledging an alert
 whose condition still holds does not make it fire again.
 
-``evaluate_alerts_job()`` is the periodic entry point for the worker (see ``webapp.jobs``).
+``evaluate_alerts_for(runtime, now)`` is the periodic entry point (``webapp.jobs.housekeeping``, run by
+the RQ sweep and the in-process runner).
 The same rules ship as a Prometheus rules file in ``deploy/prometheus/alerts.yml`` (same names).
 
 Not evaluated here (no data in the database): orchestrator down (heartbeats: Prometheus ``up``),
@@ -399,14 +400,10 @@ def evaluate_alerts(
     return report
 
 
-def evaluate_alerts_job() -> dict[str, Any]:
-    """Periodic worker job: evaluate the rules now in one transaction."""
-    from webapp.jobs import runtime, utcnow
-
-    rt = runtime()
+def evaluate_alerts_for(rt: Any, now: datetime) -> dict[str, Any]:
+    """Evaluate the rules at ``now`` with a runtime's database and settings (one transaction)."""
     with rt.db.session() as session:
-        report = evaluate_alerts(session, utcnow(), rt.settings)
-    return report.as_dict()
+        return evaluate_alerts(session, now, rt.settings).as_dict()
 
 
 # --------------------------------------------------------------------------- the alerts panel

@@ -13,9 +13,9 @@ Real reconciliation never asks the processor while invoice rows are locked. It r
    refused once a minute: they stay in payment_received, with its attention flag, for finance
    (/finance/reconciliation shows ``processor_findings``: why each one does not match).
 
-Both run from every periodic sweep (``reconciliation_job``): the spec's daily job, run continuously so an
-invoice is archived as soon as it is a day old. An idle pass costs one empty page of the report and a
-read of the invoices still waiting (``bench/reconciliation.py`` measures it).
+Both run from every periodic sweep (``reconcile_for``, via ``webapp.jobs.housekeeping``): the spec's
+daily job, run continuously so an invoice is archived as soon as it is a day old. An idle pass costs one
+empty page of the report and a read of the invoices still waiting (``bench/reconciliation.py`` measures it).
 
 The match (``processor_record_matches``): every id in the invoice's ``payment_ids`` is an imported,
 succeeded charge of the invoice's customer in its currency, and those charges sum to ``paid_cents`` plus
@@ -381,12 +381,11 @@ def _candidates(
         return found, _records(session, refs)
 
 
-def reconciliation_job() -> dict[str, Any]:
-    """Periodic worker job (from ``webapp.jobs.periodic_sweep``): import the report, then reconcile."""
-    from webapp.jobs import runtime, utcnow
+def reconcile_for(rt: Runtime, now: datetime) -> dict[str, Any]:
+    """Import the processor's settlement report, then archive the invoices that match (B08).
 
-    rt = runtime()
-    now = utcnow()
+    Run by ``webapp.jobs.housekeeping`` from the RQ periodic sweep and the in-process runner alike.
+    """
     try:
         imported: dict[str, Any] = import_settlements(rt, now).as_dict()
     except TransientProcessorError as exc:

@@ -419,14 +419,6 @@ def refresh_rollups(
     return report
 
 
-def refresh_rollups_job() -> dict[str, Any]:
-    """Periodic worker job (called from ``webapp.jobs.periodic_sweep``): refresh now, in one transaction."""
-    from webapp.jobs import runtime, utcnow
-
-    rt = runtime()
-    return refresh_rollups_for(rt, utcnow())
-
-
 def refresh_rollups_for(rt: Any, now: datetime) -> dict[str, Any]:
     """Refresh with a runtime's database and settings (the in-process runner and the job)."""
     with rt.db.session() as session:
@@ -841,6 +833,5 @@ __all__ = [
     "latest_state_counts",
     "refresh_rollups",
     "refresh_rollups_for",
-    "refresh_rollups_job",
     "time_in_state",
 ]
