@@ -254,3 +254,39 @@ def test_text_from_the_data_is_escaped_in_the_figures() -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in gauge["data"][0]["title"]["text"]
     bars = charts.failure_reasons([LATER], {evil: [1]}, window="w").to_plotly_json()
     assert bars["data"][0]["name"] == "&lt;img src=x onerror=alert(1)&gt;"
+
+
+def test_panels_read_rollups_never_the_history(
+    client: FlaskClient,
+    make_user: Callable[..., MadeUser],
+    login: Any,
+    web_db: Database,
+    web_runtime: Any,
+    at_later: Any,
+) -> None:
+    """Every statement a dashboard request runs: no history table, no unfiltered instance scan."""
+    from sqlalchemy import event
+
+    world(web_db)
+    _signed_in(client, make_user, login, "manager")
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()))
+
+    engine = web_runtime.db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for url in (*OPS_URLS[1:], *FINANCE_URLS[1:]):
+            _fragment(client, url)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    reads = [s for s in seen if s.startswith("SELECT")]
+    assert reads
+    for statement in reads:
+        for raw in ("FROM transitions", "JOIN transitions", "FROM effect_runs", "FROM audit_entries"):
+            assert raw not in statement, statement
+        if "FROM governor_instances" in statement:  # the two live queues: indexed conditions only
+            assert "governor_instances.timeout_at <" in statement or (
+                "governor_instances.governor =" in statement and "governor_instances.state =" in statement
+            ), statement
