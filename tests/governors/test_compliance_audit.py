@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, apply, decide, plan
+from governors import Decision, Facts, Instance, apply, decide, plan
 from governors.definitions.compliance_audit import GOVERNOR
 from governors.facts import Context, TimerState
 from governors.rules.base import GUARDS
-from governors.settings import default_settings
+from tests.governors import tables
+from tests.governors.tables import NOW, SETTINGS, Case, Table
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
-SETTINGS = default_settings()
 GOV = "compliance_audit"
 REASON = "case 881: periodic review"
-STAFF = ("support", "finance", "manager", "admin", "compliance")
+make_facts = partial(tables.make_facts, reason=REASON)
 
 FAILED = {"non_compliant_cause": "verification", "verification_attempts": 1}
 ARCHIVED_ACCOUNT = {"customer_account": ("archived",)}
@@ -27,20 +27,6 @@ ARCHIVED_ACCOUNT = {"customer_account": ("archived",)}
 
 def _ago(**kw: float) -> datetime:
     return NOW - timedelta(**kw)
-
-
-def peer_instances(spec: Mapping[str, Any]) -> dict[str, tuple[Instance, ...]]:
-    """Peers from {governor: (state, ...)} or {governor: ((state, data), ...)}."""
-    out: dict[str, tuple[Instance, ...]] = {}
-    for gov, items in spec.items():
-        built = []
-        for n, item in enumerate(items):
-            state, data = (item, {}) if isinstance(item, str) else item
-            built.append(
-                Instance(gov, f"{gov}-{n}", state, 1, customer_id="cust-1", subject_id=f"s{n}", data=data)
-            )
-        out[gov] = tuple(built)
-    return out
 
 
 def record(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 4) -> Instance:
@@ -55,121 +41,84 @@ def record(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 
     )
 
 
-def make_facts(
-    role: str = "sys",
-    payload: Mapping[str, Any] | None = None,
-    peers: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    approved_by: str | None = None,
-    timer: str | None = None,
-    timer_seq: int | None = None,
-    settings: Any = None,
-) -> Facts:
-    body = dict(payload or {})
-    if role in STAFF:
-        body.setdefault("reason", REASON)
-    return Facts(
-        now=NOW,
-        role=role,
-        actor="system" if role in ("sys", "timer", "cascade") else "u1",
-        payload=body,
-        peers=peer_instances(peers or {}),
-        extra=dict(extra or {}),
-        settings=settings or SETTINGS,
-        approved_by=approved_by,
-        timer=timer,
-        timer_seq=timer_seq,
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    """One table row: the row id it exercises, the situation, and the expected target or !code."""
-
-    row: str
-    state: str | None
-    event: str
-    expect: str
-    role: str = "sys"
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    peers: Mapping[str, Any] = field(default_factory=dict)
-    facts: Mapping[str, Any] = field(default_factory=dict)
-    timer: bool = False
-    note: str = ""
-
-
 CASES: tuple[Case, ...] = (
     # Cx1 enroll (creation)
-    Case("Cx1", None, "enroll", "compliant", role="cascade"),
-    Case("Cx1", None, "enroll", "compliant", payload={"frameworks": ["GDPR", "PCI-DSS"]}),
-    Case("Cx1", None, "enroll", "!invalid_input", payload={"frameworks": ["ISO9001"]}),
-    Case("Cx1", None, "enroll", "!role_not_allowed", role="compliance"),
-    Case("Cx1", "compliant", "enroll", "!invalid_transition", role="cascade"),
-    Case("Cx1", None, "request_verification", "!not_created", role="compliance"),
+    Case("Cx1", None, "enroll", "cascade", "compliant"),
+    Case("Cx1", None, "enroll", "sys", "compliant", payload={"frameworks": ["GDPR", "PCI-DSS"]}),
+    Case("Cx1", None, "enroll", "sys", "!invalid_input", payload={"frameworks": ["ISO9001"]}),
+    Case("Cx1", None, "enroll", "compliance", "!role_not_allowed"),
+    Case("Cx1", "compliant", "enroll", "cascade", "!invalid_transition"),
+    Case("Cx1", None, "request_verification", "compliance", "!not_created"),
     # C01 / C02 verification requested
-    Case("C01", "compliant", "verification_due", "verification_pending", role="timer", timer=True),
-    Case("C01", "compliant", "verification_due", "!role_not_allowed", role="compliance"),
-    Case("C02", "compliant", "request_verification", "verification_pending", role="compliance"),
-    Case("C02", "compliant", "request_verification", "!role_not_allowed", role="support"),
+    Case("C01", "compliant", "verification_due", "timer", "verification_pending"),
+    Case("C01", "compliant", "verification_due", "compliance", "!role_not_allowed"),
+    Case("C02", "compliant", "request_verification", "compliance", "verification_pending"),
+    Case("C02", "compliant", "request_verification", "support", "!role_not_allowed"),
     Case(
-        "C02",
-        "compliant",
-        "request_verification",
-        "!invalid_input",
-        role="compliance",
-        payload={"reason": "kyc"},
+        "C02", "compliant", "request_verification", "compliance", "!invalid_input", payload={"reason": "kyc"}
     ),
-    Case("C02", "investigation", "request_verification", "!invalid_transition", role="compliance"),
+    Case("C02", "investigation", "request_verification", "compliance", "!invalid_transition"),
     # C03 verification passed
     Case(
-        "C03", "verification_pending", "verification_passed", "compliant", payload={"provider_ref": "prov-1"}
-    ),
-    Case(
         "C03",
         "verification_pending",
         "verification_passed",
+        "sys",
         "compliant",
-        role="compliance",
         payload={"provider_ref": "prov-1"},
     ),
     Case(
         "C03",
         "verification_pending",
         "verification_passed",
+        "compliance",
+        "compliant",
+        payload={"provider_ref": "prov-1"},
+    ),
+    Case(
+        "C03",
+        "verification_pending",
+        "verification_passed",
+        "sys",
         "!guard_failed",
         payload={"provider_ref": "prov-1"},
-        facts={"fraud_indicators": ["velocity"]},
+        extra={"fraud_indicators": ["velocity"]},
     ),
     Case(
         "C03",
         "verification_pending",
         "verification_passed",
+        "sys",
         "!guard_failed",
         payload={"provider_ref": "prov-1", "fraud_indicators": ["geo"]},
     ),
-    Case("C03", "verification_pending", "verification_passed", "!invalid_input"),
+    Case("C03", "verification_pending", "verification_passed", "sys", "!invalid_input"),
     # C04 verification failed / deadline
-    Case(
-        "C04", "verification_pending", "verification_failed", "non_compliant", payload={"provider_ref": "p"}
-    ),
-    Case("C04", "verification_pending", "verification_deadline", "non_compliant", role="timer", timer=True),
     Case(
         "C04",
         "verification_pending",
         "verification_failed",
+        "sys",
         "non_compliant",
-        role="compliance",
+        payload={"provider_ref": "p"},
+    ),
+    Case("C04", "verification_pending", "verification_deadline", "timer", "non_compliant"),
+    Case(
+        "C04",
+        "verification_pending",
+        "verification_failed",
+        "compliance",
+        "non_compliant",
         payload={"provider_ref": "prov-2"},
     ),
-    Case("C04", "verification_pending", "verification_failed", "!invalid_input", role="compliance"),
-    Case("C04", "verification_pending", "verification_failed", "!role_not_allowed", role="support"),
+    Case("C04", "verification_pending", "verification_failed", "compliance", "!invalid_input"),
+    Case("C04", "verification_pending", "verification_failed", "support", "!role_not_allowed"),
     Case(
         "C04",
         "verification_pending",
         "verification_deadline",
+        "compliance",
         "!role_not_allowed",
-        role="compliance",
         payload={"provider_ref": "prov-2"},
         note="the deadline is the timer's event",
     ),
@@ -178,6 +127,7 @@ CASES: tuple[Case, ...] = (
         "C05",
         "non_compliant",
         "resubmission_received",
+        "sys",
         "verification_pending",
         data={**FAILED, "verification_failed_at": _ago(days=3)},
     ),
@@ -185,14 +135,15 @@ CASES: tuple[Case, ...] = (
         "C05",
         "non_compliant",
         "resubmission_received",
+        "support",
         "verification_pending",
-        role="support",
         data={**FAILED, "verification_attempts": 2, "verification_failed_at": _ago(days=7)},
     ),
     Case(
         "C05",
         "non_compliant",
         "resubmission_received",
+        "sys",
         "!guard_failed",
         data={**FAILED, "verification_failed_at": _ago(days=8)},
         note="7 d window",
@@ -201,6 +152,7 @@ CASES: tuple[Case, ...] = (
         "C05",
         "non_compliant",
         "resubmission_received",
+        "sys",
         "!guard_failed",
         data={**FAILED, "verification_attempts": 3, "verification_failed_at": _ago(days=1)},
         note="attempts < 3",
@@ -209,19 +161,19 @@ CASES: tuple[Case, ...] = (
         "C05",
         "non_compliant",
         "resubmission_received",
+        "sys",
         "!guard_failed",
         data={"non_compliant_cause": "violation"},
         note="only after a verification failure",
     ),
-    Case(
-        "C05", "non_compliant", "resubmission_received", "!role_not_allowed", role="compliance", data=FAILED
-    ),
+    Case("C05", "non_compliant", "resubmission_received", "compliance", "!role_not_allowed", data=FAILED),
     # C06 anomaly
-    Case("C06", "compliant", "anomaly_detected", "fraud_detection_active", payload={"score": 70}),
+    Case("C06", "compliant", "anomaly_detected", "sys", "fraud_detection_active", payload={"score": 70}),
     Case(
         "C06",
         "compliant",
         "anomaly_detected",
+        "sys",
         "fraud_detection_active",
         payload={"score": 20, "indicators": ["impossible_travel"]},
     ),
@@ -229,20 +181,20 @@ CASES: tuple[Case, ...] = (
         "C06",
         "compliant",
         "anomaly_detected",
+        "cascade",
         "fraud_detection_active",
-        role="cascade",
         payload={"indicators": ["chargeback"]},
     ),
-    Case("C06", "compliant", "anomaly_detected", "!guard_failed", payload={"score": 69}),
-    Case("C06", "compliant", "anomaly_detected", "!invalid_input", payload={"score": 101}),
-    Case("C06", "investigation", "anomaly_detected", "!invalid_transition", role="cascade"),
+    Case("C06", "compliant", "anomaly_detected", "sys", "!guard_failed", payload={"score": 69}),
+    Case("C06", "compliant", "anomaly_detected", "sys", "!invalid_input", payload={"score": 101}),
+    Case("C06", "investigation", "anomaly_detected", "cascade", "!invalid_transition"),
     # C07 fraud cleared
     Case(
         "C07",
         "fraud_detection_active",
         "fraud_check_passed",
+        "compliance",
         "compliant",
-        role="compliance",
         payload={"review_notes": "no fraud"},
         data={"flagged_at": _ago(hours=25)},
     ),
@@ -250,8 +202,8 @@ CASES: tuple[Case, ...] = (
         "C07",
         "fraud_detection_active",
         "fraud_check_passed",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"review_notes": "no fraud"},
         data={"flagged_at": _ago(hours=23)},
     ),
@@ -259,26 +211,26 @@ CASES: tuple[Case, ...] = (
         "C07",
         "fraud_detection_active",
         "fraud_check_passed",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"review_notes": "no fraud"},
         data={"flagged_at": _ago(days=3)},
-        facts={"last_suspicious_activity_at": _ago(hours=2)},
+        extra={"last_suspicious_activity_at": _ago(hours=2)},
     ),
     Case(
         "C07",
         "fraud_detection_active",
         "fraud_check_passed",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         data={"flagged_at": _ago(days=3)},
     ),
     Case(
         "C07",
         "fraud_detection_active",
         "fraud_check_passed",
+        "sys",
         "!role_not_allowed",
-        role="sys",
         payload={"review_notes": "x"},
     ),
     # C08 fraud confirmed
@@ -286,14 +238,15 @@ CASES: tuple[Case, ...] = (
         "C08",
         "fraud_detection_active",
         "fraud_confirmed",
+        "compliance",
         "investigation",
-        role="compliance",
         payload={"tx_ids": ["tx-9"]},
     ),
     Case(
         "C08",
         "fraud_detection_active",
         "fraud_confirmed",
+        "sys",
         "investigation",
         payload={"tx_ids": ["tx-1", "tx-2"]},
     ),
@@ -301,24 +254,26 @@ CASES: tuple[Case, ...] = (
         "C08",
         "fraud_detection_active",
         "fraud_confirmed",
+        "sys",
         "!guard_failed",
         payload={"tx_ids": ["tx-1", "tx-1"]},
         note="the system needs two distinct flagged transactions",
     ),
-    Case("C08", "fraud_detection_active", "fraud_confirmed", "!invalid_input", role="compliance"),
+    Case("C08", "fraud_detection_active", "fraud_confirmed", "compliance", "!invalid_input"),
     # C09 investigation opened
     Case(
         "C09",
         "compliant",
         "violation_detected",
+        "compliance",
         "investigation",
-        role="compliance",
         payload={"kind": "regulatory_concern", "description": "complaint from regulator"},
     ),
     Case(
         "C09",
         "compliant",
         "violation_detected",
+        "sys",
         "investigation",
         payload={"kind": "data_breach", "description": "bucket exposed", "incident_id": "inc-1"},
     ),
@@ -326,16 +281,16 @@ CASES: tuple[Case, ...] = (
         "C09",
         "compliant",
         "violation_detected",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"kind": "gossip", "description": "x"},
     ),
     Case(
         "C09",
         "compliant",
         "violation_detected",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"kind": "violation"},
     ),
     # C10 investigation cleared
@@ -343,16 +298,16 @@ CASES: tuple[Case, ...] = (
         "C10",
         "investigation",
         "investigation_cleared",
+        "compliance",
         "compliant",
-        role="compliance",
         payload={"findings": "unfounded"},
     ),
     Case(
         "C10",
         "investigation",
         "investigation_cleared",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"findings": "unfounded"},
         data={"violations": [{"control": "a.1"}]},
     ),
@@ -360,8 +315,8 @@ CASES: tuple[Case, ...] = (
         "C10",
         "investigation",
         "investigation_cleared",
+        "manager",
         "!role_not_allowed",
-        role="manager",
         payload={"findings": "unfounded"},
     ),
     # C11 violation confirmed
@@ -369,8 +324,8 @@ CASES: tuple[Case, ...] = (
         "C11",
         "investigation",
         "violation_confirmed",
+        "compliance",
         "non_compliant",
-        role="compliance",
         payload={
             "violations": [{"framework": "GDPR", "control": "art-32", "severity": "high"}],
             "notify_regulator": True,
@@ -380,16 +335,16 @@ CASES: tuple[Case, ...] = (
         "C11",
         "investigation",
         "violation_confirmed",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"violations": ["art-32"]},
     ),
     Case(
         "C11",
         "investigation",
         "violation_confirmed",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"violations": ["art-32"], "notify_regulator": False, "deadline": "2026-02-01"},
         note="deadline without a time zone",
     ),
@@ -398,16 +353,23 @@ CASES: tuple[Case, ...] = (
         "C12",
         "compliant",
         "audit_failed",
+        "sys",
         "non_compliant",
         payload={"framework": "SOC2", "violations": ["cc6.1", "cc7.2"]},
-    ),
-    Case(
-        "C12", "compliant", "audit_failed", "!guard_failed", payload={"framework": "SOC2", "violations": []}
     ),
     Case(
         "C12",
         "compliant",
         "audit_failed",
+        "sys",
+        "!guard_failed",
+        payload={"framework": "SOC2", "violations": []},
+    ),
+    Case(
+        "C12",
+        "compliant",
+        "audit_failed",
+        "sys",
         "!invalid_input",
         payload={"framework": "ISO", "violations": ["x"]},
     ),
@@ -416,30 +378,30 @@ CASES: tuple[Case, ...] = (
         "C13",
         "non_compliant",
         "remediation_plan_approved",
+        "compliance",
         "remediation_in_progress",
-        role="compliance",
         payload={"plan": "rotate keys, retrain staff"},
     ),
-    Case("C13", "non_compliant", "remediation_plan_approved", "!invalid_input", role="compliance"),
+    Case("C13", "non_compliant", "remediation_plan_approved", "compliance", "!invalid_input"),
     # C14 appeal / enforcement
-    Case("C14", "non_compliant", "customer_appeal", "non_compliant", role="compliance"),
-    Case("C14", "non_compliant", "escalate_to_enforcement", "non_compliant", role="compliance"),
-    Case("C14", "non_compliant", "customer_appeal", "!role_not_allowed", role="support"),
+    Case("C14", "non_compliant", "customer_appeal", "compliance", "non_compliant"),
+    Case("C14", "non_compliant", "escalate_to_enforcement", "compliance", "non_compliant"),
+    Case("C14", "non_compliant", "customer_appeal", "support", "!role_not_allowed"),
     # C15 remediation completed
     Case(
         "C15",
         "remediation_in_progress",
         "remediation_completed",
+        "compliance",
         "compliant",
-        role="compliance",
         payload={"steps_verified": True},
     ),
     Case(
         "C15",
         "remediation_in_progress",
         "remediation_completed",
+        "compliance",
         "compliant",
-        role="compliance",
         payload={"steps_verified": True, "signoff_ref": "ico-77"},
         data={"regulator_notified": True},
     ),
@@ -447,8 +409,8 @@ CASES: tuple[Case, ...] = (
         "C15",
         "remediation_in_progress",
         "remediation_completed",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"steps_verified": True},
         data={"regulator_notified": True},
         note="regulator sign-off needed",
@@ -457,31 +419,31 @@ CASES: tuple[Case, ...] = (
         "C15",
         "remediation_in_progress",
         "remediation_completed",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"steps_verified": False},
     ),
-    Case("C15", "remediation_in_progress", "remediation_completed", "!invalid_input", role="compliance"),
+    Case("C15", "remediation_in_progress", "remediation_completed", "compliance", "!invalid_input"),
     # C16 remediation failed / deadline
-    Case("C16", "remediation_in_progress", "remediation_failed", "non_compliant", role="compliance"),
-    Case("C16", "remediation_in_progress", "remediation_deadline", "non_compliant", role="timer", timer=True),
-    Case("C16", "remediation_in_progress", "remediation_deadline", "!role_not_allowed", role="compliance"),
+    Case("C16", "remediation_in_progress", "remediation_failed", "compliance", "non_compliant"),
+    Case("C16", "remediation_in_progress", "remediation_deadline", "timer", "non_compliant"),
+    Case("C16", "remediation_in_progress", "remediation_deadline", "compliance", "!role_not_allowed"),
     # C17 start retention
-    Case("C17", "compliant", "start_retention", "data_retention", role="cascade", peers=ARCHIVED_ACCOUNT),
+    Case("C17", "compliant", "start_retention", "cascade", "data_retention", peers=ARCHIVED_ACCOUNT),
     Case(
         "C17",
         "non_compliant",
         "start_retention",
+        "cascade",
         "data_retention",
-        role="cascade",
-        facts={"source_governor": "customer_account"},
+        extra={"source_governor": "customer_account"},
     ),
     Case(
         "C17",
         "compliant",
         "start_retention",
+        "compliance",
         "data_retention",
-        role="compliance",
         payload={"erasure_ref": "gdpr-17-42"},
         peers={"customer_account": ("deactivated",)},
     ),
@@ -489,17 +451,17 @@ CASES: tuple[Case, ...] = (
         "C17",
         "compliant",
         "start_retention",
+        "compliance",
         "data_retention",
-        role="compliance",
-        facts={"retention_period_expired": True},
+        extra={"retention_period_expired": True},
         peers={"billing": ("archived",)},
     ),
     Case(
         "C17",
         "compliant",
         "start_retention",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         peers={"customer_account": ("deactivated",)},
         note="manual retention needs the erasure reference",
     ),
@@ -507,8 +469,8 @@ CASES: tuple[Case, ...] = (
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers={"customer_account": ("deactivated",)},
         note="no trigger",
     ),
@@ -516,40 +478,40 @@ CASES: tuple[Case, ...] = (
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers={**ARCHIVED_ACCOUNT, "billing": ("payment_disputed",)},
     ),
     Case(
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers={**ARCHIVED_ACCOUNT, "entitlement": ("refund_issued",)},
     ),
     Case(
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers={**ARCHIVED_ACCOUNT, "entitlement": (("cancelled", {"refund_due_cents": 500}),)},
     ),
     Case(
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers={**ARCHIVED_ACCOUNT, "billing": ("payment_pending",)},
     ),
     Case(
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers=ARCHIVED_ACCOUNT,
         data={"legal_hold": True},
     ),
@@ -557,73 +519,44 @@ CASES: tuple[Case, ...] = (
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         peers=ARCHIVED_ACCOUNT,
-        facts={"legal_hold": True},
+        extra={"legal_hold": True},
     ),
-    Case(
-        "C17",
-        "investigation",
-        "start_retention",
-        "!invalid_transition",
-        role="cascade",
-        peers=ARCHIVED_ACCOUNT,
-    ),
-    Case(
-        "C17", "compliant", "start_retention", "!role_not_allowed", role="admin", payload={"erasure_ref": "g"}
-    ),
-    Case("C17", "data_retention", "start_retention", "!terminal_state", role="cascade"),
+    Case("C17", "investigation", "start_retention", "cascade", "!invalid_transition", peers=ARCHIVED_ACCOUNT),
+    Case("C17", "compliant", "start_retention", "admin", "!role_not_allowed", payload={"erasure_ref": "g"}),
+    Case("C17", "data_retention", "start_retention", "cascade", "!terminal_state"),
     # Cx rows: cascades in and self-events
     Case(
         "Cx2",
         "investigation",
         "security_event",
+        "cascade",
         "investigation",
-        role="cascade",
         payload={"kind": "account_locked"},
     ),
-    Case("Cx3", "compliant", "kyc_verified", "compliant", role="cascade"),
-    Case("Cx3", "compliant", "kyc_verified", "!role_not_allowed", role="compliance"),
+    Case("Cx3", "compliant", "kyc_verified", "cascade", "compliant"),
+    Case("Cx3", "compliant", "kyc_verified", "compliance", "!role_not_allowed"),
     Case(
-        "Cx4",
-        "non_compliant",
-        "maintenance_logged",
-        "non_compliant",
-        role="cascade",
-        payload={"kind": "restored"},
+        "Cx4", "non_compliant", "maintenance_logged", "cascade", "non_compliant", payload={"kind": "restored"}
     ),
-    Case(
-        "Cx5",
-        "remediation_in_progress",
-        "deadline_approaching",
-        "remediation_in_progress",
-        role="timer",
-        timer=True,
-    ),
-    Case("Cx6", "investigation", "investigation_overdue", "investigation", role="timer", timer=True),
-    Case(
-        "Cx6",
-        "investigation",
-        "investigation_overdue",
-        "!stale_timer",
-        role="timer",
-        timer=True,
-        note="seq mismatch set in _run",
-        data={"_stale": True},
-    ),
+    Case("Cx5", "remediation_in_progress", "deadline_approaching", "timer", "remediation_in_progress"),
+    Case("Cx6", "investigation", "investigation_overdue", "timer", "investigation"),
+    Case("Cx6", "investigation", "investigation_overdue", "timer", "!stale_timer", stale=True),
     Case(
         "Cx7",
         "compliant",
         "breach_phase_update",
+        "compliance",
         "compliant",
-        role="compliance",
         payload={"incident_id": "inc-1", "phase": "detected"},
     ),
     Case(
         "Cx7",
         "investigation",
         "breach_phase_update",
+        "sys",
         "investigation",
         payload={"incident_id": "inc-1", "phase": "contained"},
         data={"breach_incidents": [{"incident_id": "inc-1", "phase": "detected"}]},
@@ -632,8 +565,8 @@ CASES: tuple[Case, ...] = (
         "Cx7",
         "investigation",
         "breach_phase_update",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"incident_id": "inc-1", "phase": "detected"},
         data={"breach_incidents": [{"incident_id": "inc-1", "phase": "contained"}]},
         note="no going back",
@@ -642,8 +575,8 @@ CASES: tuple[Case, ...] = (
         "Cx7",
         "compliant",
         "breach_phase_update",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"incident_id": "inc-2", "phase": "remediated"},
         note="new incidents start at detected",
     ),
@@ -651,75 +584,32 @@ CASES: tuple[Case, ...] = (
         "Cx7",
         "compliant",
         "breach_phase_update",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"incident_id": "inc-2", "phase": "forgotten"},
     ),
-    Case(
-        "Cx8",
-        "verification_pending",
-        "verification_reminder",
-        "verification_pending",
-        role="timer",
-        timer=True,
-    ),
-    Case("Cx8", "verification_pending", "bake", "!unknown_event"),
+    Case("Cx8", "verification_pending", "verification_reminder", "timer", "verification_pending"),
+    Case("Cx8", "verification_pending", "bake", "sys", "!unknown_event"),
 )
 
 
-def _run(case: Case) -> Decision | Rejection:
-    inst = record(case.state, {k: v for k, v in case.data.items() if k != "_stale"})
-    seq = inst.state_seq - 1 if case.data.get("_stale") else inst.state_seq
-    facts = make_facts(
-        case.role,
-        case.payload,
-        case.peers,
-        case.facts,
-        timer=case.event if case.timer else None,
-        timer_seq=seq if case.timer else None,
-    )
-    return decide(GOVERNOR, inst, case.event, facts)
-
-
-def _case_id(case: Case) -> str:
-    return f"{case.row}-{case.state}-{case.event}-{case.role}-{case.expect}"
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_row(case: Case) -> None:
-    out = _run(case)
-    if case.expect.startswith("!"):
-        assert isinstance(out, Rejection), f"expected {case.expect}, got {out}"
-        assert out.code == case.expect[1:], out.message
-    else:
-        assert isinstance(out, Decision), f"{out.code}: {out.message}" if isinstance(out, Rejection) else out
-        assert out.row_id == case.row
-        assert out.to_state == case.expect
-
-
-def test_table_covers_every_row() -> None:
-    applied = {c.row for c in CASES if not c.expect.startswith("!")}
-    assert applied == {t.id for t in GOVERNOR.transitions}
-
-
-def test_every_row_id_is_from_the_spec_or_marked_added() -> None:
-    spec = {f"C{n:02d}" for n in range(1, 18)}
-    ids = {t.id for t in GOVERNOR.transitions}
-    assert spec <= ids
-    assert all(i in spec or i.startswith("Cx") for i in ids)
-
-
-def decided(case: Case) -> Decision:
-    out = _run(case)
-    assert isinstance(out, Decision), out
-    return out
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: record(case.state, case.data),
+    facts=make_facts,
+    spec_rows={f"C{n:02d}" for n in range(1, 18)},
+    added=lambda row_id: row_id.startswith("Cx"),
+)
+test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
+decided = TABLE.decided
 
 
 # --------------------------------------------------------------------------- data changes
 
 
 def test_enroll_sets_frameworks_and_first_verification() -> None:
-    out = decided(Case("Cx1", None, "enroll", "compliant", role="cascade", payload={"frameworks": None}))
+    out = decided(Case("Cx1", None, "enroll", "cascade", "compliant", payload={"frameworks": None}))
     assert out.changes["frameworks"] == ["GDPR"]
     assert out.changes["next_verification_at"] == NOW + timedelta(days=365)
     assert out.changes["violations"] == []
@@ -731,6 +621,7 @@ def test_verification_passed_sets_next_verification_in_365_days() -> None:
             "C03",
             "verification_pending",
             "verification_passed",
+            "sys",
             "compliant",
             payload={"provider_ref": "prov-1"},
             data={"verification_attempts": 2},
@@ -746,6 +637,7 @@ def test_resubmission_counts_attempts() -> None:
             "C05",
             "non_compliant",
             "resubmission_received",
+            "sys",
             "verification_pending",
             data={**FAILED, "verification_attempts": 2, "verification_failed_at": _ago(days=1)},
         )
@@ -756,9 +648,8 @@ def test_resubmission_counts_attempts() -> None:
             "C01",
             "compliant",
             "verification_due",
+            "timer",
             "verification_pending",
-            role="timer",
-            timer=True,
             data={"verification_attempts": 3},
         )
     )
@@ -771,6 +662,7 @@ def test_violations_get_a_30_day_deadline_unless_given() -> None:
             "C12",
             "compliant",
             "audit_failed",
+            "sys",
             "non_compliant",
             payload={"framework": "SOC2", "violations": ["cc6.1"]},
         )
@@ -784,8 +676,8 @@ def test_violations_get_a_30_day_deadline_unless_given() -> None:
             "C11",
             "investigation",
             "violation_confirmed",
+            "compliance",
             "non_compliant",
-            role="compliance",
             payload={
                 "violations": [{"control": "art-32"}],
                 "notify_regulator": False,
@@ -803,6 +695,7 @@ def test_fraud_confirmation_is_keyed_by_sorted_tx_ids_and_queues_reversal() -> N
             "C08",
             "fraud_detection_active",
             "fraud_confirmed",
+            "sys",
             "investigation",
             payload={"tx_ids": ["tx-2", "tx-1", "tx-2"]},
         )
@@ -819,6 +712,7 @@ def test_data_breach_opens_incident_with_72h_notice() -> None:
             "C09",
             "compliant",
             "violation_detected",
+            "sys",
             "investigation",
             payload={
                 "kind": "data_breach",
@@ -845,8 +739,8 @@ def test_breach_phase_moves_forward() -> None:
             "Cx7",
             "investigation",
             "breach_phase_update",
+            "compliance",
             "investigation",
-            role="compliance",
             payload={"incident_id": "inc-1", "phase": "notified_authorities"},
             data={"breach_incidents": [{"incident_id": "inc-1", "phase": "contained"}]},
         )
@@ -861,8 +755,8 @@ def test_retention_period_is_the_longest_framework_period() -> None:
         "C17",
         "compliant",
         "start_retention",
+        "cascade",
         "data_retention",
-        role="cascade",
         peers=ARCHIVED_ACCOUNT,
         data={"frameworks": ["GDPR", "HIPAA"]},
     )
@@ -882,16 +776,14 @@ def _arms(out: Decision) -> dict[str, datetime | None]:
 
 
 def test_enroll_arms_yearly_verification() -> None:
-    out = decided(Case("Cx1", None, "enroll", "compliant", role="cascade"))
+    out = decided(Case("Cx1", None, "enroll", "cascade", "compliant"))
     assert _arms(out) == {"verification_due": NOW + timedelta(days=365)}
 
 
 def test_verification_pending_arms_deadline_and_reminder() -> None:
     timer = TimerState("verification_due", "verification_due", 4, due_at=NOW)
     inst = replace(record("compliant", {"next_verification_at": NOW}), timers={"verification_due": timer})
-    out = decide(
-        GOVERNOR, inst, "verification_due", make_facts("timer", timer="verification_due", timer_seq=4)
-    )
+    out = decide(GOVERNOR, inst, "verification_due", make_facts("timer", timer="verification_due", seq=4))
     assert isinstance(out, Decision)
     assert [op.timer.name for op in out.timer_ops if op.op == "cancel"] == ["verification_due"]
     assert _arms(out) == {
@@ -903,7 +795,7 @@ def test_verification_pending_arms_deadline_and_reminder() -> None:
         GOVERNOR,
         apply(inst, out),
         "verification_reminder",
-        make_facts("timer", timer="verification_reminder", timer_seq=5),
+        make_facts("timer", timer="verification_reminder", seq=5),
     )
     assert isinstance(reminded, Decision)
     assert reminded.attention is True
@@ -930,8 +822,8 @@ def test_back_to_compliant_rearms_at_the_stored_date() -> None:
             "C07",
             "fraud_detection_active",
             "fraud_check_passed",
+            "compliance",
             "compliant",
-            role="compliance",
             payload={"review_notes": "ok"},
             data={"flagged_at": _ago(days=2), "next_verification_at": due},
         )
@@ -945,8 +837,8 @@ def test_remediation_arms_deadline_and_warning_7d_before() -> None:
             "C13",
             "non_compliant",
             "remediation_plan_approved",
+            "compliance",
             "remediation_in_progress",
-            role="compliance",
             payload={"plan": "fix it all"},
         )
     )
@@ -957,14 +849,7 @@ def test_remediation_arms_deadline_and_warning_7d_before() -> None:
     }
     assert out.attention is False
     warned = decided(
-        Case(
-            "Cx5",
-            "remediation_in_progress",
-            "deadline_approaching",
-            "remediation_in_progress",
-            role="timer",
-            timer=True,
-        )
+        Case("Cx5", "remediation_in_progress", "deadline_approaching", "timer", "remediation_in_progress")
     )
     assert warned.attention is True
 
@@ -975,15 +860,13 @@ def test_investigation_arms_legal_escalation() -> None:
             "C09",
             "compliant",
             "violation_detected",
+            "compliance",
             "investigation",
-            role="compliance",
             payload={"kind": "violation", "description": "pii in logs"},
         )
     )
     assert _arms(out) == {"investigation_overdue": NOW + timedelta(days=30)}
-    overdue = decided(
-        Case("Cx6", "investigation", "investigation_overdue", "investigation", role="timer", timer=True)
-    )
+    overdue = decided(Case("Cx6", "investigation", "investigation_overdue", "timer", "investigation"))
     assert overdue.changes["escalated_to_legal_at"] == NOW
     assert [dict(e.args)["queue"] for e in overdue.effects] == ["legal"]
 
@@ -999,8 +882,8 @@ def test_investigation_arms_legal_escalation() -> None:
                 "C10",
                 "investigation",
                 "investigation_cleared",
+                "compliance",
                 "compliant",
-                role="compliance",
                 payload={"findings": "unfounded"},
             ),
             ("compliance", "manager"),
@@ -1010,8 +893,8 @@ def test_investigation_arms_legal_escalation() -> None:
                 "C17",
                 "compliant",
                 "start_retention",
+                "compliance",
                 "data_retention",
-                role="compliance",
                 payload={"erasure_ref": "gdpr-1"},
             ),
             ("compliance",),
@@ -1026,7 +909,7 @@ def test_four_eyes_needed(case: Case, approvers: tuple[str, ...]) -> None:
         GOVERNOR,
         record(case.state, case.data),
         case.event,
-        make_facts(case.role, case.payload, case.peers, case.facts, approved_by="u2"),
+        make_facts(case.role, case.payload, case.peers, case.extra, approved_by="u2"),
     )
     assert isinstance(approved, Decision)
     assert approved.needs_approval is None
@@ -1034,7 +917,7 @@ def test_four_eyes_needed(case: Case, approvers: tuple[str, ...]) -> None:
 
 def test_retention_from_x17_needs_no_approval() -> None:
     out = decided(
-        Case("C17", "compliant", "start_retention", "data_retention", role="cascade", peers=ARCHIVED_ACCOUNT)
+        Case("C17", "compliant", "start_retention", "cascade", "data_retention", peers=ARCHIVED_ACCOUNT)
     )
     assert out.needs_approval is None
 
@@ -1052,21 +935,15 @@ def test_x20_flags_account_and_holds_collections_only_when_score_high() -> None:
             "C02",
             "compliant",
             "request_verification",
+            "compliance",
             "verification_pending",
-            role="compliance",
             data={"fraud_score": 69},
         )
     )
     assert _emits(low) == [("X20", "customer_account", "flag_kyc_reverification", {"active": True}, False)]
     high = decided(
         Case(
-            "C01",
-            "compliant",
-            "verification_due",
-            "verification_pending",
-            role="timer",
-            timer=True,
-            data={"fraud_score": 70},
+            "C01", "compliant", "verification_due", "timer", "verification_pending", data={"fraud_score": 70}
         )
     )
     assert _emits(high) == [
@@ -1081,6 +958,7 @@ def test_c03_releases_x20_and_unlocks_after_resubmission() -> None:
             "C03",
             "verification_pending",
             "verification_passed",
+            "sys",
             "compliant",
             payload={"provider_ref": "p"},
             data={"verification_attempts": 1, "fraud_score": 80},
@@ -1095,6 +973,7 @@ def test_c03_releases_x20_and_unlocks_after_resubmission() -> None:
             "C03",
             "verification_pending",
             "verification_passed",
+            "sys",
             "compliant",
             payload={"provider_ref": "p"},
             data={"verification_attempts": 2},
@@ -1113,6 +992,7 @@ def test_x21_locks_and_holds_collections() -> None:
             "C04",
             "verification_pending",
             "verification_failed",
+            "sys",
             "non_compliant",
             payload={"provider_ref": "p"},
         )
@@ -1125,7 +1005,7 @@ def test_x21_locks_and_holds_collections() -> None:
 
 def test_x22_fraud_checks_on_and_off() -> None:
     on = decided(
-        Case("C06", "compliant", "anomaly_detected", "fraud_detection_active", payload={"score": 90})
+        Case("C06", "compliant", "anomaly_detected", "sys", "fraud_detection_active", payload={"score": 90})
     )
     assert _emits(on) == [
         ("X22", "billing", "fraud_checks_on", {}, False),
@@ -1136,8 +1016,8 @@ def test_x22_fraud_checks_on_and_off() -> None:
             "C07",
             "fraud_detection_active",
             "fraud_check_passed",
+            "compliance",
             "compliant",
-            role="compliance",
             payload={"review_notes": "ok"},
         )
     )
@@ -1154,16 +1034,16 @@ def test_x22_fraud_checks_on_and_off() -> None:
             "C08",
             "fraud_detection_active",
             "fraud_confirmed",
+            "compliance",
             "investigation",
-            role="compliance",
             payload={"tx_ids": ["t"]},
         ),
         Case(
             "C09",
             "compliant",
             "violation_detected",
+            "compliance",
             "investigation",
-            role="compliance",
             payload={"kind": "violation", "description": "d"},
         ),
     ],
@@ -1180,16 +1060,16 @@ def test_x23_must_lock(case: Case) -> None:
             "C10",
             "investigation",
             "investigation_cleared",
+            "compliance",
             "compliant",
-            role="compliance",
             payload={"findings": "f"},
         ),
         Case(
             "C15",
             "remediation_in_progress",
             "remediation_completed",
+            "compliance",
             "compliant",
-            role="compliance",
             payload={"steps_verified": True},
         ),
     ],
@@ -1204,14 +1084,7 @@ def test_x24_unlock_and_release(case: Case) -> None:
 
 def test_x25_archives_everything_must() -> None:
     out = decided(
-        Case(
-            "C17",
-            "non_compliant",
-            "start_retention",
-            "data_retention",
-            role="cascade",
-            peers=ARCHIVED_ACCOUNT,
-        )
+        Case("C17", "non_compliant", "start_retention", "cascade", "data_retention", peers=ARCHIVED_ACCOUNT)
     )
     assert _emits(out) == [
         ("X25", "entitlement", "archive", {}, True),
@@ -1225,6 +1098,7 @@ def test_quiet_rows_emit_nothing() -> None:
             "C05",
             "non_compliant",
             "resubmission_received",
+            "sys",
             "x",
             data={**FAILED, "verification_failed_at": NOW},
         ),
@@ -1232,15 +1106,15 @@ def test_quiet_rows_emit_nothing() -> None:
             "C11",
             "investigation",
             "violation_confirmed",
+            "compliance",
             "x",
-            role="compliance",
             payload={"violations": ["v"], "notify_regulator": False},
         ),
-        Case("C12", "compliant", "audit_failed", "x", payload={"framework": "GDPR", "violations": ["v"]}),
         Case(
-            "C13", "non_compliant", "remediation_plan_approved", "x", role="compliance", payload={"plan": "p"}
+            "C12", "compliant", "audit_failed", "sys", "x", payload={"framework": "GDPR", "violations": ["v"]}
         ),
-        Case("C16", "remediation_in_progress", "remediation_failed", "x", role="compliance"),
+        Case("C13", "non_compliant", "remediation_plan_approved", "compliance", "x", payload={"plan": "p"}),
+        Case("C16", "remediation_in_progress", "remediation_failed", "compliance", "x"),
     ):
         assert decided(case).cascades == (), case.row
 

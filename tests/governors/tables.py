@@ -1,0 +1,210 @@
+"""The machinery of the per-governor table tests (tests/governors/test_<governor>.py).
+
+Each of those files keeps its data: the instance a case starts from, its constants and its CASES table,
+plus the tests that are specific to its governor. What they share stands here once: the Case type, the
+facts of an event, running a case through ``governors.decide``, the parametrized row test and the
+coverage checks (every row has a case that applies it; every row id is from the spec or marked added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from governors import Decision, Facts, Instance, Rejection, decide, default_settings
+from governors.settings import Settings
+from governors.spec import STAFF_ROLES, Governor
+
+NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
+SETTINGS = default_settings()
+STAFF = STAFF_ROLES
+SYSTEM_ROLES = ("sys", "timer", "cascade")
+
+# The codes a bare (not "!"-prefixed) ``Case.expect`` may name instead of a target state.
+REJECTIONS = frozenset(
+    {
+        "unknown_event",
+        "invalid_transition",
+        "terminal_state",
+        "not_created",
+        "role_not_allowed",
+        "invalid_input",
+        "guard_failed",
+        "stale_timer",
+        "duplicate_payment",
+        "concurrent_payment",
+        "amount_mismatch",
+        "concurrent_update_conflict",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One line of a governor's table: a situation, an event, and what must come of it."""
+
+    row: str  # the row expected to apply, or the row a rejection is about ("-" when none)
+    state: str | None
+    event: str
+    role: str
+    expect: str  # target state; a rejection code; or "!code" / "!code:guard" for a rejection
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    peers: Mapping[str, Any] | None = None  # see peer_instances; None: the table's default world
+    entered: datetime | None = None  # when the instance entered its state (None: the table's default)
+    stale: bool = False  # a timer event fired with an out-of-date state_seq
+    changes: Mapping[str, Any] = field(default_factory=dict)  # data the decision must write
+    guard: str = ""  # the guard a guard_failed rejection must name
+    note: str = ""
+
+    @property
+    def rejection(self) -> tuple[str, str] | None:
+        """(code, guard) when the case expects a rejection, else None."""
+        if self.expect.startswith("!"):
+            code, _, guard = self.expect[1:].partition(":")
+            return code, guard or self.guard
+        if self.expect in REJECTIONS:
+            return self.expect, self.guard
+        return None
+
+
+def case_id(case: Case) -> str:
+    parts = [case.row, str(case.state), case.event, case.role, case.expect]
+    return "-".join([*parts, case.note] if case.note else parts)
+
+
+def peer_instances(spec: Mapping[str, Any]) -> dict[str, tuple[Instance, ...]]:
+    """Peers from {governor: (Instance | state | (state, data), ...)} of customer cust-1."""
+    out: dict[str, tuple[Instance, ...]] = {}
+    for gov, items in spec.items():
+        built = []
+        for n, item in enumerate(items):
+            if isinstance(item, Instance):
+                built.append(item)
+                continue
+            state, data = (item, {}) if isinstance(item, str) else item
+            built.append(
+                Instance(gov, f"{gov}-{n}", state, 1, customer_id="cust-1", subject_id=f"s{n}", data=data)
+            )
+        out[gov] = tuple(built)
+    return out
+
+
+def make_facts(
+    role: str = "sys",
+    payload: Mapping[str, Any] | None = None,
+    peers: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    now: datetime = NOW,
+    approved_by: str | None = None,
+    seq: int | None = None,
+    timer: str | None = None,
+    settings: Settings | None = SETTINGS,
+    reason: str = "customer called the support line",
+    actor: str | None = None,
+) -> Facts:
+    """The facts of one event. Staff get a reason; a "timer" role fires ``timer`` (default "t") at ``seq``.
+
+    ``actor`` defaults to "system" for the system roles and to "u1" for staff and customers.
+    """
+    body = dict(payload or {})
+    if role in STAFF:
+        body.setdefault("reason", reason)
+    return Facts(
+        now=now,
+        role=role,
+        actor=actor or ("system" if role in SYSTEM_ROLES else "u1"),
+        payload=body,
+        peers=peer_instances(peers or {}),
+        extra=dict(extra or {}),
+        settings=settings,
+        approved_by=approved_by,
+        timer=(timer or "t") if role == "timer" else timer,
+        timer_seq=seq,
+    )
+
+
+def decided(out: Decision | Rejection) -> Decision:
+    """The decision, failing the test with the rejection's message when there is none."""
+    assert isinstance(out, Decision), f"{out.code}: {out.message}" if isinstance(out, Rejection) else out
+    return out
+
+
+def cases_of(table: Sequence[Any]) -> list[Case]:
+    """The Case objects of a table whose lines are Cases or pytest.param(Case, id=...)."""
+    return [line.values[0] if hasattr(line, "values") else line for line in table]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A governor's table of cases and how to set a case up."""
+
+    governor: Governor
+    cases: Sequence[Any]  # Case, or pytest.param(Case, id=...) for a hand-chosen id
+    instance: Callable[[Case], Instance]  # the instance a case starts from
+    facts: Callable[..., Facts] = make_facts  # make_facts with the governor's defaults bound
+    world: Mapping[str, Any] = field(default_factory=dict)  # peers of a case that names none
+    spec_rows: Collection[str] = ()  # the row ids GOVERNORS.md lists
+    added: Callable[[str], bool] = lambda row_id: False  # row ids this project added (marked)
+    also_covered: Collection[str] = ()  # rows tested outside the table
+
+    def run(self, case: Case, **kw: Any) -> Decision | Rejection:
+        inst = self.instance(case)
+        facts = self.facts(
+            case.role,
+            case.payload,
+            self.world if case.peers is None else case.peers,
+            case.extra,
+            seq=inst.state_seq - 1 if case.stale else inst.state_seq,
+            timer=case.event,
+            **kw,
+        )
+        return decide(self.governor, inst, case.event, facts)
+
+    def decided(self, case: Case, **kw: Any) -> Decision:
+        return decided(self.run(case, **kw))
+
+    def check(self, case: Case) -> None:
+        out = self.run(case)
+        rejection = case.rejection
+        if rejection is not None:
+            code, guard = rejection
+            assert isinstance(out, Rejection), f"expected {case.expect}, got {out}"
+            assert out.code == code, out.message
+            if guard:
+                assert out.details["guard"] == guard, out.message
+            if case.row != "-" and out.row_id is not None:
+                assert out.row_id == case.row, out.message
+            return
+        out = decided(out)
+        assert (out.row_id, out.to_state) == (case.row, case.expect)
+        for key, value in case.changes.items():
+            assert out.changes.get(key) == value, (key, out.changes)
+
+    def tests(self) -> tuple[Callable[..., None], Callable[[], None], Callable[[], None]]:
+        """The row test and the two coverage tests, for the governor's test module to bind by name."""
+        cases = cases_of(self.cases)
+        ids = [None if hasattr(line, "values") else case_id(line) for line in self.cases]
+
+        @pytest.mark.parametrize("case", self.cases, ids=ids)
+        def test_row(case: Case) -> None:
+            self.check(case)
+
+        def test_table_covers_every_row() -> None:
+            applied = {c.row for c in cases if c.rejection is None} | set(self.also_covered)
+            assert applied == {t.id for t in self.governor.transitions}
+
+        def test_every_row_id_is_from_the_spec_or_marked_added() -> None:
+            ids = {t.id for t in self.governor.transitions}
+            assert set(self.spec_rows) <= ids
+            assert all(i in self.spec_rows or self.added(i) for i in ids), sorted(
+                i for i in ids if i not in self.spec_rows and not self.added(i)
+            )
+
+        return test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added
