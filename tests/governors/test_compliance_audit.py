@@ -598,6 +598,7 @@ TABLE = Table(
     CASES,
     lambda case: record(case.state, case.data),
     facts=make_facts,
+    rejection_row="unchecked",
     spec_rows={f"C{n:02d}" for n in range(1, 18)},
     added=lambda row_id: row_id.startswith("Cx"),
 )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,33 +14,18 @@ from governors import Decision, Facts, Instance, Rejection, apply, decide, plan
 from governors.definitions.customer_account import GOVERNOR
 from governors.facts import Context, TimerState
 from governors.rules.base import GUARDS
-from governors.settings import default_settings
+from tests.governors import tables
+from tests.governors.tables import NOW, SETTINGS, Case, Table
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
-SETTINGS = default_settings()
 GOV = "customer_account"
 REASON = "ticket 4711: customer called"
-STAFF = ("support", "finance", "manager", "admin", "compliance")
+make_facts = partial(tables.make_facts, reason=REASON)
 
 ONBOARDED = {"email_verified": True, "profile_completed": True, "fraud_score": 0}
 ACTIVE = {**ONBOARDED, "is_verified": True, "fraud_score": 10}
 UNLOCK = {"verification_method": ["phone", "document"], "verifier_id": "agent-7"}
 ERASE = {"customer_id": "cust-1", "ownership_verification": "id-doc-99", "legal_hold_checked": True}
 SETTLED = {"compliance_audit": ("compliant",), "billing": ("archived", "payment_received")}
-
-
-def peer_instances(spec: Mapping[str, Any]) -> dict[str, tuple[Instance, ...]]:
-    """Peers from {governor: (state, ...)} or {governor: ((state, data), ...)}."""
-    out: dict[str, tuple[Instance, ...]] = {}
-    for gov, items in spec.items():
-        built = []
-        for n, item in enumerate(items):
-            state, data = (item, {}) if isinstance(item, str) else item
-            built.append(
-                Instance(gov, f"{gov}-{n}", state, 1, customer_id="cust-1", subject_id=f"s{n}", data=data)
-            )
-        out[gov] = tuple(built)
-    return out
 
 
 def account(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 3) -> Instance:
@@ -54,72 +40,35 @@ def account(state: str | None, data: Mapping[str, Any] | None = None, seq: int =
     )
 
 
-def make_facts(
-    role: str = "sys",
-    payload: Mapping[str, Any] | None = None,
-    peers: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    approved_by: str | None = None,
-    timer: str | None = None,
-    timer_seq: int | None = None,
-) -> Facts:
-    body = dict(payload or {})
-    if role in STAFF:
-        body.setdefault("reason", REASON)
-    return Facts(
-        now=NOW,
-        role=role,
-        actor="system" if role in ("sys", "timer", "cascade") else "u1",
-        payload=body,
-        peers=peer_instances(peers or {}),
-        extra=dict(extra or {}),
-        settings=SETTINGS,
-        approved_by=approved_by,
-        timer=timer,
-        timer_seq=timer_seq,
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    """One table row: the row id it exercises, the situation, and the expected target or !code."""
-
-    row: str
-    state: str | None
-    event: str
-    expect: str
-    role: str = "sys"
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    peers: Mapping[str, Any] = field(default_factory=dict)
-    facts: Mapping[str, Any] = field(default_factory=dict)
-    timer: bool = False
-    note: str = ""
-
-
 def _ago(**kw: float) -> datetime:
     return NOW - timedelta(**kw)
 
 
 CASES: tuple[Case, ...] = (
     # A01 signup
-    Case("A01", None, "signup", "onboarding"),
-    Case("A01", "onboarding", "signup", "!invalid_transition", note="signup only creates"),
-    Case("A01", None, "lock", "!not_created", payload={"reason": "manual"}),
+    Case("A01", None, "signup", "sys", "onboarding"),
+    Case("A01", "onboarding", "signup", "sys", "!invalid_transition", note="signup only creates"),
+    Case("A01", None, "lock", "sys", "!not_created", payload={"reason": "manual"}),
     # A02 onboarding flags
-    Case("A02", "onboarding", "email_verified", "onboarding"),
-    Case("A02", "onboarding", "profile_completed", "onboarding"),
-    Case("A02", "active", "email_verified", "!invalid_transition", data=ACTIVE),
+    Case("A02", "onboarding", "email_verified", "sys", "onboarding"),
+    Case("A02", "onboarding", "profile_completed", "sys", "onboarding"),
+    Case("A02", "active", "email_verified", "sys", "!invalid_transition", data=ACTIVE),
     # A03 KYC passed
     Case(
-        "A03", "onboarding", "kyc_passed", "active", payload={"provider_request_id": "kyc-1"}, data=ONBOARDED
+        "A03",
+        "onboarding",
+        "kyc_passed",
+        "sys",
+        "active",
+        payload={"provider_request_id": "kyc-1"},
+        data=ONBOARDED,
     ),
     Case(
         "A03",
         "onboarding",
         "kyc_passed",
+        "compliance",
         "active",
-        role="compliance",
         payload={"provider_request_id": "kyc-1", "document_check": "passed"},
         data=ONBOARDED,
     ),
@@ -127,18 +76,27 @@ CASES: tuple[Case, ...] = (
         "A03",
         "onboarding",
         "kyc_passed",
+        "sys",
         "!guard_failed",
         payload={"provider_request_id": "kyc-1"},
         data={"email_verified": True},
         note="profile not completed",
     ),
-    Case("A03", "onboarding", "kyc_passed", "!invalid_input", data=ONBOARDED, note="no provider request id"),
     Case(
         "A03",
         "onboarding",
         "kyc_passed",
+        "sys",
         "!invalid_input",
-        role="compliance",
+        data=ONBOARDED,
+        note="no provider request id",
+    ),
+    Case(
+        "A03",
+        "onboarding",
+        "kyc_passed",
+        "compliance",
+        "!invalid_input",
         payload={"provider_request_id": "kyc-1"},
         data=ONBOARDED,
         note="manual accept needs the document check",
@@ -147,8 +105,8 @@ CASES: tuple[Case, ...] = (
         "A03",
         "onboarding",
         "kyc_passed",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={"provider_request_id": "kyc-1", "document_check": "failed"},
         data=ONBOARDED,
     ),
@@ -156,61 +114,58 @@ CASES: tuple[Case, ...] = (
         "A03",
         "onboarding",
         "kyc_passed",
+        "support",
         "!role_not_allowed",
-        role="support",
         payload={"provider_request_id": "kyc-1"},
         data=ONBOARDED,
     ),
     # A04 KYC failed
-    Case("A04", "onboarding", "kyc_failed", "deactivated"),
+    Case("A04", "onboarding", "kyc_failed", "sys", "deactivated"),
     Case(
-        "A04",
-        "onboarding",
-        "kyc_failed",
-        "deactivated",
-        role="compliance",
-        payload={"resubmission_allowed": True},
+        "A04", "onboarding", "kyc_failed", "compliance", "deactivated", payload={"resubmission_allowed": True}
     ),
-    Case("A04", "onboarding", "kyc_failed", "!invalid_input", role="compliance", payload={"reason": "short"}),
+    Case("A04", "onboarding", "kyc_failed", "compliance", "!invalid_input", payload={"reason": "short"}),
     # A05 fraud detected while onboarding
-    Case("A05", "onboarding", "fraud_detected", "under_review", payload={"score": 88}),
-    Case("A05", "onboarding", "fraud_detected", "!role_not_allowed", role="support"),
+    Case("A05", "onboarding", "fraud_detected", "sys", "under_review", payload={"score": 88}),
+    Case("A05", "onboarding", "fraud_detected", "support", "!role_not_allowed"),
     # A06 onboarding timeout
-    Case("A06", "onboarding", "onboarding_timeout", "deactivated", role="timer", timer=True),
-    Case("A06", "onboarding", "onboarding_timeout", "!role_not_allowed", role="sys"),
+    Case("A06", "onboarding", "onboarding_timeout", "timer", "deactivated"),
+    Case("A06", "onboarding", "onboarding_timeout", "sys", "!role_not_allowed"),
     # A07–A09 fraud bands (§5.3, D-26)
-    Case("A07", "active", "fraud_check", "active", facts={"fraud_score": 20}, data=ACTIVE),
-    Case("A07", "active", "fraud_check", "!role_not_allowed", role="timer", timer=True, data=ACTIVE),
-    Case("A07", "active", "fraud_check", "active", payload={"score": 70}, data=ACTIVE),
+    Case("A07", "active", "fraud_check", "sys", "active", extra={"fraud_score": 20}, data=ACTIVE),
+    Case("A07", "active", "fraud_check", "timer", "!role_not_allowed", data=ACTIVE),
+    Case("A07", "active", "fraud_check", "sys", "active", payload={"score": 70}, data=ACTIVE),
     Case(
         "A07",
         "active",
         "fraud_check",
+        "sys",
         "!invalid_input",
         data=ACTIVE,
         note="no score from payload or the scoring job",
     ),
-    Case("A07", "active", "fraud_check", "!invalid_input", payload={"score": 101}, data=ACTIVE),
-    Case("A08", "active", "fraud_check", "suspended", facts={"fraud_score": 71}, data=ACTIVE),
-    Case("A08", "active", "fraud_alert", "suspended", payload={"score": 90}, data=ACTIVE),
+    Case("A07", "active", "fraud_check", "sys", "!invalid_input", payload={"score": 101}, data=ACTIVE),
+    Case("A08", "active", "fraud_check", "sys", "suspended", extra={"fraud_score": 71}, data=ACTIVE),
+    Case("A08", "active", "fraud_alert", "sys", "suspended", payload={"score": 90}, data=ACTIVE),
     Case(
         "A08",
         "active",
         "fraud_alert",
+        "sys",
         "!guard_failed",
         payload={"score": 50},
         data=ACTIVE,
         note="an alert in the low/medium band is refused",
     ),
-    Case("A09", "active", "fraud_check", "under_review", payload={"score": 91}, data=ACTIVE),
-    Case("A09", "active", "fraud_alert", "under_review", payload={"score": 100}, data=ACTIVE),
+    Case("A09", "active", "fraud_check", "sys", "under_review", payload={"score": 91}, data=ACTIVE),
+    Case("A09", "active", "fraud_alert", "sys", "under_review", payload={"score": 100}, data=ACTIVE),
     # A10 abuse report
     Case(
         "A10",
         "active",
         "abuse_report",
+        "support",
         "suspended",
-        role="support",
         payload={"evidence": "screenshots", "report_id": "ab-1"},
         data=ACTIVE,
     ),
@@ -218,6 +173,7 @@ CASES: tuple[Case, ...] = (
         "A10",
         "active",
         "abuse_report",
+        "sys",
         "suspended",
         payload={"evidence": "spam", "report_id": "ab-2"},
         data=ACTIVE,
@@ -226,8 +182,8 @@ CASES: tuple[Case, ...] = (
         "A10",
         "active",
         "abuse_report",
+        "support",
         "!invalid_input",
-        role="support",
         payload={"report_id": "ab-1"},
         data=ACTIVE,
     ),
@@ -235,53 +191,37 @@ CASES: tuple[Case, ...] = (
         "A10",
         "active",
         "abuse_report",
+        "finance",
         "!role_not_allowed",
-        role="finance",
         payload={"evidence": "x", "report_id": "ab-1"},
         data=ACTIVE,
     ),
     # A11 lock
-    Case("A11", "active", "lock", "locked", payload={"reason": "compromised_account"}, data=ACTIVE),
-    Case("A11", "onboarding", "lock", "locked", role="cascade", payload={"reason": "chargeback"}),
-    Case("A11", "suspended", "lock", "locked", role="cascade", payload={"reason": "compliance"}),
-    Case("A11", "under_review", "lock", "locked", role="admin", payload={"reason_code": "manual"}),
+    Case("A11", "active", "lock", "sys", "locked", payload={"reason": "compromised_account"}, data=ACTIVE),
+    Case("A11", "onboarding", "lock", "cascade", "locked", payload={"reason": "chargeback"}),
+    Case("A11", "suspended", "lock", "cascade", "locked", payload={"reason": "compliance"}),
+    Case("A11", "under_review", "lock", "admin", "locked", payload={"reason_code": "manual"}),
+    Case("A11", "active", "lock", "compliance", "locked", payload={"reason_code": "compliance"}, data=ACTIVE),
     Case(
         "A11",
         "active",
         "lock",
-        "locked",
-        role="compliance",
-        payload={"reason_code": "compliance"},
-        data=ACTIVE,
-    ),
-    Case(
-        "A11",
-        "active",
-        "lock",
+        "support",
         "!guard_failed",
-        role="support",
         payload={"reason_code": "compliance"},
         data=ACTIVE,
         note="only compliance may claim a compliance lock",
     ),
-    Case("A11", "active", "lock", "!invalid_input", role="support", data=ACTIVE, note="reason code missing"),
+    Case("A11", "active", "lock", "support", "!invalid_input", data=ACTIVE, note="reason code missing"),
+    Case("A11", "active", "lock", "support", "!invalid_input", payload={"reason_code": "bored"}, data=ACTIVE),
+    Case("A11", "active", "lock", "sys", "!guard_failed", payload={"reason": "bored"}, data=ACTIVE),
+    Case("A11", "deactivated", "lock", "sys", "!invalid_transition", payload={"reason": "manual"}),
     Case(
         "A11",
         "active",
         "lock",
-        "!invalid_input",
-        role="support",
-        payload={"reason_code": "bored"},
-        data=ACTIVE,
-    ),
-    Case("A11", "active", "lock", "!guard_failed", payload={"reason": "bored"}, data=ACTIVE),
-    Case("A11", "deactivated", "lock", "!invalid_transition", payload={"reason": "manual"}),
-    Case(
-        "A11",
-        "active",
-        "lock",
+        "finance",
         "!role_not_allowed",
-        role="finance",
         payload={"reason_code": "manual"},
         data=ACTIVE,
     ),
@@ -290,8 +230,8 @@ CASES: tuple[Case, ...] = (
         "A12",
         "locked",
         "lock",
+        "cascade",
         "locked",
-        role="cascade",
         payload={"reason": "chargeback"},
         data={"lock_reasons": ["compliance"]},
     ),
@@ -299,22 +239,20 @@ CASES: tuple[Case, ...] = (
         "A12",
         "locked",
         "lock",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         payload={"reason": "compliance"},
         data={"lock_reasons": ["compliance"]},
         note="reasons are a set",
     ),
     # A13 unlock
-    Case(
-        "A13", "locked", "unlock", "active", role="support", payload=UNLOCK, data={"lock_reasons": ["manual"]}
-    ),
+    Case("A13", "locked", "unlock", "support", "active", payload=UNLOCK, data={"lock_reasons": ["manual"]}),
     Case(
         "A13",
         "locked",
         "unlock",
+        "compliance",
         "active",
-        role="compliance",
         payload=UNLOCK,
         data={"lock_reasons": ["manual", "compliance"]},
         peers={"compliance_audit": ("compliant",)},
@@ -323,8 +261,8 @@ CASES: tuple[Case, ...] = (
         "A13",
         "locked",
         "unlock",
+        "cascade",
         "active",
-        role="cascade",
         data={"lock_reasons": ["compliance"]},
         peers={"compliance_audit": ("compliant",)},
     ),
@@ -332,8 +270,8 @@ CASES: tuple[Case, ...] = (
         "A13",
         "locked",
         "unlock",
+        "cascade",
         "!guard_failed",
-        role="cascade",
         data={"lock_reasons": ["chargeback", "compliance"]},
         note="X24 clears compliance-owned reasons only",
     ),
@@ -341,8 +279,8 @@ CASES: tuple[Case, ...] = (
         "A13",
         "locked",
         "unlock",
+        "support",
         "!invalid_input",
-        role="support",
         payload={"verification_method": ["phone"]},
         data={"lock_reasons": ["manual"]},
         note="verifier missing",
@@ -351,8 +289,8 @@ CASES: tuple[Case, ...] = (
         "A13",
         "locked",
         "unlock",
+        "support",
         "!guard_failed",
-        role="support",
         payload={"verification_method": ["phone"], "verifier_id": "agent-7"},
         data={"lock_reasons": ["manual"]},
     ),
@@ -360,8 +298,8 @@ CASES: tuple[Case, ...] = (
         "A13",
         "locked",
         "unlock",
+        "support",
         "!guard_failed",
-        role="support",
         payload=UNLOCK,
         data={"lock_reasons": ["manual"]},
         peers={"compliance_audit": ("investigation",)},
@@ -370,8 +308,8 @@ CASES: tuple[Case, ...] = (
         "A13",
         "locked",
         "unlock",
+        "manager",
         "!role_not_allowed",
-        role="manager",
         payload=UNLOCK,
         data={"lock_reasons": ["manual"]},
         note="managers approve, they do not request",
@@ -381,8 +319,8 @@ CASES: tuple[Case, ...] = (
         "A14",
         "suspended",
         "issue_resolved",
+        "manager",
         "active",
-        role="manager",
         payload={"resolution_note": "false alarm"},
         data={"suspension_causes": ["fraud"], "fraud_score": 60},
     ),
@@ -390,6 +328,7 @@ CASES: tuple[Case, ...] = (
         "A14",
         "suspended",
         "issue_resolved",
+        "sys",
         "active",
         payload={"score": 40},
         data={"suspension_causes": ["fraud"], "fraud_score": 80},
@@ -398,17 +337,18 @@ CASES: tuple[Case, ...] = (
         "A14",
         "suspended",
         "issue_resolved",
+        "sys",
         "active",
         payload={"abuse_resolved": True},
         data={"suspension_causes": ["abuse"]},
     ),
-    Case("A14", "suspended", "issue_resolved", "!guard_failed", data={"suspension_causes": ["abuse"]}),
+    Case("A14", "suspended", "issue_resolved", "sys", "!guard_failed", data={"suspension_causes": ["abuse"]}),
     Case(
         "A14",
         "suspended",
         "issue_resolved",
+        "manager",
         "!guard_failed",
-        role="manager",
         payload={"resolution_note": "looks fine"},
         data={"suspension_causes": ["fraud"], "fraud_score": 85},
     ),
@@ -416,69 +356,55 @@ CASES: tuple[Case, ...] = (
         "A14",
         "suspended",
         "issue_resolved",
+        "manager",
         "!invalid_input",
-        role="manager",
         data={"suspension_causes": ["abuse"]},
         note="resolution note required from staff",
     ),
     # A15 appeal received
-    Case("A15", "suspended", "appeal_received", "suspended", payload={"text": "it was my brother"}),
-    Case("A15", "suspended", "appeal_received", "!invalid_input", role="support"),
+    Case("A15", "suspended", "appeal_received", "sys", "suspended", payload={"text": "it was my brother"}),
+    Case("A15", "suspended", "appeal_received", "support", "!invalid_input"),
     # A16 appeal accepted
     Case(
         "A16",
         "suspended",
         "appeal_accepted",
+        "manager",
         "active",
-        role="manager",
         payload={"resolution_note": "valid"},
         data={"appeal_received_at": _ago(days=1), "suspension_causes": ["abuse"]},
     ),
     Case(
-        "A16",
-        "suspended",
-        "appeal_accepted",
-        "!guard_failed",
-        role="manager",
-        payload={"resolution_note": "ok"},
+        "A16", "suspended", "appeal_accepted", "manager", "!guard_failed", payload={"resolution_note": "ok"}
     ),
     Case(
         "A16",
         "suspended",
         "appeal_accepted",
+        "support",
         "!role_not_allowed",
-        role="support",
         payload={"resolution_note": "ok"},
     ),
     # A17 escalate to review
-    Case("A17", "suspended", "escalate_to_review", "under_review", role="support"),
-    Case("A17", "suspended", "escalate_to_review", "under_review", role="manager"),
-    Case("A17", "active", "escalate_to_review", "!invalid_transition", role="manager", data=ACTIVE),
+    Case("A17", "suspended", "escalate_to_review", "support", "under_review"),
+    Case("A17", "suspended", "escalate_to_review", "manager", "under_review"),
+    Case("A17", "active", "escalate_to_review", "manager", "!invalid_transition", data=ACTIVE),
     # A18 suspension timeout
-    Case("A18", "suspended", "suspension_timeout", "deactivated", role="timer", timer=True),
+    Case("A18", "suspended", "suspension_timeout", "timer", "deactivated"),
     # A19–A22 review decisions
-    Case(
-        "A19", "under_review", "review_approved", "active", role="compliance", payload={"findings": "clean"}
-    ),
-    Case("A19", "under_review", "review_approved", "!invalid_input", role="compliance"),
-    Case(
-        "A19",
-        "under_review",
-        "review_approved",
-        "!role_not_allowed",
-        role="manager",
-        payload={"findings": "x"},
-    ),
-    Case("A20", "under_review", "review_banned", "deactivated", role="compliance"),
-    Case("A21", "under_review", "appeal_denied", "deactivated", role="compliance"),
-    Case("A22", "under_review", "review_timeout", "deactivated", role="timer", timer=True),
+    Case("A19", "under_review", "review_approved", "compliance", "active", payload={"findings": "clean"}),
+    Case("A19", "under_review", "review_approved", "compliance", "!invalid_input"),
+    Case("A19", "under_review", "review_approved", "manager", "!role_not_allowed", payload={"findings": "x"}),
+    Case("A20", "under_review", "review_banned", "compliance", "deactivated"),
+    Case("A21", "under_review", "appeal_denied", "compliance", "deactivated"),
+    Case("A22", "under_review", "review_timeout", "timer", "deactivated"),
     # A23 close account
     Case(
         "A23",
         "active",
         "close_account",
+        "support",
         "deactivated",
-        role="support",
         payload={"customer_confirmation_ref": "mail-1"},
         data=ACTIVE,
         peers={"billing": ("payment_received",)},
@@ -487,52 +413,52 @@ CASES: tuple[Case, ...] = (
         "A23",
         "active",
         "close_account",
+        "support",
         "!guard_failed",
-        role="support",
         payload={"customer_confirmation_ref": "mail-1"},
         data=ACTIVE,
         peers={"billing": ("payment_disputed",)},
     ),
-    Case("A23", "active", "close_account", "!invalid_input", role="support", data=ACTIVE),
+    Case("A23", "active", "close_account", "support", "!invalid_input", data=ACTIVE),
     # A24 / A24b reactivate
     Case(
         "A24",
         "deactivated",
         "reactivate",
+        "support",
         "active",
-        role="support",
         data={"is_verified": True, "deactivated_at": _ago(days=29)},
     ),
     Case(
         "A24",
         "deactivated",
         "reactivate",
+        "support",
         "!guard_failed",
-        role="support",
         data={"is_verified": True, "deactivated_at": _ago(days=31)},
     ),
     Case(
         "A24",
         "deactivated",
         "reactivate",
+        "support",
         "!guard_failed",
-        role="support",
         data={"is_verified": True, "banned": True, "deactivated_at": _ago(days=1)},
     ),
     Case(
         "A24",
         "deactivated",
         "reactivate",
+        "manager",
         "!role_not_allowed",
-        role="manager",
         data={"is_verified": True, "deactivated_at": _ago(days=1)},
     ),
     Case(
         "A24b",
         "deactivated",
         "reactivate",
+        "support",
         "onboarding",
-        role="support",
         data={
             "is_verified": False,
             "deactivated_at": _ago(days=20),
@@ -543,8 +469,8 @@ CASES: tuple[Case, ...] = (
         "A24b",
         "deactivated",
         "reactivate",
+        "support",
         "onboarding",
-        role="support",
         data={
             "deactivated_at": _ago(days=6),
             "deactivation_cause": "kyc_failed",
@@ -555,8 +481,8 @@ CASES: tuple[Case, ...] = (
         "A24b",
         "deactivated",
         "reactivate",
+        "support",
         "!guard_failed",
-        role="support",
         data={"deactivated_at": _ago(days=8), "deactivation_cause": "kyc_failed"},
         note="KYC resubmission window is 7 d",
     ),
@@ -564,8 +490,8 @@ CASES: tuple[Case, ...] = (
         "A24b",
         "deactivated",
         "reactivate",
+        "support",
         "!guard_failed",
-        role="support",
         data={
             "deactivated_at": _ago(days=1),
             "deactivation_cause": "kyc_failed",
@@ -573,17 +499,14 @@ CASES: tuple[Case, ...] = (
         },
     ),
     # A25 retention / erasure from deactivated
-    Case("A25", "deactivated", "retention_complete", "archived", role="timer", timer=True, peers=SETTLED),
-    Case(
-        "A25", "deactivated", "erasure_request", "archived", role="compliance", payload=ERASE, peers=SETTLED
-    ),
+    Case("A25", "deactivated", "retention_complete", "timer", "archived", peers=SETTLED),
+    Case("A25", "deactivated", "erasure_request", "compliance", "archived", payload=ERASE, peers=SETTLED),
     Case(
         "A25",
         "deactivated",
         "retention_complete",
+        "timer",
         "archived",
-        role="timer",
-        timer=True,
         peers={
             "compliance_audit": ("non_compliant",),
             "billing": (("collection_agency", {"written_off": True}),),
@@ -594,45 +517,41 @@ CASES: tuple[Case, ...] = (
         "A25",
         "deactivated",
         "retention_complete",
+        "timer",
         "!guard_failed",
-        role="timer",
-        timer=True,
         peers={"compliance_audit": ("compliant",), "billing": ("retry_2",)},
     ),
     Case(
         "A25",
         "deactivated",
         "retention_complete",
+        "timer",
         "!guard_failed",
-        role="timer",
-        timer=True,
         peers={"compliance_audit": ("compliant",), "billing": ("payment_disputed",)},
     ),
     Case(
         "A25",
         "deactivated",
         "retention_complete",
+        "timer",
         "!guard_failed",
-        role="timer",
-        timer=True,
         peers=SETTLED,
-        facts={"legal_hold": True},
+        extra={"legal_hold": True},
     ),
     Case(
         "A25",
         "deactivated",
         "retention_complete",
+        "timer",
         "!guard_failed",
-        role="timer",
-        timer=True,
         peers={"compliance_audit": ("investigation",)},
     ),
     Case(
         "A25",
         "deactivated",
         "erasure_request",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload={**ERASE, "customer_id": "cust-2"},
         peers=SETTLED,
     ),
@@ -640,38 +559,30 @@ CASES: tuple[Case, ...] = (
         "A25",
         "deactivated",
         "erasure_request",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"customer_id": "cust-1", "legal_hold_checked": True},
         peers=SETTLED,
     ),
-    Case(
-        "A25",
-        "deactivated",
-        "erasure_request",
-        "!role_not_allowed",
-        role="admin",
-        payload=ERASE,
-        peers=SETTLED,
-    ),
+    Case("A25", "deactivated", "erasure_request", "admin", "!role_not_allowed", payload=ERASE, peers=SETTLED),
     Case(
         "A25",
         "deactivated",
         "retention_complete",
+        "compliance",
         "!role_not_allowed",
-        role="compliance",
         payload=ERASE,
         peers=SETTLED,
         note="staff send erasure_request; retention_complete is the timer's",
     ),
     # A26 erasure while locked
-    Case("A26", "locked", "erasure_request", "archived", role="compliance", payload=ERASE, peers=SETTLED),
+    Case("A26", "locked", "erasure_request", "compliance", "archived", payload=ERASE, peers=SETTLED),
     Case(
         "A26",
         "locked",
         "erasure_request",
+        "compliance",
         "!guard_failed",
-        role="compliance",
         payload=ERASE,
         peers={
             "compliance_audit": ("compliant",),
@@ -683,45 +594,39 @@ CASES: tuple[Case, ...] = (
         "A26",
         "locked",
         "erasure_request",
+        "compliance",
         "!invalid_input",
-        role="compliance",
         payload={"customer_id": "cust-1"},
         peers=SETTLED,
     ),
     # A27 activity
-    Case("A27", "active", "activity_detected", "active", data=ACTIVE),
-    Case("A27", "active", "inactivity_detected", "active", data=ACTIVE),
+    Case("A27", "active", "activity_detected", "sys", "active", data=ACTIVE),
+    Case("A27", "active", "inactivity_detected", "sys", "active", data=ACTIVE),
     # Ax rows: cascades into the account
-    Case("Ax1", "suspended", "flag_delinquent", "suspended", role="cascade"),
-    Case("Ax1", "active", "flag_delinquent", "!role_not_allowed", role="support", data=ACTIVE),
+    Case("Ax1", "suspended", "flag_delinquent", "cascade", "suspended"),
+    Case("Ax1", "active", "flag_delinquent", "support", "!role_not_allowed", data=ACTIVE),
     Case(
-        "Ax2",
-        "active",
-        "flag_kyc_reverification",
-        "active",
-        role="cascade",
-        payload={"active": True},
-        data=ACTIVE,
+        "Ax2", "active", "flag_kyc_reverification", "cascade", "active", payload={"active": True}, data=ACTIVE
     ),
-    Case("Ax3", "active", "fraud_monitoring_on", "active", role="cascade", data=ACTIVE),
-    Case("Ax4", "active", "fraud_monitoring_off", "active", role="cascade", data=ACTIVE),
-    Case("Ax5", "active", "degraded_notice", "active", role="cascade", data=ACTIVE),
-    Case("Ax6", "locked", "maintenance_notice", "locked", role="cascade", payload={"kind": "maintenance"}),
-    Case("Ax7", "active", "usage_notice", "active", role="cascade", payload={"kind": "overage"}, data=ACTIVE),
-    Case("Ax7", "archived", "usage_notice", "!terminal_state", role="cascade"),
+    Case("Ax3", "active", "fraud_monitoring_on", "cascade", "active", data=ACTIVE),
+    Case("Ax4", "active", "fraud_monitoring_off", "cascade", "active", data=ACTIVE),
+    Case("Ax5", "active", "degraded_notice", "cascade", "active", data=ACTIVE),
+    Case("Ax6", "locked", "maintenance_notice", "cascade", "locked", payload={"kind": "maintenance"}),
+    Case("Ax7", "active", "usage_notice", "cascade", "active", payload={"kind": "overage"}, data=ACTIVE),
+    Case("Ax7", "archived", "usage_notice", "cascade", "!terminal_state"),
     # Ax rows: self-events and sub-operations
-    Case("Ax8", "locked", "lock_overdue", "locked", role="timer", timer=True),
-    Case("Ax9", "under_review", "review_reminder", "under_review", role="timer", timer=True),
-    Case("Ax10", "suspended", "fraud_check", "suspended", facts={"fraud_score": 55}),
-    Case("Ax16", "active", "fraud_check_due", "active", role="timer", timer=True, data=ACTIVE),
-    Case("Ax16", "suspended", "fraud_check_due", "suspended", role="timer", timer=True),
-    Case("Ax16", "active", "fraud_check_due", "!role_not_allowed", role="support", data=ACTIVE),
+    Case("Ax8", "locked", "lock_overdue", "timer", "locked"),
+    Case("Ax9", "under_review", "review_reminder", "timer", "under_review"),
+    Case("Ax10", "suspended", "fraud_check", "sys", "suspended", extra={"fraud_score": 55}),
+    Case("Ax16", "active", "fraud_check_due", "timer", "active", data=ACTIVE),
+    Case("Ax16", "suspended", "fraud_check_due", "timer", "suspended"),
+    Case("Ax16", "active", "fraud_check_due", "support", "!role_not_allowed", data=ACTIVE),
     Case(
         "Ax11",
         "suspended",
         "abuse_report",
+        "support",
         "suspended",
-        role="support",
         payload={"evidence": "more logs", "report_id": "ab-2"},
         data={"abuse_reports": [{"report_id": "ab-1", "evidence": "logs"}]},
     ),
@@ -729,140 +634,133 @@ CASES: tuple[Case, ...] = (
         "Ax11",
         "suspended",
         "abuse_report",
+        "sys",
         "!guard_failed",
         payload={"evidence": "again", "report_id": "ab-1"},
         data={"abuse_reports": [{"report_id": "ab-1", "evidence": "logs"}]},
     ),
-    Case("Ax12", "onboarding", "kyc_manual_review", "onboarding", payload={"provider_request_id": "kyc-1"}),
+    Case(
+        "Ax12",
+        "onboarding",
+        "kyc_manual_review",
+        "sys",
+        "onboarding",
+        payload={"provider_request_id": "kyc-1"},
+    ),
     Case(
         "Ax13",
         "active",
         "update_payment_method",
+        "sys",
         "active",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
         data=ACTIVE,
-        facts={"payment_method_validated_at": _ago(minutes=2)},
+        extra={"payment_method_validated_at": _ago(minutes=2)},
     ),
     Case(
         "Ax13",
         "locked",
         "update_payment_method",
+        "support",
         "locked",
-        role="support",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
-        facts={"payment_method_validated_at": _ago(minutes=1), "identity_verified": True},
+        extra={"payment_method_validated_at": _ago(minutes=1), "identity_verified": True},
     ),
     Case(
         "Ax13",
         "locked",
         "update_payment_method",
+        "support",
         "!guard_failed",
-        role="support",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
-        facts={"payment_method_validated_at": _ago(minutes=1)},
+        extra={"payment_method_validated_at": _ago(minutes=1)},
         note="locked: identity first",
     ),
     Case(
         "Ax13",
         "active",
         "update_payment_method",
+        "sys",
         "!guard_failed",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
         data=ACTIVE,
-        facts={"payment_method_validated_at": _ago(minutes=6)},
+        extra={"payment_method_validated_at": _ago(minutes=6)},
         note="validation older than 5 min",
     ),
     Case(
         "Ax13",
         "active",
         "update_payment_method",
+        "sys",
         "!guard_failed",
         payload={"method_token": "pm_2", "fingerprint": "fp1"},
         data={**ACTIVE, "payment_method_fingerprints": ["fp1"]},
-        facts={"payment_method_validated_at": _ago(minutes=1)},
+        extra={"payment_method_validated_at": _ago(minutes=1)},
         note="duplicate method",
     ),
     Case(
         "Ax13",
         "under_review",
         "update_payment_method",
+        "sys",
         "!invalid_transition",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
     ),
-    Case("Ax14", "suspended", "update_comm_prefs", "suspended", payload={"channels": ["email", "sms"]}),
-    Case("Ax14", "active", "update_comm_prefs", "!invalid_input", payload={"channels": ["fax"]}, data=ACTIVE),
+    Case(
+        "Ax14", "suspended", "update_comm_prefs", "sys", "suspended", payload={"channels": ["email", "sms"]}
+    ),
+    Case(
+        "Ax14",
+        "active",
+        "update_comm_prefs",
+        "sys",
+        "!invalid_input",
+        payload={"channels": ["fax"]},
+        data=ACTIVE,
+    ),
     Case(
         "Ax15",
         "onboarding",
         "update_billing_address",
+        "sys",
         "onboarding",
         payload={"address": {"city": "Oslo"}},
-        facts={"address_validated": True},
+        extra={"address_validated": True},
     ),
     Case(
-        "Ax15", "onboarding", "update_billing_address", "!guard_failed", payload={"address": {"city": "Oslo"}}
+        "Ax15",
+        "onboarding",
+        "update_billing_address",
+        "sys",
+        "!guard_failed",
+        payload={"address": {"city": "Oslo"}},
     ),
     # Generic engine answers on this governor
-    Case("A25", "archived", "erasure_request", "!terminal_state", role="compliance", payload=ERASE),
-    Case("A27", "active", "teleport", "!unknown_event", data=ACTIVE),
+    Case("A25", "archived", "erasure_request", "compliance", "!terminal_state", payload=ERASE),
+    Case("A27", "active", "teleport", "sys", "!unknown_event", data=ACTIVE),
 )
 
 
-def _run(case: Case) -> Decision | Rejection:
-    inst = account(case.state, case.data)
-    timer_name = None
-    if case.timer:
-        timer_name = case.event
-    facts = make_facts(
-        case.role,
-        case.payload,
-        case.peers,
-        case.facts,
-        timer=timer_name,
-        timer_seq=inst.state_seq if case.timer else None,
-    )
-    return decide(GOVERNOR, inst, case.event, facts)
-
-
-def _case_id(case: Case) -> str:
-    return f"{case.row}-{case.state}-{case.event}-{case.role}-{case.expect}"
-
-
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_row(case: Case) -> None:
-    out = _run(case)
-    if case.expect.startswith("!"):
-        assert isinstance(out, Rejection), f"expected {case.expect}, got {out}"
-        assert out.code == case.expect[1:], out.message
-    else:
-        assert isinstance(out, Decision), f"{out.code}: {out.message}" if isinstance(out, Rejection) else out
-        assert out.row_id == case.row
-        assert out.to_state == case.expect
-
-
-def test_table_covers_every_row() -> None:
-    applied = {c.row for c in CASES if not c.expect.startswith("!")}
-    assert applied == {t.id for t in GOVERNOR.transitions}
-
-
-def test_every_row_id_is_from_the_spec_or_marked_added() -> None:
-    spec = {f"A{n:02d}" for n in range(1, 28)}
-    ids = {t.id for t in GOVERNOR.transitions}
-    assert spec <= ids
-    assert all(i in spec or i == "A24b" or i.startswith("Ax") for i in ids)
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: account(case.state, case.data),
+    facts=make_facts,
+    rejection_row="unchecked",
+    spec_rows={f"A{n:02d}" for n in range(1, 28)},
+    added=lambda row_id: row_id == "A24b" or row_id.startswith("Ax"),
+)
+test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
+decided = TABLE.decided
 
 
 # --------------------------------------------------------------------------- data changes
 
 
-def decided(case: Case) -> Decision:
-    out = _run(case)
-    assert isinstance(out, Decision), out
-    return out
-
-
 def test_lock_reasons_are_a_set() -> None:
-    first = decided(Case("A11", "active", "lock", "locked", payload={"reason": "chargeback"}, data=ACTIVE))
+    first = decided(
+        Case("A11", "active", "lock", "sys", "locked", payload={"reason": "chargeback"}, data=ACTIVE)
+    )
     assert first.changes["lock_reasons"] == ["chargeback"]
     assert first.changes["auto_unlock"] is False
     assert first.changes["locked_from"] == "active"
@@ -871,8 +769,8 @@ def test_lock_reasons_are_a_set() -> None:
             "A12",
             "locked",
             "lock",
+            "compliance",
             "locked",
-            role="compliance",
             payload={"reason_code": "compliance"},
             data={"lock_reasons": ["chargeback"]},
         )
@@ -885,13 +783,7 @@ def test_lock_reasons_are_a_set() -> None:
 def test_unlock_records_identity_verification_and_forces_reset() -> None:
     out = decided(
         Case(
-            "A13",
-            "locked",
-            "unlock",
-            "active",
-            role="support",
-            payload=UNLOCK,
-            data={"lock_reasons": ["manual"]},
+            "A13", "locked", "unlock", "support", "active", payload=UNLOCK, data={"lock_reasons": ["manual"]}
         )
     )
     assert out.changes["lock_reasons"] == []
@@ -902,24 +794,30 @@ def test_unlock_records_identity_verification_and_forces_reset() -> None:
 
 
 def test_fraud_bands_record_score_and_choose_interval() -> None:
-    low = decided(Case("A07", "active", "fraud_check", "active", payload={"score": 30}, data=ACTIVE))
+    low = decided(Case("A07", "active", "fraud_check", "sys", "active", payload={"score": 30}, data=ACTIVE))
     assert low.changes["fraud_score"] == 30
     assert low.changes["monitoring_every"] == "7d"
     assert low.changes["next_fraud_check_at"] == NOW + timedelta(days=7)
-    medium = decided(Case("A07", "active", "fraud_check", "active", payload={"score": 31}, data=ACTIVE))
+    medium = decided(
+        Case("A07", "active", "fraud_check", "sys", "active", payload={"score": 31}, data=ACTIVE)
+    )
     assert medium.changes["monitoring_every"] == "3d"
     assert medium.changes["next_fraud_check_at"] == NOW + timedelta(days=3)
-    high = decided(Case("A08", "active", "fraud_check", "suspended", payload={"score": 71}, data=ACTIVE))
+    high = decided(
+        Case("A08", "active", "fraud_check", "sys", "suspended", payload={"score": 71}, data=ACTIVE)
+    )
     assert high.row_id == "A08"
     assert high.changes["monitoring_every"] == "1d"
     assert high.changes["suspension_causes"] == ["fraud"]
     assert (
-        decided(Case("A08", "active", "fraud_check", "suspended", payload={"score": 90}, data=ACTIVE)).row_id
+        decided(
+            Case("A08", "active", "fraud_check", "sys", "suspended", payload={"score": 90}, data=ACTIVE)
+        ).row_id
         == "A08"
     )
     assert (
         decided(
-            Case("A09", "active", "fraud_check", "under_review", payload={"score": 91}, data=ACTIVE)
+            Case("A09", "active", "fraud_check", "sys", "under_review", payload={"score": 91}, data=ACTIVE)
         ).row_id
         == "A09"
     )
@@ -936,7 +834,7 @@ def test_fraud_bands_follow_settings() -> None:
 
 def test_review_timeout_bans_unless_configured_off() -> None:
     inst = account("under_review")
-    out = decide(GOVERNOR, inst, "review_timeout", make_facts("timer", timer="review_timeout", timer_seq=3))
+    out = decide(GOVERNOR, inst, "review_timeout", make_facts("timer", timer="review_timeout", seq=3))
     assert isinstance(out, Decision)
     assert out.changes["banned"] is True
     lenient = SETTINGS.override({"customer_account.review_timeout_bans": False})
@@ -948,7 +846,7 @@ def test_review_timeout_bans_unless_configured_off() -> None:
 
 
 def test_ban_records_reason() -> None:
-    out = decided(Case("A20", "under_review", "review_banned", "deactivated", role="compliance"))
+    out = decided(Case("A20", "under_review", "review_banned", "compliance", "deactivated"))
     assert out.changes["banned"] is True
     assert out.changes["ban_reason"] == REASON
     assert out.changes["deactivated_at"] == NOW
@@ -956,7 +854,7 @@ def test_ban_records_reason() -> None:
 
 def test_kyc_reverification_flag_set_and_released() -> None:
     on = decided(
-        Case("Ax2", "active", "flag_kyc_reverification", "active", role="cascade", payload={"active": True})
+        Case("Ax2", "active", "flag_kyc_reverification", "cascade", "active", payload={"active": True})
     )
     assert on.changes["kyc_reverification"] is True
     off = decided(
@@ -964,8 +862,8 @@ def test_kyc_reverification_flag_set_and_released() -> None:
             "Ax2",
             "active",
             "flag_kyc_reverification",
+            "cascade",
             "active",
-            role="cascade",
             payload={"active": False},
             data={"kyc_reverification": True},
         )
@@ -975,7 +873,7 @@ def test_kyc_reverification_flag_set_and_released() -> None:
 
 def test_comm_prefs_none_is_exclusive() -> None:
     out = decided(
-        Case("Ax14", "active", "update_comm_prefs", "active", payload={"channels": ["sms", "none"]})
+        Case("Ax14", "active", "update_comm_prefs", "sys", "active", payload={"channels": ["sms", "none"]})
     )
     assert out.changes["comm_prefs"] == ["none"]
 
@@ -986,10 +884,11 @@ def test_payment_method_primary() -> None:
             "Ax13",
             "active",
             "update_payment_method",
+            "sys",
             "active",
             payload={"method_token": "pm_9", "fingerprint": "fp9", "make_primary": True},
             data={"payment_method_fingerprints": ["fp1"]},
-            facts={"payment_method_validated_at": _ago(minutes=1)},
+            extra={"payment_method_validated_at": _ago(minutes=1)},
         )
     )
     assert out.changes["payment_method_fingerprints"] == ["fp1", "fp9"]
@@ -1004,7 +903,7 @@ def _arms(out: Decision) -> dict[str, datetime | None]:
 
 
 def test_signup_arms_onboarding_timeout() -> None:
-    out = decided(Case("A01", None, "signup", "onboarding"))
+    out = decided(Case("A01", None, "signup", "sys", "onboarding"))
     assert _arms(out) == {"onboarding_timeout": NOW + timedelta(days=7)}
     assert out.state_seq == 1
 
@@ -1023,7 +922,7 @@ def test_kyc_passed_arms_weekly_fraud_check_and_cancels_onboarding_timer() -> No
 def test_fraud_check_timer_asks_the_scorer_and_its_answer_rearms_the_timer() -> None:
     timer = TimerState("fraud_check", "fraud_check_due", 3, due_at=NOW)
     inst = replace(account("active", {**ACTIVE, "next_fraud_check_at": NOW}), timers={"fraud_check": timer})
-    due = decide(GOVERNOR, inst, "fraud_check_due", make_facts("timer", timer="fraud_check", timer_seq=3))
+    due = decide(GOVERNOR, inst, "fraud_check_due", make_facts("timer", timer="fraud_check", seq=3))
     assert isinstance(due, Decision)
     assert due.self_transition
     assert [e.name for e in due.effects] == ["account_request_fraud_score"]
@@ -1035,14 +934,16 @@ def test_fraud_check_timer_asks_the_scorer_and_its_answer_rearms_the_timer() -> 
 
 
 def test_stale_fraud_check_is_ignored() -> None:
-    facts = make_facts("timer", timer="fraud_check", timer_seq=2)
+    facts = make_facts("timer", timer="fraud_check", seq=2)
     out = decide(GOVERNOR, account("active", ACTIVE), "fraud_check_due", facts)
     assert isinstance(out, Rejection)
     assert out.code == "stale_timer"
 
 
 def test_suspension_arms_30d_timeout_and_daily_check() -> None:
-    out = decided(Case("A08", "active", "fraud_alert", "suspended", payload={"score": 80}, data=ACTIVE))
+    out = decided(
+        Case("A08", "active", "fraud_alert", "sys", "suspended", payload={"score": 80}, data=ACTIVE)
+    )
     assert _arms(out) == {
         "suspension_timeout": NOW + timedelta(days=30),
         "fraud_check": NOW + timedelta(days=1),
@@ -1050,7 +951,7 @@ def test_suspension_arms_30d_timeout_and_daily_check() -> None:
 
 
 def test_review_arms_timeout_and_reminder() -> None:
-    out = decided(Case("A17", "suspended", "escalate_to_review", "under_review", role="manager"))
+    out = decided(Case("A17", "suspended", "escalate_to_review", "manager", "under_review"))
     assert _arms(out) == {
         "review_timeout": NOW + timedelta(days=14),
         "review_reminder": NOW + timedelta(days=10),
@@ -1058,26 +959,20 @@ def test_review_arms_timeout_and_reminder() -> None:
 
 
 def test_lock_arms_attention_timer_and_attention_follows_it() -> None:
-    locked = decided(Case("A11", "active", "lock", "locked", payload={"reason": "manual"}, data=ACTIVE))
+    locked = decided(
+        Case("A11", "active", "lock", "sys", "locked", payload={"reason": "manual"}, data=ACTIVE)
+    )
     assert _arms(locked) == {"lock_overdue": NOW + timedelta(days=7)}
     assert locked.attention is False
     overdue = decided(
-        Case(
-            "Ax8",
-            "locked",
-            "lock_overdue",
-            "locked",
-            role="timer",
-            timer=True,
-            data={"lock_reasons": ["manual"]},
-        )
+        Case("Ax8", "locked", "lock_overdue", "timer", "locked", data={"lock_reasons": ["manual"]})
     )
     assert overdue.attention is True
     assert overdue.attention_reason.startswith("Locked for more than 7 days")
 
 
 def test_deactivation_arms_retention_timer() -> None:
-    out = decided(Case("A04", "onboarding", "kyc_failed", "deactivated"))
+    out = decided(Case("A04", "onboarding", "kyc_failed", "sys", "deactivated"))
     assert _arms(out) == {"retention_complete": NOW + timedelta(days=30)}
 
 
@@ -1087,8 +982,8 @@ def test_reactivation_to_onboarding_gives_a_new_7d_window() -> None:
             "A24b",
             "deactivated",
             "reactivate",
+            "support",
             "onboarding",
-            role="support",
             data={"deactivated_at": _ago(days=2)},
         )
     )
@@ -1115,7 +1010,12 @@ def test_fraud_monitoring_on_pulls_the_next_check_forward() -> None:
 def test_onboarding_attention_while_kyc_in_manual_review() -> None:
     out = decided(
         Case(
-            "Ax12", "onboarding", "kyc_manual_review", "onboarding", payload={"provider_request_id": "kyc-1"}
+            "Ax12",
+            "onboarding",
+            "kyc_manual_review",
+            "sys",
+            "onboarding",
+            payload={"provider_request_id": "kyc-1"},
         )
     )
     assert out.attention is True
@@ -1124,6 +1024,7 @@ def test_onboarding_attention_while_kyc_in_manual_review() -> None:
             "A03",
             "onboarding",
             "kyc_passed",
+            "sys",
             "active",
             payload={"provider_request_id": "kyc-1"},
             data={**ONBOARDED, "kyc_manual_review": True},
@@ -1143,8 +1044,8 @@ def test_onboarding_attention_while_kyc_in_manual_review() -> None:
                 "A13",
                 "locked",
                 "unlock",
+                "support",
                 "active",
-                role="support",
                 payload=UNLOCK,
                 data={"lock_reasons": ["manual"]},
             ),
@@ -1155,36 +1056,28 @@ def test_onboarding_attention_while_kyc_in_manual_review() -> None:
                 "A13",
                 "locked",
                 "unlock",
+                "compliance",
                 "active",
-                role="compliance",
                 payload=UNLOCK,
                 data={"lock_reasons": ["manual"]},
             ),
             ("manager", "compliance"),
         ),
-        (Case("A20", "under_review", "review_banned", "deactivated", role="compliance"), ("manager",)),
+        (Case("A20", "under_review", "review_banned", "compliance", "deactivated"), ("manager",)),
         (
             Case(
                 "A25",
                 "deactivated",
                 "erasure_request",
+                "compliance",
                 "archived",
-                role="compliance",
                 payload=ERASE,
                 peers=SETTLED,
             ),
             ("compliance",),
         ),
         (
-            Case(
-                "A26",
-                "locked",
-                "erasure_request",
-                "archived",
-                role="compliance",
-                payload=ERASE,
-                peers=SETTLED,
-            ),
+            Case("A26", "locked", "erasure_request", "compliance", "archived", payload=ERASE, peers=SETTLED),
             ("compliance",),
         ),
         (
@@ -1192,8 +1085,8 @@ def test_onboarding_attention_while_kyc_in_manual_review() -> None:
                 "A03",
                 "onboarding",
                 "kyc_passed",
+                "compliance",
                 "active",
-                role="compliance",
                 payload={"provider_request_id": "k", "document_check": "passed", "provider_result": "failed"},
                 data=ONBOARDED,
             ),
@@ -1211,7 +1104,7 @@ def test_four_eyes_needed(case: Case, approvers: tuple[str, ...]) -> None:
         GOVERNOR,
         inst,
         case.event,
-        make_facts(case.role, case.payload, case.peers, case.facts, approved_by="u2"),
+        make_facts(case.role, case.payload, case.peers, case.extra, approved_by="u2"),
     )
     assert isinstance(approved, Decision)
     assert approved.needs_approval is None
@@ -1220,21 +1113,19 @@ def test_four_eyes_needed(case: Case, approvers: tuple[str, ...]) -> None:
 @pytest.mark.parametrize(
     "case",
     [
-        Case(
-            "A11", "active", "lock", "locked", role="support", payload={"reason_code": "manual"}, data=ACTIVE
-        ),
-        Case("A13", "locked", "unlock", "active", role="cascade", data={"lock_reasons": ["compliance"]}),
-        Case("A25", "deactivated", "retention_complete", "archived", role="timer", timer=True, peers=SETTLED),
+        Case("A11", "active", "lock", "support", "locked", payload={"reason_code": "manual"}, data=ACTIVE),
+        Case("A13", "locked", "unlock", "cascade", "active", data={"lock_reasons": ["compliance"]}),
+        Case("A25", "deactivated", "retention_complete", "timer", "archived", peers=SETTLED),
         Case(
             "A03",
             "onboarding",
             "kyc_passed",
+            "compliance",
             "active",
-            role="compliance",
             payload={"provider_request_id": "k", "document_check": "passed"},
             data=ONBOARDED,
         ),
-        Case("A21", "under_review", "appeal_denied", "deactivated", role="compliance"),
+        Case("A21", "under_review", "appeal_denied", "compliance", "deactivated"),
     ],
     ids=["A11-protective", "A13-X24", "A25-timer", "A03-no-override", "A21"],
 )
@@ -1250,7 +1141,9 @@ def _emits(out: Decision) -> list[tuple[str, str, str, dict[str, Any], bool]]:
 
 
 def test_signup_starts_trial_and_compliance_record() -> None:
-    out = decided(Case("A01", None, "signup", "onboarding", payload={"tier": "starter", "cycle": "monthly"}))
+    out = decided(
+        Case("A01", None, "signup", "sys", "onboarding", payload={"tier": "starter", "cycle": "monthly"})
+    )
     assert _emits(out) == [
         ("Xi1", "subscription", "start_trial", {"tier": "starter", "cycle": "monthly"}, False),
         ("Xi2", "compliance_audit", "enroll", {"frameworks": None}, False),
@@ -1260,7 +1153,7 @@ def test_signup_starts_trial_and_compliance_record() -> None:
 
 def test_lock_emits_x12_must_suspend_dunning_hold_and_security_event() -> None:
     out = decided(
-        Case("A11", "active", "lock", "locked", payload={"reason": "compromised_account"}, data=ACTIVE)
+        Case("A11", "active", "lock", "sys", "locked", payload={"reason": "compromised_account"}, data=ACTIVE)
     )
     assert _emits(out) == [
         ("X12", "entitlement", "suspend", {"hold": "account_locked"}, True),
@@ -1278,8 +1171,8 @@ def test_lock_emits_x12_must_suspend_dunning_hold_and_security_event() -> None:
             "A12",
             "locked",
             "lock",
+            "cascade",
             "locked",
-            role="cascade",
             payload={"reason": "chargeback"},
             data={"lock_reasons": ["manual"]},
         )
@@ -1290,13 +1183,7 @@ def test_lock_emits_x12_must_suspend_dunning_hold_and_security_event() -> None:
 def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
     out = decided(
         Case(
-            "A13",
-            "locked",
-            "unlock",
-            "active",
-            role="support",
-            payload=UNLOCK,
-            data={"lock_reasons": ["manual"]},
+            "A13", "locked", "unlock", "support", "active", payload=UNLOCK, data={"lock_reasons": ["manual"]}
         )
     )
     assert _emits(out) == [
@@ -1311,11 +1198,18 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
     ("case", "expected"),
     [
         (
-            Case("A08", "active", "fraud_alert", "suspended", payload={"score": 75}, data=ACTIVE),
+            Case("A08", "active", "fraud_alert", "sys", "suspended", payload={"score": 75}, data=ACTIVE),
             [("X14", "entitlement", "suspend", {"hold": "account_suspended"}, False)],
         ),
         (
-            Case("A10", "active", "abuse_report", "suspended", payload={"evidence": "e", "report_id": "r"}),
+            Case(
+                "A10",
+                "active",
+                "abuse_report",
+                "sys",
+                "suspended",
+                payload={"evidence": "e", "report_id": "r"},
+            ),
             [("X14", "entitlement", "suspend", {"hold": "account_suspended"}, False)],
         ),
         (
@@ -1323,6 +1217,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
                 "A14",
                 "suspended",
                 "issue_resolved",
+                "sys",
                 "active",
                 payload={"score": 10},
                 data={"suspension_causes": ["fraud"]},
@@ -1334,15 +1229,15 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
                 "A16",
                 "suspended",
                 "appeal_accepted",
+                "manager",
                 "active",
-                role="manager",
                 payload={"resolution_note": "ok"},
                 data={"appeal_received_at": NOW},
             ),
             [("X14", "entitlement", "lift_hold", {"hold": "account_suspended"}, False)],
         ),
         (
-            Case("A05", "onboarding", "fraud_detected", "under_review", payload={"score": 92}),
+            Case("A05", "onboarding", "fraud_detected", "sys", "under_review", payload={"score": 92}),
             [
                 ("X15", "entitlement", "suspend", {"hold": "account_review"}, False),
                 (
@@ -1355,7 +1250,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
             ],
         ),
         (
-            Case("A09", "active", "fraud_check", "under_review", payload={"score": 95}, data=ACTIVE),
+            Case("A09", "active", "fraud_check", "sys", "under_review", payload={"score": 95}, data=ACTIVE),
             [
                 ("X15", "entitlement", "suspend", {"hold": "account_review"}, False),
                 (
@@ -1369,12 +1264,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
         ),
         (
             Case(
-                "A17",
-                "suspended",
-                "escalate_to_review",
-                "under_review",
-                role="support",
-                data={"fraud_score": 80},
+                "A17", "suspended", "escalate_to_review", "support", "under_review", data={"fraud_score": 80}
             ),
             [
                 ("X15", "entitlement", "suspend", {"hold": "account_review"}, False),
@@ -1389,12 +1279,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
         ),
         (
             Case(
-                "A19",
-                "under_review",
-                "review_approved",
-                "active",
-                role="compliance",
-                payload={"findings": "ok"},
+                "A19", "under_review", "review_approved", "compliance", "active", payload={"findings": "ok"}
             ),
             [
                 ("X15", "entitlement", "lift_hold", {"hold": "account_review"}, False),
@@ -1406,6 +1291,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
                 "A03",
                 "onboarding",
                 "kyc_passed",
+                "sys",
                 "active",
                 payload={"provider_request_id": "k"},
                 data=ONBOARDED,
@@ -1416,27 +1302,11 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
             ],
         ),
         (
-            Case(
-                "A25",
-                "deactivated",
-                "retention_complete",
-                "archived",
-                role="timer",
-                timer=True,
-                peers=SETTLED,
-            ),
+            Case("A25", "deactivated", "retention_complete", "timer", "archived", peers=SETTLED),
             [("X17", "compliance_audit", "start_retention", {}, True)],
         ),
         (
-            Case(
-                "A26",
-                "locked",
-                "erasure_request",
-                "archived",
-                role="compliance",
-                payload=ERASE,
-                peers=SETTLED,
-            ),
+            Case("A26", "locked", "erasure_request", "compliance", "archived", payload=ERASE, peers=SETTLED),
             [("X17", "compliance_audit", "start_retention", {}, True)],
         ),
         (
@@ -1444,9 +1314,10 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
                 "Ax13",
                 "suspended",
                 "update_payment_method",
+                "sys",
                 "suspended",
                 payload={"method_token": "pm_5", "fingerprint": "fp5"},
-                facts={"payment_method_validated_at": NOW},
+                extra={"payment_method_validated_at": NOW},
             ),
             [("X19", "billing", "payment_method_updated", {"method_token": "pm_5"}, False)],
         ),
@@ -1467,16 +1338,16 @@ X16 = [
 @pytest.mark.parametrize(
     "case",
     [
-        Case("A18", "suspended", "suspension_timeout", "deactivated", role="timer", timer=True),
-        Case("A20", "under_review", "review_banned", "deactivated", role="compliance"),
-        Case("A21", "under_review", "appeal_denied", "deactivated", role="compliance"),
-        Case("A22", "under_review", "review_timeout", "deactivated", role="timer", timer=True),
+        Case("A18", "suspended", "suspension_timeout", "timer", "deactivated"),
+        Case("A20", "under_review", "review_banned", "compliance", "deactivated"),
+        Case("A21", "under_review", "appeal_denied", "compliance", "deactivated"),
+        Case("A22", "under_review", "review_timeout", "timer", "deactivated"),
         Case(
             "A23",
             "active",
             "close_account",
+            "support",
             "deactivated",
-            role="support",
             payload={"customer_confirmation_ref": "m"},
         ),
     ],
@@ -1488,11 +1359,11 @@ def test_deactivation_emits_x16(case: Case) -> None:
 
 def test_no_cascade_from_quiet_rows() -> None:
     for case in (
-        Case("A02", "onboarding", "email_verified", "onboarding"),
-        Case("A04", "onboarding", "kyc_failed", "deactivated"),
-        Case("A06", "onboarding", "onboarding_timeout", "deactivated", role="timer", timer=True),
-        Case("A24", "deactivated", "reactivate", "active", role="support", data={"is_verified": True}),
-        Case("A27", "active", "activity_detected", "active"),
+        Case("A02", "onboarding", "email_verified", "sys", "onboarding"),
+        Case("A04", "onboarding", "kyc_failed", "sys", "deactivated"),
+        Case("A06", "onboarding", "onboarding_timeout", "timer", "deactivated"),
+        Case("A24", "deactivated", "reactivate", "support", "active", data={"is_verified": True}),
+        Case("A27", "active", "activity_detected", "sys", "active"),
     ):
         assert decided(case).cascades == (), case.row
 
@@ -1617,7 +1488,7 @@ def test_plan_erasure_starts_retention() -> None:
         "compliance_audit", "comp-1", "compliant", 2, customer_id="cust-1", data={"frameworks": ["GDPR"]}
     )
     acct = account("deactivated", {"deactivated_at": _ago(days=30)})
-    facts = make_facts("timer", timer="retention_complete", timer_seq=3)
+    facts = make_facts("timer", timer="retention_complete", seq=3)
     result = plan({"comp-1": comp, "acct-1": acct}, "acct-1", "retention_complete", facts)
     assert result.ok, result.alerts
     assert result.instances["acct-1"].state == "archived"
