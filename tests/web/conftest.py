@@ -168,11 +168,13 @@ def login() -> Callable[..., TestResponse]:
 
 
 # --------------------------------------------------------------------------- browser journeys
+# The fixtures every tests/web/test_browser_*.py uses; the steps they repeat (sign in, collect console
+# errors, save a screenshot as ARTIFACTS/<team>-<step>.png) are in tests/web/browser.py.
 
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's Chromium (Playwright cannot download its own browser here); .ci/run installs it."""
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-"""Where browser journeys save their screenshots, to be looked at."""
+"""Where browser journeys save their screenshots, to be looked at (git-ignored)."""
 
 
 @pytest.fixture
