@@ -11,83 +11,20 @@ Screenshots: tests/artifacts/actions-*.png.
 
 from __future__ import annotations
 
-import re
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
-from tests.web.conftest import PASSWORD, MadeUser, fresh_code
+from tests.web.browser import Shots, assert_no_errors, signed_in
+from tests.web.conftest import MadeUser, fresh_code
 from tests.web.test_actions import NOW, _refund, _world
 from webapp.db import Database
 from webapp.models import Approval, GovernorInstance, TransitionRecord
 from webapp.services.transitions import Actor, EventRequest, fire_event
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-# No skip: browser journeys are part of the suite (.ci/run installs Debian's chromium).
-
-
-@pytest.fixture
-def server(app: Flask) -> Iterator[str]:
-    """The app served from a thread on a free port."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=5)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    assert CHROMIUM.exists(), "browser tests drive Debian's chromium: apt-get install -y chromium"
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def _sign_in(browser: Any, server: str, user: MadeUser) -> tuple[Any, Any, list[str]]:
-    context = browser.new_context(viewport={"width": 1500, "height": 1000})
-    page = context.new_page()
-    errors: list[str] = []
-    # Console errors (CSP violations, script errors), except the browser's own favicon probe.
-    page.on(
-        "console",
-        lambda m: (
-            errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None
-        ),
-    )
-    # Every page and fragment the journey loads must exist.
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status == 404 else None)
-    page.goto(f"{server}/auth/sign-in")
-    page.fill("input[name=email]", user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    if user.totp_secret:
-        page.wait_for_url(re.compile(r".*/auth/verify.*"))
-        page.fill("input[name=code]", fresh_code(user.totp_secret))
-        page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    assert "/auth/" not in page.url, page.url
-    return context, page, errors
+shoot = Shots("actions")
 
 
 def _cancelled_entitlement(db: Database, customer_id: str) -> str:
@@ -111,13 +48,12 @@ def _cancelled_entitlement(db: Database, customer_id: str) -> str:
 def test_finance_requests_a_refund_and_a_manager_approves_it(
     server: str, browser: Any, web_db: Database, make_user: Callable[..., MadeUser]
 ) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     invoice = _refund(web_db, "c-1")
     finance = make_user("fiona@staff.test", ["finance"])
     manager = make_user("max@staff.test", ["manager"], totp=True)
 
     # Finance: cockpit → refund form → preview → request approval.
-    _, fpage, ferrors = _sign_in(browser, server, finance)
+    _, fpage, ferrors = signed_in(browser, server, finance)
     fpage.goto(f"{server}/customers/c-1")
     button = fpage.locator(f"#actions-{invoice} a[data-event=issue_refund]")
     assert "needs approval by finance or manager" in fpage.locator(f"#actions-{invoice}").inner_text()
@@ -131,61 +67,60 @@ def test_finance_requests_a_refund_and_a_manager_approves_it(
     plan = fpage.locator(f"#action-panel-{invoice} .plan").inner_text()
     assert "billing_process_refund amount_cents 15.00" in plan
     fpage.locator(f"#action-panel-{invoice}").scroll_into_view_if_needed()
-    fpage.screenshot(path=str(ARTIFACTS / "actions-refund-preview.png"), full_page=False)
+    shoot(fpage, "refund-preview", full_page=False)
     fpage.click("button[name=confirm]")
     fpage.wait_for_selector(f"#action-result-{invoice}")
     assert (
         "Waiting for approval by finance or manager"
         in fpage.locator(f"#action-result-{invoice}").inner_text()
     )
-    fpage.screenshot(path=str(ARTIFACTS / "actions-refund-requested.png"), full_page=False)
+    shoot(fpage, "refund-requested", full_page=False)
     with web_db.session() as s:
         approval = s.scalars(select(Approval)).one()
         approval_id = approval.id
 
     # Manager, in another browser context: queue → request → step-up → approve.
-    _, mpage, merrors = _sign_in(browser, server, manager)
+    _, mpage, merrors = signed_in(browser, server, manager)
     mpage.goto(f"{server}/approvals")
     assert mpage.locator(f"#pending tr[data-approval='{approval_id}']").count() == 1
-    mpage.screenshot(path=str(ARTIFACTS / "actions-approval-queue.png"), full_page=True)
+    shoot(mpage, "approval-queue")
     mpage.click(f"#pending tr[data-approval='{approval_id}'] a")
     mpage.wait_for_selector("#approve-form")
     assert "billing_process_refund amount_cents 15.00" in mpage.locator(".plan").inner_text()
     mpage.fill("#approve-form input[name=code]", fresh_code(manager.totp_secret or ""))
     mpage.fill("#approve-form textarea[name=note]", "duplicate confirmed in the processor report")
-    mpage.screenshot(path=str(ARTIFACTS / "actions-approval-detail.png"), full_page=True)
+    shoot(mpage, "approval-detail")
     mpage.click("#approve-form button[type=submit]")
     mpage.wait_for_selector("#decision-message")
     assert "approved" in mpage.locator("#approval-status").inner_text()
-    mpage.screenshot(path=str(ARTIFACTS / "actions-approved.png"), full_page=True)
+    shoot(mpage, "approved")
 
     # The refund is in the customer's history (recorded as finance's action, approved by the manager).
     fpage.goto(f"{server}/customers/c-1")
     fpage.wait_for_selector(".tl-row")
     assert fpage.locator(".tl-row[data-governor=billing] .tl-event", has_text="issue_refund").count() == 1
-    fpage.screenshot(path=str(ARTIFACTS / "actions-refund-history.png"), full_page=True)
+    shoot(fpage, "refund-history")
     with web_db.session() as s:
         record = s.scalars(select(TransitionRecord).where(TransitionRecord.event == "issue_refund")).one()
         assert record.actor == finance.id and record.approval_id == approval_id
         inst = s.get(GovernorInstance, invoice)
         assert inst is not None and inst.data.get("refunded_cents") == 1500
-    assert ferrors == [] and merrors == [], (ferrors, merrors)
+    assert_no_errors(ferrors, merrors)
 
 
 def test_support_sees_the_refund_disabled_and_a_forged_post_is_refused(
     server: str, browser: Any, web_db: Database, make_user: Callable[..., MadeUser]
 ) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
     entitlement = _cancelled_entitlement(web_db, "c-2")
     support = make_user("sam@staff.test", ["support"])
-    _, page, errors = _sign_in(browser, server, support)
+    _, page, errors = signed_in(browser, server, support)
     page.goto(f"{server}/customers/c-2")
     button = page.locator(f"#actions-{entitlement} button[data-event=approve_refund]")
     assert button.is_disabled()
     assert button.get_attribute("title") == "needs finance; you have support"
     assert "needs finance; you have support" in page.locator(f"#actions-{entitlement}").inner_text()
     button.scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "actions-support-disabled.png"), full_page=False)
+    shoot(page, "support-disabled", full_page=False)
 
     # A hand-made POST with a valid CSRF token from the page is refused by the server.
     token = page.evaluate("() => JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']")
@@ -209,4 +144,4 @@ def test_support_sees_the_refund_disabled_and_a_forged_post_is_refused(
             s.scalars(select(TransitionRecord).where(TransitionRecord.event == "approve_refund")).first()
             is None
         )
-    assert errors == []
+    assert_no_errors(errors)

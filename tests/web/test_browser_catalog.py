@@ -7,25 +7,24 @@ it from the queue in ANOTHER browser context with a step-up code. The SKU is the
 and the diagram marks it. A support user sees the same catalog read-only, buttons disabled with
 the reason.
 
-Screenshots: /tmp/shots/catalog-*.png.
+Screenshots: tests/artifacts/catalog-*.png.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
+from tests.web.browser import Shots, assert_no_errors, signed_in
 from tests.web.conftest import MadeUser, fresh_code
-from tests.web.test_browser_actions import _sign_in
 from webapp.db import Database
 from webapp.models import GovernorInstance
 from webapp.services.setup import PLATFORM_TENANT, ensure_catalog, ensure_tenant
 
-SHOTS = Path("/tmp/shots")
+shoot = Shots("catalog")
 
 
 def _state(db: Database, sku: str) -> str | None:
@@ -41,7 +40,6 @@ def _state(db: Database, sku: str) -> str | None:
 def test_admin_creates_fixes_and_submits_a_sku(
     browser: Any, server: str, web_db: Database, make_user: Callable[..., MadeUser]
 ) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with web_db.session() as s:
         ensure_tenant(s, PLATFORM_TENANT, datetime.now(UTC))
         ensure_catalog(s, datetime.now(UTC))
@@ -49,11 +47,11 @@ def test_admin_creates_fixes_and_submits_a_sku(
     second = make_user("grace@staff.test", ["admin"], totp=True)
     support = make_user("sam@staff.test", ["support"])
 
-    context, page, errors = _sign_in(browser, server, admin)
+    context, page, errors = signed_in(browser, server, admin)
     page.goto(f"{server}/catalog/")
     page.wait_for_selector("#sku-table")
     assert page.locator("tr[data-sku]").count() == 3
-    page.screenshot(path=str(SHOTS / "catalog-list.png"), full_page=True)
+    shoot(page, "list")
 
     # New draft with a price typed as money: refused next to the field, nothing saved.
     page.click("#new-sku")
@@ -75,7 +73,7 @@ def test_admin_creates_fixes_and_submits_a_sku(
     assert page.get_attribute("#price_cents", "aria-invalid") == "true"
     assert page.input_value("#name") == "Reports add-on"  # what was typed is kept
     assert _state(web_db, "sku-reports") is None
-    page.screenshot(path=str(SHOTS / "catalog-field-error.png"), full_page=True)
+    shoot(page, "field-error")
 
     # Fixed: the draft exists, version 1, with its diagram on the draft state.
     page.fill("#price_cents", "4999")
@@ -85,7 +83,7 @@ def test_admin_creates_fixes_and_submits_a_sku(
     assert page.get_attribute("#sku-state .state", "data-state") == "draft"
     assert page.locator("#sku-diagram svg .state.current").count() == 1
     assert _state(web_db, "sku-reports") == "draft"
-    page.screenshot(path=str(SHOTS / "catalog-draft.png"), full_page=True)
+    shoot(page, "draft")
 
     # A second revision, and the diff between the two.
     page.click("#act-edit_draft")
@@ -100,7 +98,7 @@ def test_admin_creates_fixes_and_submits_a_sku(
     assert page.locator("#diff tr[data-field]").count() == 1
     assert "4999" in page.inner_text("#diff tr[data-field=price_cents] .diff-old")
     assert "5999" in page.inner_text("#diff tr[data-field=price_cents] .diff-new")
-    page.screenshot(path=str(SHOTS / "catalog-diff.png"), full_page=True)
+    shoot(page, "diff")
     page.goto(f"{server}/catalog/sku-reports/")
 
     # Submit for publication: the first publication waits for a second admin.
@@ -112,12 +110,12 @@ def test_admin_creates_fixes_and_submits_a_sku(
     page.wait_for_selector("#approval-requested")
     assert "Waiting for approval by admin or manager" in page.inner_text("#approval-requested")
     assert _state(web_db, "sku-reports") == "draft"
-    page.screenshot(path=str(SHOTS / "catalog-requested.png"), full_page=True)
+    shoot(page, "requested")
     approval_url = page.get_attribute("#approval-link", "href")
     assert approval_url
 
     # The second admin approves in another browser context, with a step-up code.
-    context2, page2, errors2 = _sign_in(browser, server, second)
+    context2, page2, errors2 = signed_in(browser, server, second)
     page2.goto(f"{server}{approval_url}")
     page2.fill("input[name=code]", fresh_code(second.totp_secret or ""))
     page2.click("button:has-text('Approve and apply')")
@@ -128,20 +126,20 @@ def test_admin_creates_fixes_and_submits_a_sku(
     assert page2.get_attribute("#sku-state .state", "data-state") == "validation"
     assert page2.locator("#sku-diagram svg .state.current").count() == 1
     assert page2.locator("#history tr[data-event=submit_for_review] .badge").inner_text() == "approved"
-    page2.screenshot(path=str(SHOTS / "catalog-validation.png"), full_page=True)
+    shoot(page2, "validation")
 
     # A published SKU: its lifecycle actions, and deprecation offering only SKUs on sale as replacement.
     page.goto(f"{server}/catalog/sku-core/")
     assert page.get_attribute("#sku-state .state", "data-state") == "published"
-    page.screenshot(path=str(SHOTS / "catalog-published.png"), full_page=True)
+    shoot(page, "published")
     page.click("#act-deprecate")
     page.wait_for_selector("#catalog-action")
     offered = page.eval_on_selector_all("#in_replacement_sku option", "els => els.map(e => e.value)")
     assert offered == ["", "sku-analytics", "sku-sso"]
-    page.screenshot(path=str(SHOTS / "catalog-deprecate-form.png"), full_page=True)
+    shoot(page, "deprecate-form")
 
     # Support: read-only, every change button disabled with the reason.
-    context3, page3, errors3 = _sign_in(browser, server, support)
+    context3, page3, errors3 = signed_in(browser, server, support)
     page3.goto(f"{server}/catalog/sku-reports/")
     assert page3.locator("#read-only").is_visible()
     page3.goto(f"{server}/catalog/")
@@ -153,8 +151,8 @@ def test_admin_creates_fixes_and_submits_a_sku(
     assert page3.locator("#sku-table tr[data-sku]").count() == 1
     assert page3.get_attribute("#sku-table tr[data-sku]", "data-sku") == "sku-reports"
     assert "state=validation" in page3.url
-    page3.screenshot(path=str(SHOTS / "catalog-read-only.png"), full_page=True)
+    shoot(page3, "read-only")
 
     for ctx in (context, context2, context3):
         ctx.close()
-    assert errors == [] and errors2 == [] and errors3 == []
+    assert_no_errors(errors, errors2, errors3)

@@ -6,7 +6,7 @@ the desk tells them a second officer must approve. Officer two, signed in in ANO
 context with their second factor, approves it with a fresh step-up code; the customer's name is
 gone and the chains still verify.
 
-Screenshots: /tmp/shots/compliance-*.png.
+Screenshots: tests/artifacts/compliance-*.png.
 """
 
 from __future__ import annotations
@@ -18,25 +18,24 @@ from typing import Any
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from tests.web.browser import Shots, assert_no_errors, signed_in
 from tests.web.conftest import MadeUser, fresh_code
-from tests.web.test_browser_actions import _sign_in, browser, server  # noqa: F401  (fixtures)
 from tests.web.test_compliance import T0, _customers, _fire
 from webapp import audit
 from webapp.cli import main
 from webapp.db import Database
 from webapp.models import Customer, PrivacyRequest
 
-SHOTS = Path("/tmp/shots")
+shoot = Shots("compliance")
 
 
 def test_compliance_officer_journey_with_a_second_officer_approving(
-    server: str,  # noqa: F811
-    browser: Any,  # noqa: F811
+    server: str,
+    browser: Any,
     web_db: Database,
     make_user: Callable[..., MadeUser],
     tmp_path: Path,
 ) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     _customers(web_db, "c-gdpr", "c-stay")
     with web_db.session() as s:
         customer = s.get(Customer, "c-gdpr")
@@ -55,16 +54,16 @@ def test_compliance_officer_journey_with_a_second_officer_approving(
     second = make_user("cato@staff.test", ["compliance"], totp=True)
 
     # Officer one: the desk, integrity, export.
-    _, page, errors = _sign_in(browser, server, first)
+    _, page, errors = signed_in(browser, server, first)
     page.goto(f"{server}/")
     page.click("nav >> text=Compliance")
     page.wait_for_selector("#compliance-desk")
     assert "c-stay" in page.locator("#cases").inner_text()
-    page.screenshot(path=str(SHOTS / "compliance-desk.png"), full_page=True)
+    shoot(page, "desk")
     page.click("#verify-form button")
     page.wait_for_selector("#verify-summary")
     assert "intact" in page.locator("#verify-summary").inner_text()
-    page.screenshot(path=str(SHOTS / "compliance-verify.png"), full_page=False)
+    shoot(page, "verify", full_page=False)
     page.goto(f"{server}/compliance/")
     with page.expect_download() as info:
         page.click("#export-jsonl")
@@ -82,21 +81,21 @@ def test_compliance_officer_journey_with_a_second_officer_approving(
     assert "Erasure requested" in page.locator("#flash").inner_text()
     row = page.locator("#privacy-queue tbody tr").first
     assert "waiting for a second compliance officer" in row.inner_text()
-    page.screenshot(path=str(SHOTS / "compliance-erasure-requested.png"), full_page=True)
+    shoot(page, "erasure-requested")
 
     # Officer two approves from their own browser context.
-    _, page2, errors2 = _sign_in(browser, server, second)
+    _, page2, errors2 = signed_in(browser, server, second)
     page2.goto(f"{server}/compliance/")
     form = page2.locator("#privacy-queue .approve-form").first
     form.locator("input[name=code]").fill(fresh_code(second.totp_secret or ""))
     form.locator("input[name=note]").fill("ownership checked against the id document")
-    page2.screenshot(path=str(SHOTS / "compliance-approve.png"), full_page=True)
+    shoot(page2, "approve")
     form.locator("button[type=submit]").click()
     page2.wait_for_selector("#flash .flash")
     assert "Erasure approved and carried out for c-gdpr" in page2.locator("#flash").inner_text()
     page2.locator("#recent-requests summary").click()
-    page2.screenshot(path=str(SHOTS / "compliance-erased.png"), full_page=True)
-    assert errors == [] and errors2 == []
+    shoot(page2, "erased")
+    assert_no_errors(errors, errors2)
 
     with web_db.session() as s:
         customer = s.get(Customer, "c-gdpr")

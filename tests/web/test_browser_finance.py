@@ -5,19 +5,18 @@ Finance A opens the overview, goes to the retry board, retries a failed invoice 
 for a refund of a paid invoice from the refunds & settlements desk (B22, four-eyes) and sees it pending
 under "My approvals". Finance B, in another browser context with a second factor, finds it waiting,
 approves it with a step-up code; A sees the refund in the issued-refunds list. Screenshots go to
-/tmp/shots/finance-*.png.
+tests/artifacts/finance-*.png.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from tests.web import test_browser_actions as journeys
+from tests.web.browser import Shots, assert_no_errors, signed_in
 from tests.web.conftest import MadeUser, fresh_code
 from tests.web.test_finance import _failed_invoice
 from webapp.db import Database
@@ -25,10 +24,7 @@ from webapp.models import Approval, GovernorInstance, TransitionRecord
 from webapp.services.demo import Driver, buy_and_invoice, pay_invoice
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 
-SHOTS = Path("/tmp/shots")
-
-server = journeys.server
-browser = journeys.browser
+shoot = Shots("finance")
 
 
 def _paid_invoice(db: Database, customer_id: str) -> str:
@@ -62,7 +58,6 @@ def _paid_invoice(db: Database, customer_id: str) -> str:
 def test_finance_retries_then_refunds_with_a_second_approver(
     server: str, browser: Any, web_db: Database, make_user: Callable[..., MadeUser]
 ) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     # The paid one first: making a customer fires every timer due by then, and the failed invoice
     # (declined in March 2026) must still be waiting for its first retry.
     paid = _paid_invoice(web_db, "c-2")
@@ -71,7 +66,7 @@ def test_finance_retries_then_refunds_with_a_second_approver(
     fin_b = make_user("bob@staff.test", ["finance"], totp=True)
 
     # A: overview → retry board → retry now.
-    _, page, a_errors = journeys._sign_in(browser, server, fin_a)
+    _, page, a_errors = signed_in(browser, server, fin_a)
     page.goto(f"{server}/finance/")
     page.wait_for_selector("#finance-overview")
     assert page.locator("#tile-ladder .n").inner_text() == "1"
@@ -79,17 +74,17 @@ def test_finance_retries_then_refunds_with_a_second_approver(
     for name in ("payments", "recovery", "failures"):
         page.wait_for_selector(f"#chart-{name} .dash-loading", state="detached")
     page.wait_for_load_state("networkidle")
-    page.screenshot(path=str(SHOTS / "finance-overview.png"), full_page=True)
+    shoot(page, "overview")
     page.click("#tab-retries")
     page.wait_for_selector(f"#invoice-{failed}")
     page.click(f"#actions-{failed} a[data-event=retry_now]")
     page.wait_for_selector(f"#action-form-{failed}")
     page.select_option(f"#action-form-{failed} select[name=reason_code]", index=1)
     page.fill(f"#action-form-{failed} textarea[name=comment]", "customer updated the card, retry at once")
-    page.screenshot(path=str(SHOTS / "finance-retry-form.png"), full_page=True)
+    shoot(page, "retry-form")
     page.click(f"#action-form-{failed} button[name=confirm]")
     page.wait_for_selector(f"#action-result-{failed}")
-    page.screenshot(path=str(SHOTS / "finance-retried.png"), full_page=True)
+    shoot(page, "retried")
     with web_db.session() as s:
         row = s.get(GovernorInstance, failed)
         assert row is not None and row.state == "retry_1"
@@ -104,7 +99,7 @@ def test_finance_retries_then_refunds_with_a_second_approver(
     page.fill(f"#action-form-{paid} textarea[name=comment]", "charged twice for March, see ticket 5521")
     page.click(f"#action-form-{paid} button[name=preview]")
     page.wait_for_selector(f"#action-panel-{paid} .plan")
-    page.screenshot(path=str(SHOTS / "finance-refund-preview.png"), full_page=True)
+    shoot(page, "refund-preview")
     page.click(f"#action-form-{paid} button[name=confirm]")
     page.wait_for_selector(f"#action-result-{paid}")
     assert "Waiting for approval" in page.locator(f"#action-result-{paid}").inner_text()
@@ -114,13 +109,13 @@ def test_finance_retries_then_refunds_with_a_second_approver(
     page.wait_for_selector(f"#mine-{approval_id}")
     assert page.locator(f"#mine-{approval_id}").get_attribute("data-status") == "pending"
     assert page.locator(f"#waiting-{approval_id}").count() == 0
-    page.screenshot(path=str(SHOTS / "finance-my-requests.png"), full_page=True)
+    shoot(page, "my-requests")
 
     # B, in another browser: waiting for me → review → step-up → approve.
-    _, bpage, b_errors = journeys._sign_in(browser, server, fin_b)
+    _, bpage, b_errors = signed_in(browser, server, fin_b)
     bpage.goto(f"{server}/finance/approvals")
     bpage.wait_for_selector(f"#waiting-{approval_id}")
-    bpage.screenshot(path=str(SHOTS / "finance-waiting-for-me.png"), full_page=True)
+    shoot(bpage, "waiting-for-me")
     bpage.click(f"#waiting-{approval_id} a")
     bpage.wait_for_selector("#approve-form")
     bpage.fill("#approve-form input[name=code]", fresh_code(fin_b.totp_secret or ""))
@@ -128,14 +123,14 @@ def test_finance_retries_then_refunds_with_a_second_approver(
     bpage.click("#approve-form button[type=submit]")
     bpage.wait_for_selector("#decision-message")
     assert "approved" in bpage.locator("#approval-status").inner_text()
-    bpage.screenshot(path=str(SHOTS / "finance-approved.png"), full_page=True)
+    shoot(bpage, "approved")
 
     # A: the refund is issued once, listed with who asked and who approved.
     page.click("#tab-refunds")
     page.wait_for_selector(f"tr[data-invoice='{paid}']")
     listed = page.locator(f"tr[data-invoice='{paid}']").inner_text()
     assert "7.50 USD" in listed and "ada@staff.test" in listed and "bob@staff.test" in listed
-    page.screenshot(path=str(SHOTS / "finance-refunds.png"), full_page=True)
+    shoot(page, "refunds")
     with web_db.session() as s:
         records = s.scalars(select(TransitionRecord).where(TransitionRecord.event == "issue_refund")).all()
         assert [(r.actor, r.approval_id) for r in records] == [(fin_a.id, approval_id)]
@@ -145,8 +140,8 @@ def test_finance_retries_then_refunds_with_a_second_approver(
     # The other desks render in the browser too.
     page.click("#tab-ladder_preview")
     page.wait_for_selector("#ladder-calendar")
-    page.screenshot(path=str(SHOTS / "finance-ladder.png"), full_page=True)
+    shoot(page, "ladder")
     page.click("#tab-reconciliation")
     page.wait_for_selector("#unreconciled")
-    page.screenshot(path=str(SHOTS / "finance-reconciliation.png"), full_page=True)
-    assert a_errors == [] and b_errors == [], (a_errors, b_errors)
+    shoot(page, "reconciliation")
+    assert_no_errors(a_errors, b_errors)
