@@ -168,8 +168,8 @@ class Table:
         facts = self.facts(
             case.role,
             case.payload,
-            self.world if case.peers is None else case.peers,
-            case.extra,
+            peers=self.world if case.peers is None else case.peers,
+            extra=case.extra,
             seq=inst.state_seq - 1 if case.stale else inst.state_seq,
             timer=case.event,
             **kw,

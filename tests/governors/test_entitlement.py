@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, decide
+from governors import Decision, Instance, Rejection, decide
 from governors.definitions.entitlement import GOVERNOR
 from governors.facts import TimerState
 from governors.settings import default_settings
-from governors.spec import STAFF_ROLES, FourEyes
+from governors.spec import FourEyes
+from tests.governors.tables import NOW, Case, Table, case_id_with_note, make_facts
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
 PERIOD_END = NOW + 20 * DAY
 
@@ -48,40 +47,10 @@ def ent(state: str | None, seq: int = 3, **data: Any) -> Instance:
     )
 
 
-def facts(
-    role: str = "sys",
-    payload: Mapping[str, Any] | None = None,
-    peers: Mapping[str, tuple[Instance, ...]] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    **kw: Any,
-) -> Facts:
-    body = dict(payload or {})
-    if role in STAFF_ROLES:
-        body.setdefault("reason", "customer called the support line")
-    return Facts(
-        now=NOW,
-        role=role,
-        actor="u1",
-        payload=body,
-        peers=world() if peers is None else peers,
-        extra=extra or {},
-        **kw,
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    row: str
-    state: str | None
-    event: str
-    role: str
-    expect: str  # target state, or "!code" / "!guard_failed:<guard>" for a rejection
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    peers: Mapping[str, tuple[Instance, ...]] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    changes: Mapping[str, Any] = field(default_factory=dict)
-    note: str = ""
+# The staff reason, the actor and no settings (the engine's defaults) as these tests always had them.
+facts = partial(
+    make_facts, reason="customer called the support line", settings=None, actor="u1", peers=world()
+)
 
 
 SUSPENDED_PF = {"holds": ["payment_failed"], "suspended_at": NOW - 3 * DAY}
@@ -829,38 +798,21 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def _id(case: Case) -> str:
-    return f"{case.row}-{case.state}-{case.event}-{case.role}-{case.expect}-{case.note}"
-
-
-def run(case: Case, **kw: Any) -> Decision | Rejection:
-    instance = (
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: (
         ent(case.state, **case.data) if case.state else Instance("entitlement", "new:1", customer_id="c1")
-    )
-    return decide(
-        GOVERNOR, instance, case.event, facts(case.role, case.payload, case.peers, case.extra, **kw)
-    )
-
-
-@pytest.mark.parametrize("case", CASES, ids=_id)
-def test_row(case: Case) -> None:
-    outcome = run(case)
-    if case.expect.startswith("!"):
-        code, _, guard = case.expect[1:].partition(":")
-        assert isinstance(outcome, Rejection), outcome
-        assert outcome.code == code, outcome.message
-        assert not guard or outcome.details["guard"] == guard, outcome.message
-        return
-    assert isinstance(outcome, Decision), outcome
-    assert outcome.row_id == case.row
-    assert outcome.to_state == case.expect
-    for key, value in case.changes.items():
-        assert outcome.changes.get(key) == value, (key, outcome.changes)
-
-
-def test_every_row_is_covered() -> None:
-    tested = {c.row for c in CASES if not c.expect.startswith("!")} | {"E06b"}
-    assert tested == {t.id for t in GOVERNOR.transitions}
+    ),
+    facts=facts,
+    world=world(),
+    ids=case_id_with_note,
+    rejection_row="unchecked",
+    spec_rows={f"E{n:02d}" for n in range(1, 29)},
+    added=lambda row_id: row_id == "E06b" or row_id.startswith("Ex"),  # E06b: decision D-02
+    also_covered={"E06b"},  # by test_final_timeout_cancels_by_default_and_approves_when_configured
+)
+test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
 
 
 # ------------------------------------------------------------------ E06 / E06b (D-02)
@@ -868,7 +820,10 @@ def test_every_row_is_covered() -> None:
 
 def test_final_timeout_cancels_by_default_and_approves_when_configured() -> None:
     pending = ent("pending_approval")
-    assert run(Case("E06", "pending_approval", "approval_final_timeout", "timer", "")).to_state == "cancelled"  # type: ignore[union-attr]
+    assert (
+        TABLE.run(Case("E06", "pending_approval", "approval_final_timeout", "timer", "")).to_state
+        == "cancelled"
+    )  # type: ignore[union-attr]
     on = default_settings().override({"entitlement.approve_on_timeout": True})
     approved = decide(GOVERNOR, pending, "approval_final_timeout", facts("timer", settings=on))
     assert isinstance(approved, Decision)
@@ -913,7 +868,9 @@ def test_creation_arms_the_approval_clock_or_waits_for_kyc() -> None:
         "response_target": "1h",
     }
     waiting = _ops(
-        decide(GOVERNOR, new, "entitlement_requested", facts("cascade", SKU, world(account="onboarding")))
+        decide(
+            GOVERNOR, new, "entitlement_requested", facts("cascade", SKU, peers=world(account="onboarding"))
+        )
     )
     assert all(t.paused and o == "arm" for o, t in waiting.values())
     assert waiting["approval_final_timeout"][1].remaining == timedelta(hours=72)
@@ -1045,7 +1002,7 @@ def test_stale_timer_is_ignored() -> None:
         GOVERNOR,
         ent("suspended", seq=5, **SUSPENDED_PF),
         "suspension_timeout",
-        facts("timer", timer="suspension_timeout", timer_seq=4),
+        facts("timer", timer="suspension_timeout", seq=4),
     )
     assert isinstance(out, Rejection)
     assert out.code == "stale_timer"
@@ -1172,7 +1129,7 @@ def test_xi1_auto_approves_reinstatement(
         GOVERNOR,
         ent("cancelled", cancelled_at=NOW - DAY, **data),
         "request_reinstatement",
-        facts("cascade", payload, peers),
+        facts("cascade", payload, peers=peers),
     )
     assert isinstance(out, Decision)
     assert out.to_state == "reinstate_pending"

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, decide, plan
+from governors import Decision, Instance, Rejection, decide, plan
 from governors.definitions.subscription import GOVERNOR
 from governors.facts import TimerState
-from governors.spec import STAFF_ROLES, FourEyes
+from governors.spec import FourEyes
+from tests.governors.tables import NOW, Case, Table, case_id_with_note, make_facts
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
 END = NOW + 20 * DAY
 
@@ -53,41 +52,8 @@ def sub(state: str | None, seq: int = 4, **data: Any) -> Instance:
     )
 
 
-def facts(
-    role: str = "sys",
-    payload: Mapping[str, Any] | None = None,
-    peers: Mapping[str, tuple[Instance, ...]] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    **kw: Any,
-) -> Facts:
-    body = dict(payload or {})
-    if role in STAFF_ROLES:
-        body.setdefault("reason", "customer asked on the phone")
-    return Facts(
-        now=NOW,
-        role=role,
-        actor="u1",
-        payload=body,
-        peers=world() if peers is None else peers,
-        extra=extra or {},
-        **kw,
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    row: str
-    state: str | None
-    event: str
-    role: str
-    expect: str  # target state, or "!code" for a rejection
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    peers: Mapping[str, tuple[Instance, ...]] | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    changes: Mapping[str, Any] = field(default_factory=dict)
-    guard: str = ""
-    note: str = ""
+# The staff reason, the actor and no settings (the engine's defaults) as these tests always had them.
+facts = partial(make_facts, reason="customer asked on the phone", settings=None, actor="u1", peers=world())
 
 
 PM = {"payment_method_valid": True}
@@ -836,37 +802,20 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def _id(case: Case) -> str:
-    return f"{case.row}-{case.state}-{case.event}-{case.role}-{case.expect}-{case.note}"
-
-
-def run(case: Case, **kw: Any) -> Decision | Rejection:
-    instance = (
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: (
         sub(case.state, **case.data) if case.state else Instance("subscription", "new:1", customer_id="c1")
-    )
-    return decide(
-        GOVERNOR, instance, case.event, facts(case.role, case.payload, case.peers, case.extra, **kw)
-    )
-
-
-@pytest.mark.parametrize("case", CASES, ids=_id)
-def test_row(case: Case) -> None:
-    outcome = run(case)
-    if case.expect.startswith("!"):
-        assert isinstance(outcome, Rejection), outcome
-        assert outcome.code == case.expect[1:], outcome.message
-        if case.guard:
-            assert outcome.details["guard"] == case.guard, outcome.message
-        return
-    assert isinstance(outcome, Decision), outcome
-    assert outcome.row_id == case.row
-    assert outcome.to_state == case.expect
-    for key, value in case.changes.items():
-        assert outcome.changes.get(key) == value, (key, outcome.changes)
-
-
-def test_every_row_is_covered() -> None:
-    assert {c.row for c in CASES if not c.expect.startswith("!")} == {t.id for t in GOVERNOR.transitions}
+    ),
+    facts=facts,
+    world=world(),
+    ids=case_id_with_note,
+    rejection_row="unchecked",
+    spec_rows={f"S{n:02d}" for n in range(1, 28)},
+    added=lambda row_id: row_id.startswith("Sx"),
+)
+test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
 
 
 # ------------------------------------------------------------------ timers
