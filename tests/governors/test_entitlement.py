@@ -809,7 +809,6 @@ TABLE = Table(
     ids=case_id_with_note,
     rejection_row="unchecked",
     spec_rows={f"E{n:02d}" for n in range(1, 29)},
-    added=lambda row_id: row_id == "E06b" or row_id.startswith("Ex"),  # E06b: decision D-02
     also_covered={"E06b"},  # by test_final_timeout_cancels_by_default_and_approves_when_configured
 )
 test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
