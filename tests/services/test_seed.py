@@ -85,6 +85,11 @@ def test_the_seed_builds_every_customer_through_the_service(database: Database, 
     assert timer_rows == seeded.timers_fired and seeded.timers_fired > 24
     assert snapshots is not None
     assert outbox is not None and outbox > 0
+    with database.session() as s:
+        undelivered = s.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
+        )
+    assert undelivered == 0, "the simulated history's effects are settled, not left for the workers"
     assert overdue == [], "every timer due before the end has fired"
 
 

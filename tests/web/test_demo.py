@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from webapp.db import Database
 from webapp.migrate import upgrade
-from webapp.models import Approval, Customer, StaffUser, TransitionRecord
+from webapp.models import Approval, Customer, OutboxMessage, StaffUser, TransitionRecord
 from webapp.policy import ROLES
 from webapp.services.demo import DEMO_EMAIL_DOMAIN, credentials_path, seed_demo, state_spread
 
@@ -54,6 +54,13 @@ def test_seed_makes_users_for_every_role_and_customers_across_many_states_once(t
         pending = s.scalar(select(func.count()).select_from(Approval).where(Approval.status == "pending"))
         assert pending is not None and pending >= 1
         history = int(s.scalar(select(func.count()).select_from(TransitionRecord)) or 0)
+        # The scenarios decided their outcomes: nothing of the simulated past is left for the worker
+        # (it would re-charge old invoices and feed back stale KYC verdicts that the governors refuse).
+        undelivered = s.scalar(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.delivered_at.is_(None))
+        )
+        assert undelivered == 0
+        assert (s.scalar(select(func.count()).select_from(OutboxMessage)) or 0) > 0
     spread = state_spread(db)
     pairs = {(g, st) for g, states in spread.items() for st in states}
     assert len(pairs) >= 25, spread

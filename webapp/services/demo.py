@@ -32,6 +32,7 @@ from webapp.db import Database
 from webapp.models import Customer, DueTimer, GovernorInstance, StaffUser, Tenant
 from webapp.policy import ROLES
 from webapp.services.facts import world_facts
+from webapp.services.seed import outbox_watermark, settle_simulated_effects
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 from webapp.services.timers import fire_timer_row
 from webapp.services.transitions import Actor, EventRequest, EventResult, TransitionError, fire_event
@@ -474,6 +475,7 @@ def seed_demo(
         return SeedReport(False, users=users)
     rng = random.Random(seed)
     start = now - timedelta(days=days)
+    above = outbox_watermark(db)
     with db.session() as s:
         for tenant_id, name in DEMO_TENANTS:
             ensure_tenant(s, tenant_id, start - timedelta(days=1), name)
@@ -514,6 +516,7 @@ def seed_demo(
         if (n + 1) % 50 == 0:
             say(f"  {n + 1} customers seeded")
     report.timers_fired += fire_due_timers(db, now, settings)
+    settle_simulated_effects(db, above)  # the scenarios decided their outcomes; run only what comes next
     _recent_requests(driver, now)
     report.events, report.refused = driver.events, driver.refused
     report.timers_fired += driver.timers

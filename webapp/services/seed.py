@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from random import Random
 from typing import Any
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from governors import GOVERNORS, Decision, Facts, Instance, Settings, default_settings, plan
@@ -37,7 +37,7 @@ from governors.scenarios import onboard
 from governors.simulate import sample_input
 from governors.spec import ANY, STAFF_ROLES, frozen_map
 from webapp.db import Database
-from webapp.models import Customer, DueTimer, GovernorInstance
+from webapp.models import Customer, DueTimer, GovernorInstance, OutboxMessage
 from webapp.services.instances import to_instance
 from webapp.services.setup import PLATFORM_TENANT, ensure_catalog, ensure_tenant
 from webapp.services.transitions import Actor, EventRequest, EventResult, fire_event
@@ -741,8 +741,43 @@ def _worker_main(args: tuple[str, SeedOptions, int]) -> SeedReport:
         db.dispose()
 
 
+def outbox_watermark(db: Database) -> int:
+    """The newest outbox id now (0 when empty): what a seed writes afterwards is above it."""
+    with db.session() as session:
+        return int(session.scalar(select(func.max(OutboxMessage.id))) or 0)
+
+
+def settle_simulated_effects(db: Database, above: int) -> int:
+    """Mark the outbox rows written by a seed (ids above ``above``) delivered; returns how many.
+
+    A seeded life is simulated: its outcomes (payments taken or declined, KYC verdicts, notices) were
+    decided by the simulation and fed back as events, so running the effects of that history later
+    would charge sandbox cards for past invoices, re-ask the KYC provider and feed back stale
+    verdicts the governors refuse. They are recorded as delivered at their own time; only what
+    happens after the seed reaches the workers.
+    """
+    with db.session() as session:
+        result = session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id > above, OutboxMessage.delivered_at.is_(None))
+            .values(delivered_at=OutboxMessage.created_at)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
 def seed(db: Database, options: SeedOptions, progress: ProgressFn | None = None) -> SeedReport:
-    """Build every customer of ``options``, in ``options.workers`` processes (one when 1)."""
+    """Build every customer of ``options``, in ``options.workers`` processes (one when 1).
+
+    The effects of the simulated history are settled, not run (``settle_simulated_effects``).
+    """
+    above = outbox_watermark(db)
+    report = _seed(db, options, progress)
+    settle_simulated_effects(db, above)
+    return report
+
+
+def _seed(db: Database, options: SeedOptions, progress: ProgressFn | None) -> SeedReport:
     if options.workers <= 1:
         report = seed_customers(db, options, progress=progress)
         report.merge(advance_catalog(db, options))
