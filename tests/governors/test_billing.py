@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, apply, decide, default_settings, plan
+from governors import Decision, Facts, Instance, Rejection, apply, decide, plan
 from governors.definitions.billing import GOVERNOR
 from governors.engine import timer_facts
 from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.billing import attempt_key, next_batch_at, payment_key, receipt_hash
 from governors.spec import FourEyes
+from tests.governors.tables import NOW, SETTINGS, Case, Table, decided, make_facts
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
-SETTINGS = default_settings()
 REASON = "customer called about the invoice"
-STAFF = ("support", "finance", "manager", "admin", "compliance")
 SEQ = 4
 
 # An issued renewal invoice of 29.99 USD with a backup method on file.
@@ -85,58 +83,9 @@ def make(
     )
 
 
-def facts(
-    role: str,
-    payload: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    now: datetime = NOW,
-    approved_by: str | None = None,
-    seq: int | None = None,
-    peers: Mapping[str, tuple[Instance, ...]] | None = None,
-) -> Facts:
-    body = dict(payload or {})
-    if role in STAFF:
-        body.setdefault("reason", REASON)
-    return Facts(
-        now=now,
-        role=role,
-        actor="u1",
-        payload=body,
-        extra=dict(extra or {}),
-        peers=dict(peers or {}),
-        settings=SETTINGS,
-        approved_by=approved_by,
-        timer="t" if role == "timer" else None,
-        timer_seq=seq if seq is not None else (SEQ if role == "timer" else None),
-    )
+# A timer fires at the instance's seq; staff give REASON; the actor is always u1.
+facts = partial(make_facts, reason=REASON, seq=SEQ, actor="u1")
 
-
-@dataclass(frozen=True)
-class Case:
-    row: str  # the row expected to apply, or the row a rejection is about ("-" when none)
-    state: str | None
-    event: str
-    role: str
-    expect: str  # target state, or a rejection code
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    peers: Mapping[str, tuple[Instance, ...]] = field(default_factory=dict)
-
-
-REJECTIONS = {
-    "unknown_event",
-    "invalid_transition",
-    "terminal_state",
-    "not_created",
-    "role_not_allowed",
-    "invalid_input",
-    "guard_failed",
-    "stale_timer",
-    "duplicate_payment",
-    "concurrent_payment",
-    "amount_mismatch",
-}
 
 CYCLE = {"kind": "renewal", "amount_cents": 2999, "currency": "USD", "subscription_id": "sub-1"}
 PAY = {"amount_cents": 2999, "payment_id": "py_9", "paid_at": NOW - timedelta(seconds=5)}
@@ -623,7 +572,8 @@ CASES: list[Any] = [
         id="B10-short-reason",
     ),
     pytest.param(
-        Case("-", "payment_failed", "retry_due", "timer", "stale_timer", {}, FAILED), id="B10-stale-timer"
+        Case("-", "payment_failed", "retry_due", "timer", "stale_timer", {}, FAILED, stale=True),
+        id="B10-stale-timer",
     ),
     # B11
     pytest.param(
@@ -1308,36 +1258,18 @@ CASES: list[Any] = [
 ]
 
 
-def _run(case: Case) -> Decision | Rejection:
-    inst = make(case.state, case.data)
-    seq = SEQ + 1 if case.row == "-" and case.role == "timer" else None
-    return decide(
-        GOVERNOR, inst, case.event, facts(case.role, case.payload, case.extra, seq=seq, peers=case.peers)
-    )
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_row(case: Case) -> None:
-    out = _run(case)
-    if case.expect in REJECTIONS:
-        assert isinstance(out, Rejection), out
-        assert out.code == case.expect, out.message
-        if case.row != "-" and out.row_id is not None:
-            assert out.row_id == case.row
-    else:
-        assert isinstance(out, Decision), out
-        assert out.row_id == case.row
-        assert out.to_state == case.expect
-
-
-def test_every_row_is_in_the_table() -> None:
-    applied = {p.values[0].row for p in CASES if p.values[0].expect not in REJECTIONS}
-    assert applied == {t.id for t in GOVERNOR.transitions}
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: make(case.state, case.data),
+    facts=facts,
+    rejection_row="if_named",
+    spec_rows={f"B{n:02d}" for n in range(1, 24)},
+)
+test_row, test_every_row_is_in_the_table, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
 
 
 def test_every_spec_row_and_state_is_defined() -> None:
-    spec_rows = {f"B{n:02d}" for n in range(1, 24)}
-    assert spec_rows <= {t.id for t in GOVERNOR.transitions}
     assert len(GOVERNOR.states) == 11  # D-08
     assert GOVERNOR.badge_order[0] == "collection_agency"
     assert GOVERNOR.badge_order[-1] == "archived"
@@ -1347,13 +1279,8 @@ def test_every_spec_row_and_state_is_defined() -> None:
 # --------------------------------------------------------------------------- data changes
 
 
-def _ok(out: Decision | Rejection) -> Decision:
-    assert isinstance(out, Decision), out
-    return out
-
-
 def test_cycle_begin_records_the_invoice_and_generates_now() -> None:
-    d = _ok(
+    d = decided(
         decide(GOVERNOR, make(None), "cycle_begin", facts("cascade", {**CYCLE, "backup_methods": ["pm-b"]}))
     )
     assert d.changes["kind"] == "renewal"
@@ -1366,7 +1293,7 @@ def test_cycle_begin_records_the_invoice_and_generates_now() -> None:
 
 
 def test_overage_invoices_wait_for_the_batch_day() -> None:
-    d = _ok(decide(GOVERNOR, make(None), "cycle_begin", facts("cascade", {**CYCLE, "kind": "overage"})))
+    d = decided(decide(GOVERNOR, make(None), "cycle_begin", facts("cascade", {**CYCLE, "kind": "overage"})))
     assert d.changes["generate_at"] == datetime(2026, 2, 5, tzinfo=UTC)
     assert next_batch_at(datetime(2026, 12, 20, tzinfo=UTC), 5) == datetime(2027, 1, 5, tzinfo=UTC)
     assert next_batch_at(datetime(2026, 3, 1, tzinfo=UTC), 5) == datetime(2026, 3, 5, tzinfo=UTC)
@@ -1374,7 +1301,7 @@ def test_overage_invoices_wait_for_the_batch_day() -> None:
 
 def test_issue_computes_tax_credits_and_due_date() -> None:
     data = {**AWAITING, "amount_cents": 10_000, "tax_rate": "0.19", "credits": [{"key": "k", "cents": 1000}]}
-    d = _ok(
+    d = decided(
         decide(GOVERNOR, make("awaiting_invoice", data), "invoice_generation_time_reached", facts("timer"))
     )
     assert d.changes["tax_cents"] == 1900
@@ -1385,7 +1312,7 @@ def test_issue_computes_tax_credits_and_due_date() -> None:
 
 def test_tax_rounds_half_away_from_zero() -> None:
     data = {**AWAITING, "amount_cents": 2999, "tax_rate": "0.05"}  # 149.95 → 150
-    d = _ok(
+    d = decided(
         decide(GOVERNOR, make("awaiting_invoice", data), "invoice_generation_time_reached", facts("timer"))
     )
     assert d.changes["tax_cents"] == 150
@@ -1393,7 +1320,7 @@ def test_tax_rounds_half_away_from_zero() -> None:
 
 
 def test_delivery_auto_charges_a_method_on_file() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR, make("invoice_issued", ISSUED), "invoice_delivered", facts("sys", {"confirmed": True})
         )
@@ -1403,13 +1330,13 @@ def test_delivery_auto_charges_a_method_on_file() -> None:
     assert d.effects[0].name == "billing_charge"
     assert d.effects[0].args == {"attempt": 0, "method": "pm-primary", "key": "inv-1:attempt:0"}
     no_method = {**ISSUED, "payment_method": None}
-    d2 = _ok(decide(GOVERNOR, make("invoice_issued", no_method), "invoice_delivered", facts("timer")))
+    d2 = decided(decide(GOVERNOR, make("invoice_issued", no_method), "invoice_delivered", facts("timer")))
     assert "payment_in_flight" not in d2.changes
     assert d2.effects[0].args["method"] is None
 
 
 def test_payment_records_key_and_clears_in_flight() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("payment_pending", {**ISSUED, **IN_FLIGHT}),
@@ -1437,7 +1364,7 @@ def test_payment_key_is_the_c_formula() -> None:
 
 def test_a_redelivered_payment_is_a_duplicate_after_it_was_recorded() -> None:
     inst = make("payment_pending", ISSUED)
-    first = _ok(decide(GOVERNOR, inst, "payment_received", facts("sys", PAY)))
+    first = decided(decide(GOVERNOR, inst, "payment_received", facts("sys", PAY)))
     paid = apply(inst, first)
     again = decide(GOVERNOR, paid, "payment_received", facts("sys", PAY, now=NOW + timedelta(minutes=3)))
     assert isinstance(again, Rejection)
@@ -1447,7 +1374,7 @@ def test_a_redelivered_payment_is_a_duplicate_after_it_was_recorded() -> None:
 
 
 def test_decline_counts_attempts_and_keeps_the_message() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("retry_1", RETRY_1),
@@ -1459,7 +1386,7 @@ def test_decline_counts_attempts_and_keeps_the_message() -> None:
     assert d.timer_ops == ()
     assert d.changes["failed_attempts"] == 2
     assert d.changes["last_decline"] == {"code": "insufficient_funds", "message": "NSF", "at": NOW}
-    w = _ok(decide(GOVERNOR, make("payment_pending", ISSUED), "payment_window_timeout", facts("timer")))
+    w = decided(decide(GOVERNOR, make("payment_pending", ISSUED), "payment_window_timeout", facts("timer")))
     assert w.changes["failed_attempts"] == 1
     assert w.changes["last_decline"]["code"] == "window_expired"
 
@@ -1492,7 +1419,7 @@ def test_ladder_attempts_use_the_right_method_and_key(
     attempt: int,
     method: str,
 ) -> None:
-    d = _ok(decide(GOVERNOR, make(state, data), event, facts(role, payload)))
+    d = decided(decide(GOVERNOR, make(state, data), event, facts(role, payload)))
     assert d.changes["retry_number"] == attempt
     assert d.changes["charge_method"] == method
     assert d.changes["in_flight_key"] == f"inv-1:attempt:{attempt}"
@@ -1501,14 +1428,14 @@ def test_ladder_attempts_use_the_right_method_and_key(
 
 
 def test_final_attempt_sends_the_final_notice() -> None:
-    d = _ok(decide(GOVERNOR, make("retry_2", RETRY_2), "retry_window_elapsed", facts("timer")))
+    d = decided(decide(GOVERNOR, make("retry_2", RETRY_2), "retry_window_elapsed", facts("timer")))
     assert ("notify_customer", "final_payment_attempt") in [
         (e.name, e.args.get("template")) for e in d.effects
     ]
 
 
 def test_extra_attempt_does_not_count_toward_the_ladder() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("retry_2", RETRY_2),
@@ -1524,7 +1451,7 @@ def test_extra_attempt_does_not_count_toward_the_ladder() -> None:
 
 
 def test_reconcile_writes_a_receipt_hash() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR, make("payment_received", PAID), "accounting_reconciled", facts("sys", extra=OK_RECON)
         )
@@ -1546,7 +1473,7 @@ def test_reconcile_writes_a_receipt_hash() -> None:
 
 def test_chargeback_case_for_an_archived_invoice() -> None:
     payload = {"dispute_id": "cb-2", "amount_cents": 2999, "currency": "USD", "linked_invoice_id": "inv-1"}
-    d = _ok(decide(GOVERNOR, make(None), "chargeback_received", facts("cascade", payload)))
+    d = decided(decide(GOVERNOR, make(None), "chargeback_received", facts("cascade", payload)))
     assert d.changes["kind"] == "chargeback_case"
     assert d.changes["linked_invoice_id"] == "inv-1"
     assert d.changes["paid_cents"] == 2999
@@ -1554,7 +1481,7 @@ def test_chargeback_case_for_an_archived_invoice() -> None:
 
 
 def test_settlement_writes_off_the_remainder() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("collection_agency", COLLECTIONS),
@@ -1569,7 +1496,7 @@ def test_settlement_writes_off_the_remainder() -> None:
 
 
 def test_write_off_marks_the_invoice() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("collection_agency", COLLECTIONS),
@@ -1582,7 +1509,7 @@ def test_write_off_marks_the_invoice() -> None:
 
 
 def test_dispute_refund_is_recorded_with_its_key() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("payment_disputed", DISPUTED),
@@ -1602,7 +1529,7 @@ def test_dispute_refund_is_recorded_with_its_key() -> None:
 
 def test_refunds_accumulate_without_a_state_change() -> None:
     inst = make("payment_received", PAID)
-    first = _ok(
+    first = decided(
         decide(
             GOVERNOR,
             inst,
@@ -1621,7 +1548,7 @@ def test_refunds_accumulate_without_a_state_change() -> None:
     )
     assert isinstance(second, Rejection)
     assert "1999" in second.message
-    third = _ok(
+    third = decided(
         decide(
             GOVERNOR,
             inst,
@@ -1636,20 +1563,20 @@ def test_refunds_accumulate_without_a_state_change() -> None:
 def test_dunning_holds_form_a_set() -> None:
     inst = make("payment_failed", FAILED)
     for hold in ("account_locked", "compliance", "account_locked"):
-        inst = apply(inst, _ok(decide(GOVERNOR, inst, "dunning_hold", facts("cascade", {"hold": hold}))))
+        inst = apply(inst, decided(decide(GOVERNOR, inst, "dunning_hold", facts("cascade", {"hold": hold}))))
     assert inst.data["dunning_holds"] == ["account_locked", "compliance"]
     assert inst.data["dunning_hold"] is True
     inst = apply(
-        inst, _ok(decide(GOVERNOR, inst, "dunning_release", facts("cascade", {"hold": "account_locked"})))
+        inst, decided(decide(GOVERNOR, inst, "dunning_release", facts("cascade", {"hold": "account_locked"})))
     )
     assert inst.data["dunning_holds"] == ["compliance"]
     assert inst.data["dunning_hold"] is True
     inst = apply(
-        inst, _ok(decide(GOVERNOR, inst, "dunning_release", facts("cascade", {"hold": "compliance"})))
+        inst, decided(decide(GOVERNOR, inst, "dunning_release", facts("cascade", {"hold": "compliance"})))
     )
     assert inst.data["dunning_holds"] == []
     assert inst.data["dunning_hold"] is False
-    manual = _ok(
+    manual = decided(
         decide(
             GOVERNOR,
             make("retry_1", RETRY_1),
@@ -1662,7 +1589,7 @@ def test_dunning_holds_form_a_set() -> None:
 
 
 def test_credit_reduces_an_issued_total_at_once_and_a_pending_one_at_issue() -> None:
-    issued = _ok(
+    issued = decided(
         decide(
             GOVERNOR,
             make("payment_pending", ISSUED),
@@ -1672,7 +1599,7 @@ def test_credit_reduces_an_issued_total_at_once_and_a_pending_one_at_issue() -> 
     )
     assert issued.changes["total_cents"] == 2999 - 375  # 12.5 % of 2999 = 374.875 → 375
     assert issued.changes["credits"][0]["key"] == "c1:2026-01:sla"
-    pending = _ok(
+    pending = decided(
         decide(
             GOVERNOR,
             make("awaiting_invoice", AWAITING),
@@ -1693,7 +1620,7 @@ def test_credit_reduces_an_issued_total_at_once_and_a_pending_one_at_issue() -> 
 
 
 def test_overpayment_is_kept_for_a_refund() -> None:
-    d = _ok(decide(GOVERNOR, make("payment_received", PAID), "payment_received", facts("sys", PAY)))
+    d = decided(decide(GOVERNOR, make("payment_received", PAID), "payment_received", facts("sys", PAY)))
     assert d.changes["extra_payments"][0]["amount_cents"] == 2999
     assert "paid_cents" not in d.changes
     assert d.effects[0].args["queue"] == "finance"
@@ -1703,7 +1630,7 @@ def test_overpayment_is_kept_for_a_refund() -> None:
 
 
 def _walk(inst: Instance, event: str, f: Facts) -> Instance:
-    return apply(inst, _ok(decide(GOVERNOR, inst, event, f)))
+    return apply(inst, decided(decide(GOVERNOR, inst, event, f)))
 
 
 def _fire(inst: Instance, name: str) -> Instance:
@@ -1713,7 +1640,7 @@ def _fire(inst: Instance, name: str) -> Instance:
 
 
 def test_creation_arms_generation_at_generate_at() -> None:
-    d = _ok(decide(GOVERNOR, make(None), "cycle_begin", facts("cascade", {**CYCLE, "kind": "overage"})))
+    d = decided(decide(GOVERNOR, make(None), "cycle_begin", facts("cascade", {**CYCLE, "kind": "overage"})))
     (op,) = d.timer_ops
     assert (op.op, op.timer.name, op.timer.due_at) == (
         "arm",
@@ -1765,7 +1692,9 @@ def test_dunning_hold_pauses_the_ladder_and_release_resumes_the_remainder() -> N
     inst = _walk(make("payment_pending", ISSUED, seq=1), "payment_declined", facts("sys"))
     assert inst.timers["retry_due"].due_at == NOW + timedelta(days=2)
     later = NOW + timedelta(hours=30)
-    d = _ok(decide(GOVERNOR, inst, "dunning_hold", facts("cascade", {"hold": "account_locked"}, now=later)))
+    d = decided(
+        decide(GOVERNOR, inst, "dunning_hold", facts("cascade", {"hold": "account_locked"}, now=later))
+    )
     assert [op.op for op in d.timer_ops] == ["pause"]
     inst = apply(inst, d)
     assert inst.timers["retry_due"].paused
@@ -1774,7 +1703,7 @@ def test_dunning_hold_pauses_the_ladder_and_release_resumes_the_remainder() -> N
     assert isinstance(manual, Rejection)
     assert "account_locked" in manual.message
     release = NOW + timedelta(days=5)
-    d2 = _ok(
+    d2 = decided(
         decide(GOVERNOR, inst, "dunning_release", facts("cascade", {"hold": "account_locked"}, now=release))
     )
     assert [op.op for op in d2.timer_ops] == ["resume"]
@@ -1792,7 +1721,7 @@ def test_a_hold_taken_before_the_window_arms_its_timer_paused() -> None:
 
 def test_disputes_cancel_the_ladder_timers() -> None:
     inst = _walk(make("payment_pending", ISSUED, seq=1), "payment_declined", facts("sys"))
-    d = _ok(decide(GOVERNOR, inst, "dispute_opened", facts("sys", {"dispute_id": "dp-1"})))
+    d = decided(decide(GOVERNOR, inst, "dispute_opened", facts("sys", {"dispute_id": "dp-1"})))
     assert [(op.op, op.timer.name) for op in d.timer_ops] == [("cancel", "retry_due")]
     assert d.changes["dispute_id"] == "dp-1"
 
@@ -1816,11 +1745,11 @@ def test_ladder_durations_are_settings() -> None:
     f = Facts(now=NOW, role="sys", payload={}, settings=pat)
     inst = apply(
         make("payment_pending", ISSUED, seq=1),
-        _ok(decide(GOVERNOR, make("payment_pending", ISSUED, seq=1), "payment_declined", f)),
+        decided(decide(GOVERNOR, make("payment_pending", ISSUED, seq=1), "payment_declined", f)),
     )
     assert inst.timers["retry_due"].due_at == NOW + timedelta(hours=1)
     tf = Facts(now=NOW, role="timer", payload={}, settings=pat, timer="retry_due", timer_seq=inst.state_seq)
-    inst = apply(inst, _ok(decide(GOVERNOR, inst, "retry_due", tf)))
+    inst = apply(inst, decided(decide(GOVERNOR, inst, "retry_due", tf)))
     assert inst.timers["retry_window"].due_at == NOW + timedelta(hours=3)
     tolerant = SETTINGS.override({"billing.amount_tolerance_cents": 0})
     strict = decide(
@@ -1837,13 +1766,13 @@ def test_ladder_durations_are_settings() -> None:
 
 
 def test_unreconciled_attention_after_a_day() -> None:
-    d = _ok(decide(GOVERNOR, make("payment_pending", ISSUED), "payment_received", facts("sys", PAY)))
+    d = decided(decide(GOVERNOR, make("payment_pending", ISSUED), "payment_received", facts("sys", PAY)))
     assert d.attention is False
     attention = GUARDS["billing_unreconciled_overdue"].fn
     for age, expected in ((timedelta(hours=23), False), (timedelta(hours=25), True)):
         inst = make("payment_received", {**PAID, "paid_at": NOW - age})
         assert attention(Context(GOVERNOR, inst, "-", facts("sys"), SETTINGS, inst.data)) is expected
-    failed = _ok(decide(GOVERNOR, make("payment_pending", ISSUED), "payment_declined", facts("sys")))
+    failed = decided(decide(GOVERNOR, make("payment_pending", ISSUED), "payment_declined", facts("sys")))
     assert failed.attention is True
     assert failed.attention_reason
 
@@ -1950,11 +1879,11 @@ def test_four_eyes(
     extra: dict[str, Any],
     expected: FourEyes | None,
 ) -> None:
-    d = _ok(decide(GOVERNOR, make(state, data), event, facts(role, payload, extra)))
+    d = decided(decide(GOVERNOR, make(state, data), event, facts(role, payload, extra=extra)))
     assert d.needs_approval == expected
     if expected is not None:
-        approved = _ok(
-            decide(GOVERNOR, make(state, data), event, facts(role, payload, extra, approved_by="u2"))
+        approved = decided(
+            decide(GOVERNOR, make(state, data), event, facts(role, payload, extra=extra, approved_by="u2"))
         )
         assert approved.needs_approval is None
 
@@ -1968,7 +1897,7 @@ def _cascades(d: Decision) -> list[tuple[str, str, str, str | None]]:
 
 def test_x05_on_failure() -> None:
     for event, role in (("payment_declined", "sys"), ("payment_window_timeout", "timer")):
-        d = _ok(decide(GOVERNOR, make("payment_pending", ISSUED), event, facts(role)))
+        d = decided(decide(GOVERNOR, make("payment_pending", ISSUED), event, facts(role)))
         assert _cascades(d) == [
             ("X05", "subscription", "renewal_payment_failed", "billing_x05_subscription_awaiting_renewal")
         ]
@@ -2006,7 +1935,7 @@ X06_EXPECTED = [
 def test_x06_on_payment(
     state: str, data: dict[str, Any], event: str, role: str, payload: dict[str, Any]
 ) -> None:
-    d = _ok(decide(GOVERNOR, make(state, data), event, facts(role, payload)))
+    d = decided(decide(GOVERNOR, make(state, data), event, facts(role, payload)))
     assert _cascades(d) == X06_EXPECTED
     body = dict(d.cascades[0].payload)
     assert body["invoice_id"] == "inv-1"
@@ -2018,13 +1947,13 @@ def test_x06_on_payment(
 
 
 def test_x10_on_collections() -> None:
-    d = _ok(decide(GOVERNOR, make("retry_3", RETRY_3), "retry_window_elapsed", facts("timer")))
+    d = decided(decide(GOVERNOR, make("retry_3", RETRY_3), "retry_window_elapsed", facts("timer")))
     assert _cascades(d) == [("X10", "customer_account", "flag_delinquent", "billing_x10_account_open")]
     assert d.cascades[0].payload == {"invoice_id": "inv-1"}
 
 
 def test_x11_on_chargeback() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("payment_received", PAID),
@@ -2045,7 +1974,7 @@ def test_x11_on_chargeback() -> None:
 
 
 def test_archived_chargeback_opens_a_linked_case() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("archived", ARCHIVED_PAID),
@@ -2064,7 +1993,7 @@ def test_archived_chargeback_opens_a_linked_case() -> None:
 
 
 def test_no_cascade_from_other_rows() -> None:
-    d = _ok(decide(GOVERNOR, make("retry_1", RETRY_1), "payment_declined", facts("sys")))
+    d = decided(decide(GOVERNOR, make("retry_1", RETRY_1), "payment_declined", facts("sys")))
     assert d.cascades == ()
 
 

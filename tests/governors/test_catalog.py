@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, apply, decide, default_settings, plan
+from governors import Decision, Facts, Instance, Rejection, apply, decide, plan
 from governors.definitions.catalog import GOVERNOR
 from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.catalog import revision_hash, sku_field_errors
 from governors.spec import FourEyes
+from tests.governors.tables import NOW, SETTINGS, Case, Table, make_facts
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
-SETTINGS = default_settings()
 REASON = "requested by the product owner"
 FOUR_EYES = FourEyes(approvers=("admin", "manager"))
 
@@ -84,53 +83,9 @@ def make(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 4)
     )
 
 
-def facts(
-    role: str,
-    payload: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    now: datetime = NOW,
-    approved_by: str | None = None,
-    seq: int | None = None,
-) -> Facts:
-    body = dict(payload or {})
-    if role in ("support", "finance", "manager", "admin", "compliance"):
-        body.setdefault("reason", REASON)
-    return Facts(
-        now=now,
-        role=role,
-        actor="u1",
-        payload=body,
-        extra=dict(extra or {}),
-        settings=SETTINGS,
-        approved_by=approved_by,
-        timer="t" if role == "timer" else None,
-        timer_seq=seq if seq is not None else (4 if role == "timer" else None),
-    )
+# A timer fires at the instance's seq; staff give REASON; the actor is always u1.
+facts = partial(make_facts, reason=REASON, seq=4, actor="u1")
 
-
-@dataclass(frozen=True)
-class Case:
-    row: str  # the row id expected to apply, or the row the rejection is about ("-" when none)
-    state: str | None
-    event: str
-    role: str
-    expect: str  # target state, or a rejection code
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-REJECTIONS = {
-    "unknown_event",
-    "invalid_transition",
-    "terminal_state",
-    "not_created",
-    "role_not_allowed",
-    "invalid_input",
-    "guard_failed",
-    "stale_timer",
-    "concurrent_update_conflict",
-}
 
 PRICE = {"new_price_cents": 10_500, "effective_at": NOW + timedelta(days=3), "tier": "professional"}
 FEATURE = {"feature_name": "export", "description": "CSV export", "dependencies": ["api"], "breaking": False}
@@ -839,24 +794,17 @@ CASES: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_catalog_table(case: Case) -> None:
-    out = decide(
-        GOVERNOR, make(case.state, case.data), case.event, facts(case.role, case.payload, case.extra)
-    )
-    if case.expect in REJECTIONS:
-        assert isinstance(out, Rejection), out
-        assert out.code == case.expect, out.message
-        if case.row != "-":
-            assert out.row_id == case.row
-    else:
-        assert isinstance(out, Decision), out
-        assert (out.row_id, out.to_state) == (case.row, case.expect)
-
-
-def test_every_row_is_in_the_table() -> None:
-    covered = {p.values[0].row for p in CASES} - {"-"}
-    assert covered == {t.id for t in GOVERNOR.transitions}
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: make(case.state, case.data),
+    facts=facts,
+    rejection_row="exact",
+    spec_rows={f"P{n:02d}" for n in range(1, 22)},
+)
+test_catalog_table, test_every_row_is_in_the_table, test_every_row_id_is_from_the_spec_or_marked_added = (
+    TABLE.tests()
+)
 
 
 def _decide(
@@ -868,7 +816,7 @@ def _decide(
     extra: Mapping[str, Any] | None = None,
     **kw: Any,
 ) -> Decision:
-    out = decide(GOVERNOR, make(state, data), event, facts(role, payload, extra, **kw))
+    out = decide(GOVERNOR, make(state, data), event, facts(role, payload, extra=extra, **kw))
     assert isinstance(out, Decision), out
     return out
 
@@ -1388,8 +1336,12 @@ def test_deprecation_judges_the_replacement_named_in_the_payload() -> None:
     """The service's SKU state map names the payload's replacement (not the one stored in data)."""
     body = {"replacement_sku": "sku-new", "sunset_note": "moving to the new plan"}
     live = make("published", {**LIVE, "replacement_sku": "sku-old"})
-    ok = decide(GOVERNOR, live, "deprecate", facts("admin", body, {"sku_states": {"sku-new": "published"}}))
+    ok = decide(
+        GOVERNOR, live, "deprecate", facts("admin", body, extra={"sku_states": {"sku-new": "published"}})
+    )
     assert isinstance(ok, Decision) and ok.needs_approval is not None
-    draft = decide(GOVERNOR, live, "deprecate", facts("admin", body, {"sku_states": {"sku-new": "draft"}}))
+    draft = decide(
+        GOVERNOR, live, "deprecate", facts("admin", body, extra={"sku_states": {"sku-new": "draft"}})
+    )
     assert isinstance(draft, Rejection)
     assert draft.message.endswith("replacement sku-new is draft; it must be published or featured")

@@ -811,7 +811,7 @@ TABLE = Table(
     spec_rows={f"E{n:02d}" for n in range(1, 29)},
     also_covered={"E06b"},  # by test_final_timeout_cancels_by_default_and_approves_when_configured
 )
-test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
+test_row, test_every_row_is_covered, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
 
 
 # ------------------------------------------------------------------ E06 / E06b (D-02)

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, apply, decide, default_settings
+from governors import Decision, Facts, Instance, Rejection, apply, decide
 from governors.definitions.multi_tenant import GOVERNOR
 from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.multi_tenant import tracking
 from governors.spec import FourEyes
+from tests.governors.tables import NOW, SETTINGS, Case, Table, make_facts
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
-SETTINGS = default_settings()
 REASON = "on-call decision after paging"
 
 BASE: dict[str, Any] = {
@@ -66,49 +65,10 @@ def make(
     )
 
 
-def facts(
-    role: str,
-    payload: Mapping[str, Any] | None = None,
-    now: datetime = NOW,
-    approved_by: str | None = None,
-    seq: int | None = None,
-) -> Facts:
-    body = dict(payload or {})
-    if role in ("support", "finance", "manager", "admin", "compliance"):
-        body.setdefault("reason", REASON)
-    return Facts(
-        now=now,
-        role=role,
-        actor="u1",
-        payload=body,
-        settings=SETTINGS,
-        approved_by=approved_by,
-        timer="t" if role == "timer" else None,
-        timer_seq=seq if seq is not None else (4 if role == "timer" else None),
-    )
+# A timer fires at the instance's seq; staff give REASON; the actor is always u1.
+facts = partial(make_facts, reason=REASON, seq=4, actor="u1")
 
 
-@dataclass(frozen=True)
-class Case:
-    row: str
-    state: str | None
-    event: str
-    role: str
-    expect: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-    entered: datetime | None = None
-
-
-REJECTIONS = {
-    "invalid_transition",
-    "role_not_allowed",
-    "invalid_input",
-    "guard_failed",
-    "not_created",
-    "unknown_event",
-    "stale_timer",
-}
 FAN_OUT = {"pool_event_id": "pe-1", "origin_tenant_id": "c9"}
 
 CASES: list[Any] = [
@@ -243,7 +203,7 @@ CASES: list[Any] = [
             "resource_contention",
             snap(),
             {**CAPPED, "low_usage_since": ago(minutes=5)},
-            ago(minutes=2),
+            entered=ago(minutes=2),
         ),
         id="M02-entered-recently",
     ),
@@ -422,7 +382,7 @@ CASES: list[Any] = [
             "cascade_prevention",
             snap(error_rate=0.5),
             {**MEASURES, "quiet_since": ago(minutes=10)},
-            ago(minutes=3),
+            entered=ago(minutes=3),
         ),
         id="M09-entered-recently",
     ),
@@ -684,27 +644,19 @@ CASES: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_multi_tenant_table(case: Case) -> None:
-    out = decide(
-        GOVERNOR,
-        make(case.state, case.data, entered=case.entered),
-        case.event,
-        facts(case.role, case.payload),
-    )
-    if case.expect in REJECTIONS:
-        assert isinstance(out, Rejection), out
-        assert out.code == case.expect, out.message
-        if case.row != "-":
-            assert out.row_id == case.row
-    else:
-        assert isinstance(out, Decision), out
-        assert (out.row_id, out.to_state) == (case.row, case.expect)
-
-
-def test_every_row_is_in_the_table() -> None:
-    covered = {p.values[0].row for p in CASES} - {"-"}
-    assert covered == {t.id for t in GOVERNOR.transitions}
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: make(case.state, case.data, entered=case.entered),
+    facts=facts,
+    rejection_row="exact",
+    spec_rows={f"M{n:02d}" for n in range(1, 16)},
+)
+(
+    test_multi_tenant_table,
+    test_every_row_is_in_the_table,
+    test_every_row_id_is_from_the_spec_or_marked_added,
+) = TABLE.tests()
 
 
 def _decide(

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, apply, decide, default_settings, plan
+from governors import Decision, Facts, Instance, apply, decide, plan
 from governors.definitions.quota_sla import GOVERNOR
 from governors.engine import timer_facts
 from governors.facts import Context
@@ -27,11 +27,9 @@ from governors.rules.quota_sla import (
     utilisation,
 )
 from governors.spec import FourEyes
+from tests.governors.tables import NOW, SETTINGS, Case, Table, decided, make_facts
 
-NOW = datetime(2026, 1, 15, 12, tzinfo=UTC)
-SETTINGS = default_settings()
 REASON = "customer escalation ticket 4711"
-STAFF = ("support", "finance", "manager", "admin", "compliance")
 SEQ = 3
 FEB = datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -98,50 +96,8 @@ def make(
     )
 
 
-def facts(
-    role: str,
-    payload: Mapping[str, Any] | None = None,
-    now: datetime = NOW,
-    approved_by: str | None = None,
-    seq: int | None = None,
-    settings: Any = SETTINGS,
-) -> Facts:
-    body = dict(payload or {})
-    if role in STAFF:
-        body.setdefault("reason", REASON)
-    return Facts(
-        now=now,
-        role=role,
-        actor="u1",
-        payload=body,
-        settings=settings,
-        approved_by=approved_by,
-        timer="t" if role == "timer" else None,
-        timer_seq=seq if seq is not None else (SEQ if role == "timer" else None),
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    row: str  # the row expected to apply, or the row a rejection is about ("-" when none)
-    state: str | None
-    event: str
-    role: str
-    expect: str  # target state, or a rejection code
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-REJECTIONS = {
-    "unknown_event",
-    "invalid_transition",
-    "terminal_state",
-    "not_created",
-    "role_not_allowed",
-    "invalid_input",
-    "guard_failed",
-    "stale_timer",
-}
+# A timer fires at the instance's seq; staff give REASON; the actor is always u1.
+facts = partial(make_facts, reason=REASON, seq=SEQ, actor="u1")
 
 
 def sample(api: int, **more: Any) -> dict[str, Any]:
@@ -646,7 +602,7 @@ CASES: list[Any] = [
         id="Qx4-breaker",
     ),
     pytest.param(
-        Case("-", "warning", "period_rollover", "timer", "stale_timer", {}, WARNING),
+        Case("-", "warning", "period_rollover", "timer", "stale_timer", {}, WARNING, stale=True),
         id="rollover-stale-timer",
     ),
     # Q17 quota_override (re-evaluated)
@@ -835,32 +791,18 @@ CASES: list[Any] = [
 ]
 
 
-def _run(case: Case) -> Decision | Rejection:
-    seq = SEQ + 1 if case.row == "-" and case.role == "timer" else None
-    return decide(GOVERNOR, make(case.state, case.data), case.event, facts(case.role, case.payload, seq=seq))
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_row(case: Case) -> None:
-    out = _run(case)
-    if case.expect in REJECTIONS:
-        assert isinstance(out, Rejection), out
-        assert out.code == case.expect, out.message
-        if case.row != "-" and out.row_id is not None:
-            assert out.row_id == case.row
-    else:
-        assert isinstance(out, Decision), out
-        assert out.row_id == case.row
-        assert out.to_state == case.expect
-
-
-def test_every_row_is_in_the_table() -> None:
-    applied = {p.values[0].row for p in CASES if p.values[0].expect not in REJECTIONS}
-    assert applied == {t.id for t in GOVERNOR.transitions}
+TABLE = Table(
+    GOVERNOR,
+    CASES,
+    lambda case: make(case.state, case.data),
+    facts=facts,
+    rejection_row="if_named",
+    spec_rows={f"Q{n:02d}" for n in range(1, 18)},
+)
+test_row, test_every_row_is_in_the_table, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
 
 
 def test_every_spec_row_and_state_is_defined() -> None:
-    assert {f"Q{n:02d}" for n in range(1, 18)} <= {t.id for t in GOVERNOR.transitions}
     assert GOVERNOR.state_names == (
         "within_limits",
         "warning",
@@ -871,11 +813,6 @@ def test_every_spec_row_and_state_is_defined() -> None:
         "restored",
     )
     assert not GOVERNOR.terminal_states
-
-
-def _ok(out: Decision | Rejection) -> Decision:
-    assert isinstance(out, Decision), out
-    return out
 
 
 # --------------------------------------------------------------------------- evaluation helpers
@@ -964,11 +901,11 @@ def test_admission_guard_says_hard_limit_reached() -> None:
 
 
 def test_allocation_sets_limits_and_the_billing_month() -> None:
-    d = _ok(decide(GOVERNOR, make(None), "allocate", facts("cascade", {"tier": "starter"})))
+    d = decided(decide(GOVERNOR, make(None), "allocate", facts("cascade", {"tier": "starter"})))
     assert d.changes["limits"] == STARTER
     assert d.changes["period_starts_at"] == NOW
     assert d.changes["period_ends_at"] == FEB
-    trial = _ok(
+    trial = decided(
         decide(GOVERNOR, make(None), "allocate", facts("cascade", {"tier": "professional", "trial": True}))
     )
     assert trial.changes["tier"] == "trial"
@@ -979,13 +916,13 @@ def test_allocation_sets_limits_and_the_billing_month() -> None:
 
 def test_reallocation_during_a_trial_keeps_the_trial() -> None:
     data = {**WITHIN, "tier": "trial", "base_tier": "starter", "limits": {"api_requests": 100_000}}
-    d = _ok(
+    d = decided(
         decide(GOVERNOR, make("within_limits", data), "allocate", facts("cascade", {"tier": "professional"}))
     )
     assert d.changes["tier"] == "trial"
     assert d.changes["limits"]["api_requests"] == 100_000
     assert d.changes["limits"]["concurrent_calls"] == 1000
-    converted = _ok(
+    converted = decided(
         decide(
             GOVERNOR, make("within_limits", data), "tier_upgraded", facts("cascade", {"tier": "professional"})
         )
@@ -995,7 +932,7 @@ def test_reallocation_during_a_trial_keeps_the_trial() -> None:
 
 
 def test_sample_records_usage_crossings_and_overage() -> None:
-    d = _ok(decide(GOVERNOR, make("exceeded", EXCEEDED), "usage_sample", facts("sys", sample(1_100_000))))
+    d = decided(decide(GOVERNOR, make("exceeded", EXCEEDED), "usage_sample", facts("sys", sample(1_100_000))))
     assert d.self_transition
     assert d.changes["usage"] == {"api_requests": 1_100_000}
     assert d.changes["last_sample_ts"] == NOW
@@ -1009,7 +946,7 @@ def test_sample_records_usage_crossings_and_overage() -> None:
 
 def test_noise_filter_timeline() -> None:
     inst = apply(
-        make(None), _ok(decide(GOVERNOR, make(None), "allocate", facts("cascade", {"tier": "starter"})))
+        make(None), decided(decide(GOVERNOR, make(None), "allocate", facts("cascade", {"tier": "starter"})))
     )
     seen = []
     for seconds, api in (
@@ -1021,7 +958,7 @@ def test_noise_filter_timeline() -> None:
         (391, 1_020_000),
     ):
         at = NOW + timedelta(seconds=seconds)
-        d = _ok(
+        d = decided(
             decide(
                 GOVERNOR,
                 inst,
@@ -1044,7 +981,7 @@ def test_noise_filter_timeline() -> None:
 def test_filters_are_settings() -> None:
     quick = SETTINGS.override({"quota_sla.warning_hold": "1m"})
     data = {**WITHIN, **since(over_warning_since=M2)}
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("within_limits", data),
@@ -1057,11 +994,11 @@ def test_filters_are_settings() -> None:
 
 def test_overage_approval_pauses_the_throttle_timer() -> None:
     inst = make("warning", {**WARNING, **since(over_limit_since=M2)}, seq=1)
-    inst = apply(inst, _ok(decide(GOVERNOR, inst, "usage_sample", facts("sys", sample(1_050_000)))))
+    inst = apply(inst, decided(decide(GOVERNOR, inst, "usage_sample", facts("sys", sample(1_050_000)))))
     timer = inst.timers["exceeded_timeout"]
     assert timer.due_at == NOW + timedelta(hours=1)
     later = NOW + timedelta(minutes=20)
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             inst,
@@ -1077,14 +1014,16 @@ def test_overage_approval_pauses_the_throttle_timer() -> None:
 
 def test_throttle_then_breaker_timers() -> None:
     inst = make("exceeded", EXCEEDED, seq=1)
-    d = _ok(decide(GOVERNOR, inst, "exceeded_timeout", facts("timer", seq=1)))
+    d = decided(decide(GOVERNOR, inst, "exceeded_timeout", facts("timer", seq=1)))
     assert d.changes["throttled_at"] == NOW
     assert d.effects[0].args == {"status": 429, "retry_after": "1h"}
     inst = apply(inst, d)
     assert inst.timers["throttled_timeout"].due_at == NOW + timedelta(hours=24)
     assert inst.timers["period_rollover"].due_at == FEB
     t = inst.timers["throttled_timeout"]
-    inst = apply(inst, _ok(decide(GOVERNOR, inst, t.event, timer_facts(inst, t, t.due_at or NOW, SETTINGS))))
+    inst = apply(
+        inst, decided(decide(GOVERNOR, inst, t.event, timer_facts(inst, t, t.due_at or NOW, SETTINGS)))
+    )
     assert inst.state == "circuit_breaker"
     assert set(inst.timers) == {"period_rollover"}
 
@@ -1093,7 +1032,7 @@ def test_rollover_rearms_for_the_next_month_and_bills_overage() -> None:
     inst = make(
         "within_limits", {**WITHIN, "overage_lines": OVER_LINES, "overage_cents": 500}, seq=2, timers={}
     )
-    d = _ok(decide(GOVERNOR, inst, "period_rollover", facts("timer", now=FEB, seq=2)))
+    d = decided(decide(GOVERNOR, inst, "period_rollover", facts("timer", now=FEB, seq=2)))
     assert d.row_id == "Qx4"
     assert [(op.op, op.timer.due_at) for op in d.timer_ops] == [("arm", datetime(2026, 3, 1, tzinfo=UTC))]
     assert d.changes["period_starts_at"] == FEB
@@ -1114,13 +1053,15 @@ def test_rollover_rearms_for_the_next_month_and_bills_overage() -> None:
 
 
 def test_rollover_does_not_bill_twice_what_the_recovery_invoice_billed() -> None:
-    d = _ok(decide(GOVERNOR, make("circuit_breaker", BREAKER), "period_rollover", facts("timer", now=FEB)))
+    d = decided(
+        decide(GOVERNOR, make("circuit_breaker", BREAKER), "period_rollover", facts("timer", now=FEB))
+    )
     assert d.changes["overage_bill_cents"] == 0
     assert d.cascades == ()
 
 
 def test_reset_clears_counters_and_a_paid_overage() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("reset_pending", PAID_RESET),
@@ -1133,14 +1074,14 @@ def test_reset_clears_counters_and_a_paid_overage() -> None:
     assert d.changes["reset_request_ids"] == ["rr-1"]
     assert d.changes["reset_approved_at"] == NOW
     upgraded = {**THROTTLED, "reset_reason": "tier_upgraded"}
-    d2 = _ok(decide(GOVERNOR, make("reset_pending", upgraded), "reset_approved", facts("sys")))
+    d2 = decided(decide(GOVERNOR, make("reset_pending", upgraded), "reset_approved", facts("sys")))
     assert "overage_cents" not in d2.changes, (
         "an upgrade does not pay the overage: it is billed at period close"
     )
 
 
 def test_override_is_recorded_with_its_expiry() -> None:
-    d = _ok(
+    d = decided(
         decide(GOVERNOR, make("within_limits", WITHIN), "quota_override", facts("admin", override(600_000)))
     )
     assert d.changes["overrides"] == {
@@ -1150,7 +1091,7 @@ def test_override_is_recorded_with_its_expiry() -> None:
 
 
 def test_burst_until() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR, make("within_limits", WITHIN), "burst_activate", facts("support", {"duration_s": 120})
         )
@@ -1179,7 +1120,7 @@ def test_burst_until() -> None:
     ],
 )
 def test_sla_credit_percent(tier: str, payload: dict[str, Any], credit: str) -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR,
             make("within_limits", {**WITHIN, "tier": tier}),
@@ -1205,7 +1146,7 @@ def test_sla_credit_percent(tier: str, payload: dict[str, Any], credit: str) -> 
 def test_sla_total_cap_is_25() -> None:
     wide = SETTINGS.override({"quota_sla.sla_uptime_cap_pct": 30})
     payload = {"period": "p", "uptime_pct": "90", "p99_ms": 9999, "error_rate_pct": "50"}
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR, make("within_limits", WITHIN), "sla_period_closed", facts("sys", payload, settings=wide)
         )
@@ -1242,9 +1183,9 @@ def test_sla_total_cap_is_25() -> None:
 def test_four_eyes(
     state: str, data: dict[str, Any], event: str, payload: dict[str, Any], expected: FourEyes | None
 ) -> None:
-    d = _ok(decide(GOVERNOR, make(state, data), event, facts("admin", payload)))
+    d = decided(decide(GOVERNOR, make(state, data), event, facts("admin", payload)))
     assert d.needs_approval == expected
-    approved = _ok(decide(GOVERNOR, make(state, data), event, facts("admin", payload, approved_by="m1")))
+    approved = decided(decide(GOVERNOR, make(state, data), event, facts("admin", payload, approved_by="m1")))
     assert approved.needs_approval is None
 
 
@@ -1254,7 +1195,9 @@ def test_overage_approval_and_reset_need_no_second_person() -> None:
         ("reset_pending", OVERRIDE_RESET, "reset_approved", "manager", {}),
         ("warning", WARNING, "burst_activate", "support", {"duration_s": 10}),
     ):
-        assert _ok(decide(GOVERNOR, make(state, data), event, facts(role, payload))).needs_approval is None
+        assert (
+            decided(decide(GOVERNOR, make(state, data), event, facts(role, payload))).needs_approval is None
+        )
 
 
 # --------------------------------------------------------------------------- cascades
@@ -1269,7 +1212,7 @@ def test_x26_notice_on_exceeded() -> None:
         ("warning", {**WARNING, **since(over_limit_since=M2)}, sample(1_050_000)),
         ("restored", RESTORED, sample(1_050_000)),
     ):
-        d = _ok(decide(GOVERNOR, make(state, data), "usage_sample", facts("sys", payload)))
+        d = decided(decide(GOVERNOR, make(state, data), "usage_sample", facts("sys", payload)))
         assert _ids(d) == [("X26", "customer_account", "usage_notice")]
         assert d.cascades[0].payload == {
             "kind": "quota_exceeded",
@@ -1280,16 +1223,16 @@ def test_x26_notice_on_exceeded() -> None:
 
 
 def test_x26_bill_on_rollover() -> None:
-    d = _ok(decide(GOVERNOR, make("exceeded", EXCEEDED), "period_rollover", facts("timer")))
+    d = decided(decide(GOVERNOR, make("exceeded", EXCEEDED), "period_rollover", facts("timer")))
     assert _ids(d) == [("X26", "billing", "cycle_begin"), ("X26", "customer_account", "usage_notice")]
     assert d.cascades[0].payload["amount_cents"] == 500
     assert d.cascades[1].payload == {"kind": "overage_billed", "amount_cents": 500}
-    quiet = _ok(decide(GOVERNOR, make("warning", WARNING), "period_rollover", facts("timer")))
+    quiet = decided(decide(GOVERNOR, make("warning", WARNING), "period_rollover", facts("timer")))
     assert quiet.cascades == ()
 
 
 def test_x27_recovery_invoice_on_the_breaker() -> None:
-    d = _ok(decide(GOVERNOR, make("throttled", THROTTLED), "throttled_timeout", facts("timer")))
+    d = decided(decide(GOVERNOR, make("throttled", THROTTLED), "throttled_timeout", facts("timer")))
     assert _ids(d) == [("X27", "billing", "cycle_begin"), ("X27", "customer_account", "usage_notice")]
     invoice = d.cascades[0]
     assert invoice.select == "new"
@@ -1302,7 +1245,7 @@ def test_x27_recovery_invoice_on_the_breaker() -> None:
         "reason": "throttle_timeout",
         "amount_cents": 500,
     }
-    hard = _ok(
+    hard = decided(
         decide(
             GOVERNOR,
             make("within_limits", WITHIN),
@@ -1315,7 +1258,7 @@ def test_x27_recovery_invoice_on_the_breaker() -> None:
 
 
 def test_x42_noisy_flag() -> None:
-    d = _ok(
+    d = decided(
         decide(
             GOVERNOR, make("warning", WARNING), "noisy_flag", facts("sys", {"shares": {"cpu": 95, "io": 97}})
         )
@@ -1377,7 +1320,7 @@ def test_breaker_recovery_loop_through_billing() -> None:
             settings=SETTINGS,
             timer_seq=world[invoice_id].state_seq if role == "timer" else None,
         )
-        world[invoice_id] = apply(world[invoice_id], _ok(decide("billing", world[invoice_id], event, f)))
+        world[invoice_id] = apply(world[invoice_id], decided(decide("billing", world[invoice_id], event, f)))
     paid = plan(
         world,
         invoice_id,

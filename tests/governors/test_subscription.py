@@ -814,7 +814,7 @@ TABLE = Table(
     rejection_row="unchecked",
     spec_rows={f"S{n:02d}" for n in range(1, 28)},
 )
-test_row, test_table_covers_every_row, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
+test_row, test_every_row_is_covered, test_every_row_id_is_from_the_spec_or_marked_added = TABLE.tests()
 
 
 # ------------------------------------------------------------------ timers
