@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pytest
@@ -72,6 +72,43 @@ class Case:
         if self.expect in REJECTIONS:
             return self.expect, self.guard
         return None
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Builds a governor's instance under test: ``make(state, data, seq, timers, entered)``.
+
+    An instance not created yet (state None) has state_seq 0 and no entered_at.
+    """
+
+    governor: str
+    id: str
+    seq: int  # the state_seq of a created instance unless a test names one
+    entered_ago: timedelta | None = None  # how long before NOW it entered its state (None: unknown)
+    customer_id: str | None = None
+    subject_id: str | None = None
+
+    def __call__(
+        self,
+        state: str | None,
+        data: Mapping[str, Any] | None = None,
+        seq: int | None = None,
+        timers: Mapping[str, Any] | None = None,
+        entered: datetime | None = None,
+    ) -> Instance:
+        if entered is None and self.entered_ago is not None:
+            entered = NOW - self.entered_ago
+        return Instance(
+            governor=self.governor,
+            id=self.id,
+            state=state,
+            state_seq=(self.seq if seq is None else seq) if state else 0,
+            entered_at=entered if state else None,
+            customer_id=self.customer_id,
+            subject_id=self.subject_id,
+            data=dict(data or {}),
+            timers=dict(timers or {}),
+        )
 
 
 def marked_added(row_id: str) -> bool:

@@ -17,7 +17,7 @@ from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.billing import attempt_key, next_batch_at, payment_key, receipt_hash
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Table, decided, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, decided, make_facts
 
 REASON = "customer called about the invoice"
 SEQ = 4
@@ -63,24 +63,8 @@ HELD: dict[str, Any] = {"dunning_holds": ["account_locked"], "dunning_hold": Tru
 IN_FLIGHT: dict[str, Any] = {"payment_in_flight": True, "in_flight_key": "inv-1:attempt:1"}
 
 
-def make(
-    state: str | None,
-    data: Mapping[str, Any] | None = None,
-    seq: int = SEQ,
-    timers: Mapping[str, Any] | None = None,
-) -> Instance:
-    """Invoice inv-1 of customer c1."""
-    return Instance(
-        governor="billing",
-        id="bill-1",
-        state=state,
-        state_seq=seq if state else 0,
-        entered_at=NOW - timedelta(days=2) if state else None,
-        customer_id="c1",
-        subject_id="inv-1",
-        data=dict(data or {}),
-        timers=dict(timers or {}),
-    )
+# Invoice inv-1 of customer c1.
+make = Instances("billing", "bill-1", SEQ, timedelta(days=2), customer_id="c1", subject_id="inv-1")
 
 
 # A timer fires at the instance's seq; staff give REASON; the actor is always u1.

@@ -15,7 +15,7 @@ from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.catalog import revision_hash, sku_field_errors
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Table, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, make_facts
 
 REASON = "requested by the product owner"
 FOUR_EYES = FourEyes(approvers=("admin", "manager"))
@@ -70,17 +70,8 @@ NEW_SKU = {
 }
 
 
-def make(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 4) -> Instance:
-    """A catalog instance for sku-core (global: no customer)."""
-    return Instance(
-        governor="catalog",
-        id="cat-1",
-        state=state,
-        state_seq=seq if state else 0,
-        entered_at=NOW - timedelta(hours=1) if state else None,
-        subject_id="sku-core",
-        data=dict(data or {}),
-    )
+# A catalog instance for sku-core (global: no customer).
+make = Instances("catalog", "cat-1", 4, timedelta(hours=1), subject_id="sku-core")
 
 
 # A timer fires at the instance's seq; staff give REASON; the actor is always u1.

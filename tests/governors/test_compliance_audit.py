@@ -15,7 +15,7 @@ from governors.definitions.compliance_audit import GOVERNOR
 from governors.facts import Context, TimerState
 from governors.rules.base import GUARDS
 from tests.governors import tables
-from tests.governors.tables import NOW, SETTINGS, Case, Table
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table
 
 GOV = "compliance_audit"
 REASON = "case 881: periodic review"
@@ -29,16 +29,7 @@ def _ago(**kw: float) -> datetime:
     return NOW - timedelta(**kw)
 
 
-def record(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 4) -> Instance:
-    return Instance(
-        GOV,
-        "comp-1",
-        state,
-        seq if state else 0,
-        customer_id="cust-1",
-        subject_id="cust-1",
-        data=dict(data or {}),
-    )
+record = Instances(GOV, "comp-1", 4, customer_id="cust-1", subject_id="cust-1")
 
 
 CASES: tuple[Case, ...] = (

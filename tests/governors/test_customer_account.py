@@ -15,7 +15,7 @@ from governors.definitions.customer_account import GOVERNOR
 from governors.facts import Context, TimerState
 from governors.rules.base import GUARDS
 from tests.governors import tables
-from tests.governors.tables import NOW, SETTINGS, Case, Table
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table
 
 GOV = "customer_account"
 REASON = "ticket 4711: customer called"
@@ -28,16 +28,7 @@ ERASE = {"customer_id": "cust-1", "ownership_verification": "id-doc-99", "legal_
 SETTLED = {"compliance_audit": ("compliant",), "billing": ("archived", "payment_received")}
 
 
-def account(state: str | None, data: Mapping[str, Any] | None = None, seq: int = 3) -> Instance:
-    return Instance(
-        GOV,
-        "acct-1",
-        state,
-        seq if state else 0,
-        customer_id="cust-1",
-        subject_id="cust-1",
-        data=dict(data or {}),
-    )
+account = Instances(GOV, "acct-1", 3, customer_id="cust-1", subject_id="cust-1")
 
 
 def _ago(**kw: float) -> datetime:

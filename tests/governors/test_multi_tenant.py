@@ -15,7 +15,7 @@ from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.multi_tenant import tracking
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Table, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, make_facts
 
 REASON = "on-call decision after paging"
 
@@ -50,19 +50,8 @@ def snap(**over: float) -> dict[str, Any]:
     return {"metrics": metrics(**over), "snapshot_ts": NOW}
 
 
-def make(
-    state: str | None, data: Mapping[str, Any] | None = None, seq: int = 4, entered: datetime | None = None
-) -> Instance:
-    """A tenant of customer c1 in pool-a."""
-    return Instance(
-        governor="multi_tenant",
-        id="mt-1",
-        state=state,
-        state_seq=seq if state else 0,
-        entered_at=(entered or ago(hours=1)) if state else None,
-        customer_id="c1",
-        data=dict(data or {}),
-    )
+# A tenant of customer c1 in pool-a.
+make = Instances("multi_tenant", "mt-1", 4, timedelta(hours=1), customer_id="c1")
 
 
 # A timer fires at the instance's seq; staff give REASON; the actor is always u1.

@@ -27,7 +27,7 @@ from governors.rules.quota_sla import (
     utilisation,
 )
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Table, decided, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, decided, make_facts
 
 REASON = "customer escalation ticket 4711"
 SEQ = 3
@@ -76,24 +76,8 @@ APPROVED_RESET: dict[str, Any] = {**PAID_RESET, "reset_approved_at": NOW - timed
 RESTORED: dict[str, Any] = {**BASE, "usage": {}, "reset_approved_at": NOW - timedelta(minutes=3)}
 
 
-def make(
-    state: str | None,
-    data: Mapping[str, Any] | None = None,
-    seq: int = SEQ,
-    timers: Mapping[str, Any] | None = None,
-) -> Instance:
-    """The quota instance of customer c1."""
-    return Instance(
-        governor="quota_sla",
-        id="quota-1",
-        state=state,
-        state_seq=seq if state else 0,
-        entered_at=NOW - timedelta(hours=3) if state else None,
-        customer_id="c1",
-        subject_id="c1",
-        data=dict(data or {}),
-        timers=dict(timers or {}),
-    )
+# The quota instance of customer c1.
+make = Instances("quota_sla", "quota-1", SEQ, timedelta(hours=3), customer_id="c1", subject_id="c1")
 
 
 # A timer fires at the instance's seq; staff give REASON; the actor is always u1.
