@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, decide, default_settings
+from governors import Decision, Facts, Instance, Rejection, decide, default_settings, get_governor
+from governors.facts import Context, TimerState
+from governors.rules.base import GUARDS
 from governors.settings import Settings
 from governors.spec import STAFF_ROLES, Governor
 
@@ -176,6 +178,54 @@ def make_facts(
         timer=(timer or "t") if role == "timer" else timer,
         timer_seq=seq,
     )
+
+
+def ago(**kw: float) -> datetime:
+    return NOW - timedelta(**kw)
+
+
+def peer(governor: str, state: str, pid: str | None = None, **data: Any) -> Instance:
+    """Another governor's instance of customer c1 (state_seq 1)."""
+    return Instance(governor, pid or f"{governor}-1", state=state, state_seq=1, customer_id="c1", data=data)
+
+
+def where(
+    name: str,
+    target: Instance,
+    *,
+    governor: Governor | None = None,
+    event: str = "x",
+    payload: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether the cascade guard ``name`` (a cascade's ``where``) holds for a target instance.
+
+    ``governor`` defaults to the target's own; ``source`` is the data of the instance the cascade comes from.
+    """
+    facts = Facts(
+        now=NOW,
+        role="cascade",
+        payload=dict(payload or {}),
+        extra={} if source is None else {"source_data": source},
+        settings=SETTINGS,
+    )
+    gov = governor or get_governor(target.governor)
+    return GUARDS[name].fn(Context(gov, target, event, facts, SETTINGS, target.data))
+
+
+def armed(out: Decision) -> dict[str, datetime | None]:
+    """The timers a decision arms: name -> due time."""
+    return {op.timer.name: op.timer.due_at for op in out.timer_ops if op.op == "arm"}
+
+
+def timer_ops(outcome: Decision | Rejection) -> dict[str, tuple[str, TimerState]]:
+    """A decision's timer operations: name -> (op, timer)."""
+    return {op.timer.name: (op.op, op.timer) for op in decided(outcome).timer_ops}
+
+
+def emitted(out: Decision) -> list[tuple[str, str, str, dict[str, Any], bool]]:
+    """A decision's cascades: (id, target, event, payload, must)."""
+    return [(c.id, c.target, c.event, dict(c.payload), c.must) for c in out.cascades]
 
 
 def decided(out: Decision | Rejection) -> Decision:

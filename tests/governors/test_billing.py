@@ -17,7 +17,7 @@ from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.billing import attempt_key, next_batch_at, payment_key, receipt_hash
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, decided, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, decided, make_facts, where
 
 REASON = "customer called about the invoice"
 SEQ = 4
@@ -1993,11 +1993,6 @@ def _peer(governor: str, state: str, data: Mapping[str, Any] | None = None, inst
     )
 
 
-def _where(name: str, target: Instance, source: Mapping[str, Any]) -> bool:
-    f = Facts(now=NOW, role="cascade", settings=SETTINGS, extra={"source_data": source})
-    return GUARDS[name].fn(Context(GOVERNOR, target, "-", f, SETTINGS, target.data))
-
-
 RENEWAL = {"kind": "renewal", "subscription_id": "sub-1"}
 OVERAGE = {"kind": "overage"}
 RECOVERY = {"kind": "recovery"}
@@ -2107,7 +2102,7 @@ RECOVERY = {"kind": "recovery"}
 def test_cascade_targets(
     guard_name: str, target: Instance, source: Mapping[str, Any], expected: bool
 ) -> None:
-    assert _where(guard_name, target, source) is expected
+    assert where(guard_name, target, governor=GOVERNOR, event="-", source=source) is expected
 
 
 def test_plan_routes_x06_by_kind_and_target_state() -> None:

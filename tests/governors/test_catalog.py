@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, apply, decide, plan
+from governors import Decision, Instance, Rejection, apply, decide, plan
 from governors.definitions.catalog import GOVERNOR
 from governors.facts import Context
 from governors.rules.base import GUARDS
 from governors.rules.catalog import revision_hash, sku_field_errors
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, make_facts, where
 
 REASON = "requested by the product owner"
 FOUR_EYES = FourEyes(approvers=("admin", "manager"))
@@ -1179,20 +1179,6 @@ def test_price_propagation_emits_x37_and_feature_propagation_does_not() -> None:
     assert feat.cascades == ()
 
 
-def _where(name: str, target: Instance, source: Mapping[str, Any]) -> bool:
-    from governors import get_governor
-
-    ctx = Context(
-        get_governor(target.governor),
-        target,
-        "sku_withdrawn",
-        Facts(now=NOW, role="cascade", extra={"source_data": source}, settings=SETTINGS),
-        SETTINGS,
-        target.data,
-    )
-    return GUARDS[name].fn(ctx)
-
-
 @pytest.mark.parametrize(
     ("name", "target", "holds"),
     [
@@ -1229,7 +1215,7 @@ def _where(name: str, target: Instance, source: Mapping[str, Any]) -> bool:
     ],
 )
 def test_cascade_targets_only_holders(name: str, target: Instance, holds: bool) -> None:
-    assert _where(name, target, LIVE) is holds
+    assert where(name, target, event="sku_withdrawn", source=LIVE) is holds
 
 
 def test_plan_sends_x36_only_to_the_skus_entitlements() -> None:

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, apply, decide, plan
+from governors import Decision, Instance, apply, decide, plan
 from governors.definitions.compliance_audit import GOVERNOR
-from governors.facts import Context, TimerState
-from governors.rules.base import GUARDS
+from governors.facts import TimerState
 from tests.governors import tables
-from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, ago, armed, emitted, where
 
 GOV = "compliance_audit"
 REASON = "case 881: periodic review"
@@ -23,10 +22,6 @@ make_facts = partial(tables.make_facts, reason=REASON)
 
 FAILED = {"non_compliant_cause": "verification", "verification_attempts": 1}
 ARCHIVED_ACCOUNT = {"customer_account": ("archived",)}
-
-
-def _ago(**kw: float) -> datetime:
-    return NOW - timedelta(**kw)
 
 
 record = Instances(GOV, "comp-1", 4, customer_id="cust-1", subject_id="cust-1")
@@ -120,7 +115,7 @@ CASES: tuple[Case, ...] = (
         "resubmission_received",
         "sys",
         "verification_pending",
-        data={**FAILED, "verification_failed_at": _ago(days=3)},
+        data={**FAILED, "verification_failed_at": ago(days=3)},
     ),
     Case(
         "C05",
@@ -128,7 +123,7 @@ CASES: tuple[Case, ...] = (
         "resubmission_received",
         "support",
         "verification_pending",
-        data={**FAILED, "verification_attempts": 2, "verification_failed_at": _ago(days=7)},
+        data={**FAILED, "verification_attempts": 2, "verification_failed_at": ago(days=7)},
     ),
     Case(
         "C05",
@@ -136,7 +131,7 @@ CASES: tuple[Case, ...] = (
         "resubmission_received",
         "sys",
         "!guard_failed",
-        data={**FAILED, "verification_failed_at": _ago(days=8)},
+        data={**FAILED, "verification_failed_at": ago(days=8)},
         note="7 d window",
     ),
     Case(
@@ -145,7 +140,7 @@ CASES: tuple[Case, ...] = (
         "resubmission_received",
         "sys",
         "!guard_failed",
-        data={**FAILED, "verification_attempts": 3, "verification_failed_at": _ago(days=1)},
+        data={**FAILED, "verification_attempts": 3, "verification_failed_at": ago(days=1)},
         note="attempts < 3",
     ),
     Case(
@@ -187,7 +182,7 @@ CASES: tuple[Case, ...] = (
         "compliance",
         "compliant",
         payload={"review_notes": "no fraud"},
-        data={"flagged_at": _ago(hours=25)},
+        data={"flagged_at": ago(hours=25)},
     ),
     Case(
         "C07",
@@ -196,7 +191,7 @@ CASES: tuple[Case, ...] = (
         "compliance",
         "!guard_failed",
         payload={"review_notes": "no fraud"},
-        data={"flagged_at": _ago(hours=23)},
+        data={"flagged_at": ago(hours=23)},
     ),
     Case(
         "C07",
@@ -205,8 +200,8 @@ CASES: tuple[Case, ...] = (
         "compliance",
         "!guard_failed",
         payload={"review_notes": "no fraud"},
-        data={"flagged_at": _ago(days=3)},
-        extra={"last_suspicious_activity_at": _ago(hours=2)},
+        data={"flagged_at": ago(days=3)},
+        extra={"last_suspicious_activity_at": ago(hours=2)},
     ),
     Case(
         "C07",
@@ -214,7 +209,7 @@ CASES: tuple[Case, ...] = (
         "fraud_check_passed",
         "compliance",
         "!invalid_input",
-        data={"flagged_at": _ago(days=3)},
+        data={"flagged_at": ago(days=3)},
     ),
     Case(
         "C07",
@@ -630,7 +625,7 @@ def test_resubmission_counts_attempts() -> None:
             "resubmission_received",
             "sys",
             "verification_pending",
-            data={**FAILED, "verification_attempts": 2, "verification_failed_at": _ago(days=1)},
+            data={**FAILED, "verification_attempts": 2, "verification_failed_at": ago(days=1)},
         )
     )
     assert out.changes["verification_attempts"] == 3
@@ -762,13 +757,9 @@ def test_retention_period_is_the_longest_framework_period() -> None:
 # --------------------------------------------------------------------------- timers and attention
 
 
-def _arms(out: Decision) -> dict[str, datetime | None]:
-    return {op.timer.name: op.timer.due_at for op in out.timer_ops if op.op == "arm"}
-
-
 def test_enroll_arms_yearly_verification() -> None:
     out = decided(Case("Cx1", None, "enroll", "cascade", "compliant"))
-    assert _arms(out) == {"verification_due": NOW + timedelta(days=365)}
+    assert armed(out) == {"verification_due": NOW + timedelta(days=365)}
 
 
 def test_verification_pending_arms_deadline_and_reminder() -> None:
@@ -777,7 +768,7 @@ def test_verification_pending_arms_deadline_and_reminder() -> None:
     out = decide(GOVERNOR, inst, "verification_due", make_facts("timer", timer="verification_due", seq=4))
     assert isinstance(out, Decision)
     assert [op.timer.name for op in out.timer_ops if op.op == "cancel"] == ["verification_due"]
-    assert _arms(out) == {
+    assert armed(out) == {
         "verification_deadline": NOW + timedelta(days=30),
         "verification_reminder": NOW + timedelta(days=21),
     }
@@ -803,7 +794,7 @@ def test_kyc_verified_moves_the_verification_timer() -> None:
     out = decide(GOVERNOR, inst, "kyc_verified", make_facts("cascade"))
     assert isinstance(out, Decision)
     assert out.self_transition
-    assert _arms(out) == {"verification_due": NOW + timedelta(days=365)}
+    assert armed(out) == {"verification_due": NOW + timedelta(days=365)}
 
 
 def test_back_to_compliant_rearms_at_the_stored_date() -> None:
@@ -816,10 +807,10 @@ def test_back_to_compliant_rearms_at_the_stored_date() -> None:
             "compliance",
             "compliant",
             payload={"review_notes": "ok"},
-            data={"flagged_at": _ago(days=2), "next_verification_at": due},
+            data={"flagged_at": ago(days=2), "next_verification_at": due},
         )
     )
-    assert _arms(out) == {"verification_due": due}
+    assert armed(out) == {"verification_due": due}
 
 
 def test_remediation_arms_deadline_and_warning_7d_before() -> None:
@@ -834,7 +825,7 @@ def test_remediation_arms_deadline_and_warning_7d_before() -> None:
         )
     )
     assert out.changes["remediation_deadline"] == NOW + timedelta(days=30)
-    assert _arms(out) == {
+    assert armed(out) == {
         "remediation_deadline": NOW + timedelta(days=30),
         "deadline_approaching": NOW + timedelta(days=23),
     }
@@ -856,7 +847,7 @@ def test_investigation_arms_legal_escalation() -> None:
             payload={"kind": "violation", "description": "pii in logs"},
         )
     )
-    assert _arms(out) == {"investigation_overdue": NOW + timedelta(days=30)}
+    assert armed(out) == {"investigation_overdue": NOW + timedelta(days=30)}
     overdue = decided(Case("Cx6", "investigation", "investigation_overdue", "timer", "investigation"))
     assert overdue.changes["escalated_to_legal_at"] == NOW
     assert [dict(e.args)["queue"] for e in overdue.effects] == ["legal"]
@@ -916,10 +907,6 @@ def test_retention_from_x17_needs_no_approval() -> None:
 # --------------------------------------------------------------------------- cascades
 
 
-def _emits(out: Decision) -> list[tuple[str, str, str, dict[str, Any], bool]]:
-    return [(c.id, c.target, c.event, dict(c.payload), c.must) for c in out.cascades]
-
-
 def test_x20_flags_account_and_holds_collections_only_when_score_high() -> None:
     low = decided(
         Case(
@@ -931,13 +918,13 @@ def test_x20_flags_account_and_holds_collections_only_when_score_high() -> None:
             data={"fraud_score": 69},
         )
     )
-    assert _emits(low) == [("X20", "customer_account", "flag_kyc_reverification", {"active": True}, False)]
+    assert emitted(low) == [("X20", "customer_account", "flag_kyc_reverification", {"active": True}, False)]
     high = decided(
         Case(
             "C01", "compliant", "verification_due", "timer", "verification_pending", data={"fraud_score": 70}
         )
     )
-    assert _emits(high) == [
+    assert emitted(high) == [
         ("X20", "customer_account", "flag_kyc_reverification", {"active": True}, False),
         ("X20", "billing", "dunning_hold", {"hold": "kyc_reverification"}, False),
     ]
@@ -955,7 +942,7 @@ def test_c03_releases_x20_and_unlocks_after_resubmission() -> None:
             data={"verification_attempts": 1, "fraud_score": 80},
         )
     )
-    assert _emits(first) == [
+    assert emitted(first) == [
         ("X20", "customer_account", "flag_kyc_reverification", {"active": False}, False),
         ("X20", "billing", "dunning_release", {"hold": "kyc_reverification"}, False),
     ]
@@ -970,7 +957,7 @@ def test_c03_releases_x20_and_unlocks_after_resubmission() -> None:
             data={"verification_attempts": 2},
         )
     )
-    assert _emits(resubmitted) == [
+    assert emitted(resubmitted) == [
         ("X20", "customer_account", "flag_kyc_reverification", {"active": False}, False),
         ("X24", "customer_account", "unlock", {}, False),
         ("X24", "billing", "dunning_release", {"hold": "compliance"}, False),
@@ -988,7 +975,7 @@ def test_x21_locks_and_holds_collections() -> None:
             payload={"provider_ref": "p"},
         )
     )
-    assert _emits(out) == [
+    assert emitted(out) == [
         ("X21", "customer_account", "lock", {"reason": "compliance"}, False),
         ("X21", "billing", "dunning_hold", {"hold": "compliance"}, False),
     ]
@@ -998,7 +985,7 @@ def test_x22_fraud_checks_on_and_off() -> None:
     on = decided(
         Case("C06", "compliant", "anomaly_detected", "sys", "fraud_detection_active", payload={"score": 90})
     )
-    assert _emits(on) == [
+    assert emitted(on) == [
         ("X22", "billing", "fraud_checks_on", {}, False),
         ("X22", "customer_account", "fraud_monitoring_on", {}, False),
     ]
@@ -1012,7 +999,7 @@ def test_x22_fraud_checks_on_and_off() -> None:
             payload={"review_notes": "ok"},
         )
     )
-    assert _emits(off) == [
+    assert emitted(off) == [
         ("X22", "billing", "fraud_checks_off", {}, False),
         ("X22", "customer_account", "fraud_monitoring_off", {}, False),
     ]
@@ -1041,7 +1028,7 @@ def test_x22_fraud_checks_on_and_off() -> None:
     ids=["C08", "C09"],
 )
 def test_x23_must_lock(case: Case) -> None:
-    assert _emits(decided(case)) == [("X23", "customer_account", "lock", {"reason": "compliance"}, True)]
+    assert emitted(decided(case)) == [("X23", "customer_account", "lock", {"reason": "compliance"}, True)]
 
 
 @pytest.mark.parametrize(
@@ -1067,7 +1054,7 @@ def test_x23_must_lock(case: Case) -> None:
     ids=["C10", "C15"],
 )
 def test_x24_unlock_and_release(case: Case) -> None:
-    assert _emits(decided(case)) == [
+    assert emitted(decided(case)) == [
         ("X24", "customer_account", "unlock", {}, False),
         ("X24", "billing", "dunning_release", {"hold": "compliance"}, False),
     ]
@@ -1077,7 +1064,7 @@ def test_x25_archives_everything_must() -> None:
     out = decided(
         Case("C17", "non_compliant", "start_retention", "cascade", "data_retention", peers=ARCHIVED_ACCOUNT)
     )
-    assert _emits(out) == [
+    assert emitted(out) == [
         ("X25", "entitlement", "archive", {}, True),
         ("X25", "subscription", "retention_archive", {}, True),
     ]
@@ -1111,14 +1098,6 @@ def test_quiet_rows_emit_nothing() -> None:
 
 
 # --------------------------------------------------------------------------- where guards
-
-
-def _where(name: str, governor: str, state: str, data: Mapping[str, Any] | None = None) -> bool:
-    from governors.registry import get_governor
-
-    inst = Instance(governor, "t1", state, 1, customer_id="cust-1", data=dict(data or {}))
-    facts = Facts(now=NOW, role="cascade", settings=SETTINGS)
-    return GUARDS[name].fn(Context(get_governor(governor), inst, "x", facts, SETTINGS, inst.data))
 
 
 @pytest.mark.parametrize(
@@ -1162,7 +1141,10 @@ def _where(name: str, governor: str, state: str, data: Mapping[str, Any] | None 
     ],
 )
 def test_where_guards(name: str, governor: str, state: str, data: dict[str, Any], expected: bool) -> None:
-    assert _where(name, governor, state, data) is expected
+    assert (
+        where(name, Instance(governor, "t1", state, 1, customer_id="cust-1", data=dict(data or {})))
+        is expected
+    )
 
 
 # --------------------------------------------------------------------------- plans across governors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -12,10 +11,9 @@ import pytest
 
 from governors import Decision, Facts, Instance, Rejection, apply, decide, plan
 from governors.definitions.customer_account import GOVERNOR
-from governors.facts import Context, TimerState
-from governors.rules.base import GUARDS
+from governors.facts import TimerState
 from tests.governors import tables
-from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, ago, armed, emitted, where
 
 GOV = "customer_account"
 REASON = "ticket 4711: customer called"
@@ -29,10 +27,6 @@ SETTLED = {"compliance_audit": ("compliant",), "billing": ("archived", "payment_
 
 
 account = Instances(GOV, "acct-1", 3, customer_id="cust-1", subject_id="cust-1")
-
-
-def _ago(**kw: float) -> datetime:
-    return NOW - timedelta(**kw)
 
 
 CASES: tuple[Case, ...] = (
@@ -363,7 +357,7 @@ CASES: tuple[Case, ...] = (
         "manager",
         "active",
         payload={"resolution_note": "valid"},
-        data={"appeal_received_at": _ago(days=1), "suspension_causes": ["abuse"]},
+        data={"appeal_received_at": ago(days=1), "suspension_causes": ["abuse"]},
     ),
     Case(
         "A16", "suspended", "appeal_accepted", "manager", "!guard_failed", payload={"resolution_note": "ok"}
@@ -418,7 +412,7 @@ CASES: tuple[Case, ...] = (
         "reactivate",
         "support",
         "active",
-        data={"is_verified": True, "deactivated_at": _ago(days=29)},
+        data={"is_verified": True, "deactivated_at": ago(days=29)},
     ),
     Case(
         "A24",
@@ -426,7 +420,7 @@ CASES: tuple[Case, ...] = (
         "reactivate",
         "support",
         "!guard_failed",
-        data={"is_verified": True, "deactivated_at": _ago(days=31)},
+        data={"is_verified": True, "deactivated_at": ago(days=31)},
     ),
     Case(
         "A24",
@@ -434,7 +428,7 @@ CASES: tuple[Case, ...] = (
         "reactivate",
         "support",
         "!guard_failed",
-        data={"is_verified": True, "banned": True, "deactivated_at": _ago(days=1)},
+        data={"is_verified": True, "banned": True, "deactivated_at": ago(days=1)},
     ),
     Case(
         "A24",
@@ -442,7 +436,7 @@ CASES: tuple[Case, ...] = (
         "reactivate",
         "manager",
         "!role_not_allowed",
-        data={"is_verified": True, "deactivated_at": _ago(days=1)},
+        data={"is_verified": True, "deactivated_at": ago(days=1)},
     ),
     Case(
         "A24b",
@@ -452,7 +446,7 @@ CASES: tuple[Case, ...] = (
         "onboarding",
         data={
             "is_verified": False,
-            "deactivated_at": _ago(days=20),
+            "deactivated_at": ago(days=20),
             "deactivation_cause": "onboarding_timeout",
         },
     ),
@@ -463,7 +457,7 @@ CASES: tuple[Case, ...] = (
         "support",
         "onboarding",
         data={
-            "deactivated_at": _ago(days=6),
+            "deactivated_at": ago(days=6),
             "deactivation_cause": "kyc_failed",
             "resubmission_allowed": True,
         },
@@ -474,7 +468,7 @@ CASES: tuple[Case, ...] = (
         "reactivate",
         "support",
         "!guard_failed",
-        data={"deactivated_at": _ago(days=8), "deactivation_cause": "kyc_failed"},
+        data={"deactivated_at": ago(days=8), "deactivation_cause": "kyc_failed"},
         note="KYC resubmission window is 7 d",
     ),
     Case(
@@ -484,7 +478,7 @@ CASES: tuple[Case, ...] = (
         "support",
         "!guard_failed",
         data={
-            "deactivated_at": _ago(days=1),
+            "deactivated_at": ago(days=1),
             "deactivation_cause": "kyc_failed",
             "resubmission_allowed": False,
         },
@@ -646,7 +640,7 @@ CASES: tuple[Case, ...] = (
         "active",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
         data=ACTIVE,
-        extra={"payment_method_validated_at": _ago(minutes=2)},
+        extra={"payment_method_validated_at": ago(minutes=2)},
     ),
     Case(
         "Ax13",
@@ -655,7 +649,7 @@ CASES: tuple[Case, ...] = (
         "support",
         "locked",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
-        extra={"payment_method_validated_at": _ago(minutes=1), "identity_verified": True},
+        extra={"payment_method_validated_at": ago(minutes=1), "identity_verified": True},
     ),
     Case(
         "Ax13",
@@ -664,7 +658,7 @@ CASES: tuple[Case, ...] = (
         "support",
         "!guard_failed",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
-        extra={"payment_method_validated_at": _ago(minutes=1)},
+        extra={"payment_method_validated_at": ago(minutes=1)},
         note="locked: identity first",
     ),
     Case(
@@ -675,7 +669,7 @@ CASES: tuple[Case, ...] = (
         "!guard_failed",
         payload={"method_token": "pm_1", "fingerprint": "fp1"},
         data=ACTIVE,
-        extra={"payment_method_validated_at": _ago(minutes=6)},
+        extra={"payment_method_validated_at": ago(minutes=6)},
         note="validation older than 5 min",
     ),
     Case(
@@ -686,7 +680,7 @@ CASES: tuple[Case, ...] = (
         "!guard_failed",
         payload={"method_token": "pm_2", "fingerprint": "fp1"},
         data={**ACTIVE, "payment_method_fingerprints": ["fp1"]},
-        extra={"payment_method_validated_at": _ago(minutes=1)},
+        extra={"payment_method_validated_at": ago(minutes=1)},
         note="duplicate method",
     ),
     Case(
@@ -878,7 +872,7 @@ def test_payment_method_primary() -> None:
             "active",
             payload={"method_token": "pm_9", "fingerprint": "fp9", "make_primary": True},
             data={"payment_method_fingerprints": ["fp1"]},
-            extra={"payment_method_validated_at": _ago(minutes=1)},
+            extra={"payment_method_validated_at": ago(minutes=1)},
         )
     )
     assert out.changes["payment_method_fingerprints"] == ["fp1", "fp9"]
@@ -888,13 +882,9 @@ def test_payment_method_primary() -> None:
 # --------------------------------------------------------------------------- timers
 
 
-def _arms(out: Decision) -> dict[str, datetime | None]:
-    return {op.timer.name: op.timer.due_at for op in out.timer_ops if op.op == "arm"}
-
-
 def test_signup_arms_onboarding_timeout() -> None:
     out = decided(Case("A01", None, "signup", "sys", "onboarding"))
-    assert _arms(out) == {"onboarding_timeout": NOW + timedelta(days=7)}
+    assert armed(out) == {"onboarding_timeout": NOW + timedelta(days=7)}
     assert out.state_seq == 1
 
 
@@ -906,7 +896,7 @@ def test_kyc_passed_arms_weekly_fraud_check_and_cancels_onboarding_timer() -> No
     assert [(op.op, op.timer.name) for op in out.timer_ops if op.op == "cancel"] == [
         ("cancel", "onboarding_timeout")
     ]
-    assert _arms(out) == {"fraud_check": NOW + timedelta(days=7)}
+    assert armed(out) == {"fraud_check": NOW + timedelta(days=7)}
 
 
 def test_fraud_check_timer_asks_the_scorer_and_its_answer_rearms_the_timer() -> None:
@@ -916,11 +906,11 @@ def test_fraud_check_timer_asks_the_scorer_and_its_answer_rearms_the_timer() -> 
     assert isinstance(due, Decision)
     assert due.self_transition
     assert [e.name for e in due.effects] == ["account_request_fraud_score"]
-    assert _arms(due) == {}
+    assert armed(due) == {}
     answer = decide(GOVERNOR, inst, "fraud_check", make_facts("sys", payload={"score": 45}))
     assert isinstance(answer, Decision)
     assert answer.self_transition
-    assert _arms(answer) == {"fraud_check": NOW + timedelta(days=3)}
+    assert armed(answer) == {"fraud_check": NOW + timedelta(days=3)}
 
 
 def test_stale_fraud_check_is_ignored() -> None:
@@ -934,7 +924,7 @@ def test_suspension_arms_30d_timeout_and_daily_check() -> None:
     out = decided(
         Case("A08", "active", "fraud_alert", "sys", "suspended", payload={"score": 80}, data=ACTIVE)
     )
-    assert _arms(out) == {
+    assert armed(out) == {
         "suspension_timeout": NOW + timedelta(days=30),
         "fraud_check": NOW + timedelta(days=1),
     }
@@ -942,7 +932,7 @@ def test_suspension_arms_30d_timeout_and_daily_check() -> None:
 
 def test_review_arms_timeout_and_reminder() -> None:
     out = decided(Case("A17", "suspended", "escalate_to_review", "manager", "under_review"))
-    assert _arms(out) == {
+    assert armed(out) == {
         "review_timeout": NOW + timedelta(days=14),
         "review_reminder": NOW + timedelta(days=10),
     }
@@ -952,7 +942,7 @@ def test_lock_arms_attention_timer_and_attention_follows_it() -> None:
     locked = decided(
         Case("A11", "active", "lock", "sys", "locked", payload={"reason": "manual"}, data=ACTIVE)
     )
-    assert _arms(locked) == {"lock_overdue": NOW + timedelta(days=7)}
+    assert armed(locked) == {"lock_overdue": NOW + timedelta(days=7)}
     assert locked.attention is False
     overdue = decided(
         Case("Ax8", "locked", "lock_overdue", "timer", "locked", data={"lock_reasons": ["manual"]})
@@ -963,7 +953,7 @@ def test_lock_arms_attention_timer_and_attention_follows_it() -> None:
 
 def test_deactivation_arms_retention_timer() -> None:
     out = decided(Case("A04", "onboarding", "kyc_failed", "sys", "deactivated"))
-    assert _arms(out) == {"retention_complete": NOW + timedelta(days=30)}
+    assert armed(out) == {"retention_complete": NOW + timedelta(days=30)}
 
 
 def test_reactivation_to_onboarding_gives_a_new_7d_window() -> None:
@@ -974,10 +964,10 @@ def test_reactivation_to_onboarding_gives_a_new_7d_window() -> None:
             "reactivate",
             "support",
             "onboarding",
-            data={"deactivated_at": _ago(days=2)},
+            data={"deactivated_at": ago(days=2)},
         )
     )
-    assert _arms(out) == {"onboarding_timeout": NOW + timedelta(days=7)}
+    assert armed(out) == {"onboarding_timeout": NOW + timedelta(days=7)}
 
 
 def test_fraud_monitoring_on_pulls_the_next_check_forward() -> None:
@@ -989,12 +979,12 @@ def test_fraud_monitoring_on_pulls_the_next_check_forward() -> None:
     out = decide(GOVERNOR, inst, "fraud_monitoring_on", make_facts("cascade"))
     assert isinstance(out, Decision)
     assert out.changes["fraud_monitoring"] is True
-    assert _arms(out) == {"fraud_check": NOW + timedelta(days=1)}
+    assert armed(out) == {"fraud_check": NOW + timedelta(days=1)}
     after = apply(inst, out)
     off = decide(GOVERNOR, after, "fraud_monitoring_off", make_facts("cascade"))
     assert isinstance(off, Decision)
     assert off.changes["fraud_monitoring"] is None
-    assert _arms(off) == {"fraud_check": NOW + timedelta(days=7)}
+    assert armed(off) == {"fraud_check": NOW + timedelta(days=7)}
 
 
 def test_onboarding_attention_while_kyc_in_manual_review() -> None:
@@ -1126,15 +1116,11 @@ def test_single_actor(case: Case) -> None:
 # --------------------------------------------------------------------------- cascades
 
 
-def _emits(out: Decision) -> list[tuple[str, str, str, dict[str, Any], bool]]:
-    return [(c.id, c.target, c.event, dict(c.payload), c.must) for c in out.cascades]
-
-
 def test_signup_starts_trial_and_compliance_record() -> None:
     out = decided(
         Case("A01", None, "signup", "sys", "onboarding", payload={"tier": "starter", "cycle": "monthly"})
     )
-    assert _emits(out) == [
+    assert emitted(out) == [
         ("Xi1", "subscription", "start_trial", {"tier": "starter", "cycle": "monthly"}, False),
         ("Xi2", "compliance_audit", "enroll", {"frameworks": None}, False),
     ]
@@ -1145,7 +1131,7 @@ def test_lock_emits_x12_must_suspend_dunning_hold_and_security_event() -> None:
     out = decided(
         Case("A11", "active", "lock", "sys", "locked", payload={"reason": "compromised_account"}, data=ACTIVE)
     )
-    assert _emits(out) == [
+    assert emitted(out) == [
         ("X12", "entitlement", "suspend", {"hold": "account_locked"}, True),
         ("X12", "billing", "dunning_hold", {"hold": "account_locked"}, False),
         (
@@ -1176,7 +1162,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
             "A13", "locked", "unlock", "support", "active", payload=UNLOCK, data={"lock_reasons": ["manual"]}
         )
     )
-    assert _emits(out) == [
+    assert emitted(out) == [
         ("X13", "entitlement", "lift_hold", {"hold": "account_locked"}, False),
         ("X13", "billing", "dunning_release", {"hold": "account_locked"}, False),
         ("Xi3", "entitlement", "lift_hold", {"hold": "account_suspended"}, False),
@@ -1315,7 +1301,7 @@ def test_unlock_emits_x13_and_lifts_leftover_account_holds() -> None:
     ids=["A08", "A10", "A14", "A16", "A05", "A09", "A17", "A19", "A03", "A25", "A26", "Ax13"],
 )
 def test_cascades(case: Case, expected: list[tuple[str, str, str, dict[str, Any], bool]]) -> None:
-    assert _emits(decided(case)) == expected
+    assert emitted(decided(case)) == expected
 
 
 X16 = [
@@ -1344,7 +1330,7 @@ X16 = [
     ids=["A18", "A20", "A21", "A22", "A23"],
 )
 def test_deactivation_emits_x16(case: Case) -> None:
-    assert _emits(decided(case)) == X16
+    assert emitted(decided(case)) == X16
 
 
 def test_no_cascade_from_quiet_rows() -> None:
@@ -1359,21 +1345,6 @@ def test_no_cascade_from_quiet_rows() -> None:
 
 
 # --------------------------------------------------------------------------- where guards (cascade targets)
-
-
-def _where(
-    name: str,
-    governor: str,
-    state: str,
-    data: Mapping[str, Any] | None = None,
-    payload: Mapping[str, Any] | None = None,
-) -> bool:
-    from governors.registry import get_governor
-
-    inst = Instance(governor, "t1", state, 1, customer_id="cust-1", data=dict(data or {}))
-    facts = Facts(now=NOW, role="cascade", payload=dict(payload or {}), settings=SETTINGS)
-    ctx = Context(get_governor(governor), inst, "x", facts, SETTINGS, inst.data)
-    return GUARDS[name].fn(ctx)
 
 
 @pytest.mark.parametrize(
@@ -1449,7 +1420,14 @@ def _where(
 def test_where_guards(
     name: str, governor: str, state: str, data: dict[str, Any], payload: dict[str, Any], expected: bool
 ) -> None:
-    assert _where(name, governor, state, data, payload) is expected
+    assert (
+        where(
+            name,
+            Instance(governor, "t1", state, 1, customer_id="cust-1", data=dict(data or {})),
+            payload=payload,
+        )
+        is expected
+    )
 
 
 # --------------------------------------------------------------------------- plans across governors
@@ -1477,7 +1455,7 @@ def test_plan_erasure_starts_retention() -> None:
     comp = Instance(
         "compliance_audit", "comp-1", "compliant", 2, customer_id="cust-1", data={"frameworks": ["GDPR"]}
     )
-    acct = account("deactivated", {"deactivated_at": _ago(days=30)})
+    acct = account("deactivated", {"deactivated_at": ago(days=30)})
     facts = make_facts("timer", timer="retention_complete", seq=3)
     result = plan({"comp-1": comp, "acct-1": acct}, "acct-1", "retention_complete", facts)
     assert result.ok, result.alerts

@@ -13,14 +13,10 @@ from governors.definitions.entitlement import GOVERNOR
 from governors.facts import TimerState
 from governors.settings import default_settings
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, Case, Table, case_id_with_note, make_facts
+from tests.governors.tables import NOW, Case, Table, case_id_with_note, make_facts, peer, timer_ops
 
 DAY = timedelta(days=1)
 PERIOD_END = NOW + 20 * DAY
-
-
-def peer(governor: str, state: str, pid: str | None = None, **data: Any) -> Instance:
-    return Instance(governor, pid or f"{governor}-1", state=state, state_seq=1, customer_id="c1", data=data)
 
 
 def world(
@@ -843,14 +839,9 @@ def test_final_timeout_cancels_by_default_and_approves_when_configured() -> None
 # ------------------------------------------------------------------ timers
 
 
-def _ops(outcome: Decision | Rejection) -> dict[str, tuple[str, TimerState]]:
-    assert isinstance(outcome, Decision), outcome
-    return {op.timer.name: (op.op, op.timer) for op in outcome.timer_ops}
-
-
 def test_creation_arms_the_approval_clock_or_waits_for_kyc() -> None:
     new = Instance("entitlement", "new:1", customer_id="c1")
-    ops = _ops(decide(GOVERNOR, new, "entitlement_requested", facts("cascade", SKU)))
+    ops = timer_ops(decide(GOVERNOR, new, "entitlement_requested", facts("cascade", SKU)))
     assert {n: (o, t.due_at) for n, (o, t) in ops.items()} == {
         "approval_escalation_1": ("arm", NOW + timedelta(hours=24)),
         "approval_escalation_2": ("arm", NOW + timedelta(hours=48)),
@@ -866,7 +857,7 @@ def test_creation_arms_the_approval_clock_or_waits_for_kyc() -> None:
         "queue": "admin",
         "response_target": "1h",
     }
-    waiting = _ops(
+    waiting = timer_ops(
         decide(
             GOVERNOR, new, "entitlement_requested", facts("cascade", SKU, peers=world(account="onboarding"))
         )
@@ -892,17 +883,21 @@ def test_x18_starts_the_paused_approval_clock() -> None:
         data={"sku_id": "sku-core"},
         timers=paused,
     )
-    ops = _ops(decide(GOVERNOR, inst, "start_approval_clock", facts("cascade")))
+    ops = timer_ops(decide(GOVERNOR, inst, "start_approval_clock", facts("cascade")))
     assert ops["approval_escalation_1"][0] == "resume"
     assert ops["approval_escalation_1"][1].due_at == NOW + timedelta(hours=24)
     assert ops["approval_final_timeout"][1].due_at == NOW + timedelta(hours=72)
 
 
 def test_suspension_timer_runs_only_while_every_hold_is_timer_arming() -> None:
-    armed = _ops(decide(GOVERNOR, ent("active"), "suspend", facts("cascade", {"hold": "payment_failed"})))
+    armed = timer_ops(
+        decide(GOVERNOR, ent("active"), "suspend", facts("cascade", {"hold": "payment_failed"}))
+    )
     assert armed["suspension_timeout"][0] == "arm"
     assert armed["suspension_timeout"][1].due_at == NOW + timedelta(hours=72)
-    frozen = _ops(decide(GOVERNOR, ent("active"), "suspend", facts("cascade", {"hold": "account_locked"})))
+    frozen = timer_ops(
+        decide(GOVERNOR, ent("active"), "suspend", facts("cascade", {"hold": "account_locked"}))
+    )
     assert frozen["suspension_timeout"][1].paused
     assert frozen["suspension_timeout"][1].remaining == timedelta(hours=72)
 
@@ -915,7 +910,7 @@ def test_suspension_timer_runs_only_while_every_hold_is_timer_arming() -> None:
         data={"holds": ["payment_failed"]},
         timers={"suspension_timeout": running},
     )
-    paused = _ops(decide(GOVERNOR, inst, "suspend", facts("cascade", {"hold": "account_review"})))
+    paused = timer_ops(decide(GOVERNOR, inst, "suspend", facts("cascade", {"hold": "account_review"})))
     assert paused["suspension_timeout"][0] == "pause"
     assert paused["suspension_timeout"][1].remaining == timedelta(hours=30)
 
@@ -928,13 +923,13 @@ def test_suspension_timer_runs_only_while_every_hold_is_timer_arming() -> None:
         data={"holds": ["payment_failed", "account_review"]},
         timers={"suspension_timeout": held},
     )
-    resumed = _ops(decide(GOVERNOR, both, "lift_hold", facts("cascade", {"hold": "account_review"})))
+    resumed = timer_ops(decide(GOVERNOR, both, "lift_hold", facts("cascade", {"hold": "account_review"})))
     assert resumed["suspension_timeout"][0] == "resume"
     assert resumed["suspension_timeout"][1].due_at == NOW + timedelta(hours=30)
 
 
 def test_refund_window_waits_for_the_finance_decision() -> None:
-    cancelled = _ops(
+    cancelled = timer_ops(
         decide(
             GOVERNOR,
             ent("active"),
@@ -952,12 +947,12 @@ def test_refund_window_waits_for_the_finance_decision() -> None:
         data=REFUND_DUE,
         timers={"refund_window_timeout": timer},
     )
-    declined = _ops(decide(GOVERNOR, inst, "decline_refund", facts("finance")))
+    declined = timer_ops(decide(GOVERNOR, inst, "decline_refund", facts("finance")))
     assert declined["refund_window_timeout"] == (
         "resume",
         TimerState("refund_window_timeout", "refund_window_timeout", 3, due_at=NOW + timedelta(days=14)),
     )
-    no_refund = _ops(
+    no_refund = timer_ops(
         decide(GOVERNOR, ent("active"), "cancel_early", facts("support", {"confirmation_ref": "C1"}))
     )
     assert no_refund["refund_window_timeout"][1].due_at == NOW + timedelta(days=14)
@@ -990,7 +985,7 @@ def test_state_timers_are_armed_on_entry(state: str, event: str, timer: str, aft
         ),
     }[state]
     src, ev, role, payload, data = entering
-    ops = _ops(decide(GOVERNOR, ent(src, **data), ev, facts(role, payload, approved_by="u2")))
+    ops = timer_ops(decide(GOVERNOR, ent(src, **data), ev, facts(role, payload, approved_by="u2")))
     assert ops[timer][0] == "arm"
     assert ops[timer][1].due_at == NOW + after
     assert ops[timer][1].event == event

@@ -11,11 +11,9 @@ import pytest
 
 from governors import Decision, Facts, Instance, Rejection, apply, decide
 from governors.definitions.multi_tenant import GOVERNOR
-from governors.facts import Context
-from governors.rules.base import GUARDS
 from governors.rules.multi_tenant import tracking
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, ago, make_facts, where
 
 REASON = "on-call decision after paging"
 
@@ -28,10 +26,6 @@ BASE: dict[str, Any] = {
 }
 CAPPED: dict[str, Any] = {**BASE, "allocation_cap_percent": 50.0, "allocation_percent": 17.5, "culprit": True}
 MEASURES: dict[str, Any] = {**CAPPED, "breaker_open": True, "shed_features": ["analytics", "recommendations"]}
-
-
-def ago(**kw: float) -> datetime:
-    return NOW - timedelta(**kw)
 
 
 def metrics(**over: float) -> dict[str, float]:
@@ -999,30 +993,16 @@ def test_x41_only_when_this_tenant_is_the_culprit(
         )
 
 
-def _where(name: str, target: Instance) -> bool:
-    from governors import get_governor
-
-    ctx = Context(
-        get_governor(target.governor),
-        target,
-        "x",
-        Facts(now=NOW, role="cascade", settings=SETTINGS),
-        SETTINGS,
-        target.data,
-    )
-    return GUARDS[name].fn(ctx)
-
-
 def test_where_guards() -> None:
-    assert _where("mt_quota_throttled", Instance("quota_sla", "q", "throttled"))
-    assert not _where("mt_quota_throttled", Instance("quota_sla", "q", "exceeded"))
+    assert where("mt_quota_throttled", Instance("quota_sla", "q", "throttled"))
+    assert not where("mt_quota_throttled", Instance("quota_sla", "q", "exceeded"))
     from governors import get_governor
 
     account = get_governor("customer_account")
     final = sorted(account.terminal_states)
-    assert _where("mt_target_open", Instance("customer_account", "a", "active"))
+    assert where("mt_target_open", Instance("customer_account", "a", "active"))
     if final:
-        assert not _where("mt_target_open", Instance("customer_account", "a", final[0]))
+        assert not where("mt_target_open", Instance("customer_account", "a", final[0]))
 
 
 def test_quota_noisy_flag_is_stored_and_counts_for_five_minutes() -> None:

@@ -27,7 +27,7 @@ from governors.rules.quota_sla import (
     utilisation,
 )
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, decided, make_facts
+from tests.governors.tables import NOW, SETTINGS, Case, Instances, Table, decided, make_facts, where
 
 REASON = "customer escalation ticket 4711"
 SEQ = 3
@@ -1252,11 +1252,6 @@ def test_x42_noisy_flag() -> None:
     assert d.cascades[0].where == "quota_x42_tenant_running"
 
 
-def _where(name: str, target: Instance) -> bool:
-    f = Facts(now=NOW, role="cascade", settings=SETTINGS)
-    return GUARDS[name].fn(Context(GOVERNOR, target, "-", f, SETTINGS, target.data))
-
-
 def _peer(governor: str, state: str, data: Mapping[str, Any] | None = None) -> Instance:
     return Instance(
         governor=governor, id="p", state=state, state_seq=1, customer_id="c1", data=dict(data or {})
@@ -1277,7 +1272,7 @@ def _peer(governor: str, state: str, data: Mapping[str, Any] | None = None) -> I
     ],
 )
 def test_cascade_targets(name: str, target: Instance, expected: bool) -> None:
-    assert _where(name, target) is expected
+    assert where(name, target, governor=GOVERNOR, event="-") is expected
 
 
 def test_breaker_recovery_loop_through_billing() -> None:

@@ -12,14 +12,10 @@ from governors import Decision, Instance, Rejection, decide, plan
 from governors.definitions.subscription import GOVERNOR
 from governors.facts import TimerState
 from governors.spec import FourEyes
-from tests.governors.tables import NOW, Case, Table, case_id_with_note, make_facts
+from tests.governors.tables import NOW, Case, Table, case_id_with_note, make_facts, peer, timer_ops
 
 DAY = timedelta(days=1)
 END = NOW + 20 * DAY
-
-
-def peer(governor: str, state: str, pid: str | None = None, **data: Any) -> Instance:
-    return Instance(governor, pid or f"{governor}-1", state=state, state_seq=1, customer_id="c1", data=data)
 
 
 def world(sku_state: str = "published", **extra: tuple[Instance, ...]) -> dict[str, tuple[Instance, ...]]:
@@ -820,17 +816,12 @@ test_row, test_every_row_is_covered, test_every_row_id_is_from_the_spec_or_marke
 # ------------------------------------------------------------------ timers
 
 
-def _ops(outcome: Decision | Rejection) -> dict[str, tuple[str, TimerState]]:
-    assert isinstance(outcome, Decision), outcome
-    return {op.timer.name: (op.op, op.timer) for op in outcome.timer_ops}
-
-
 def _due(ops: dict[str, tuple[str, TimerState]]) -> dict[str, tuple[str, datetime | None]]:
     return {name: (op, t.due_at) for name, (op, t) in ops.items()}
 
 
 def test_trial_timers_follow_trial_end() -> None:
-    started = _ops(decide(GOVERNOR, Instance("subscription", "new:1"), "start_trial", facts("cascade")))
+    started = timer_ops(decide(GOVERNOR, Instance("subscription", "new:1"), "start_trial", facts("cascade")))
     assert _due(started) == {
         "trial_ending_soon": ("arm", NOW + 7 * DAY),
         "trial_expired": ("arm", NOW + 14 * DAY),
@@ -843,7 +834,7 @@ def test_trial_timers_follow_trial_end() -> None:
         data={"trial_ends_at": NOW + 3 * DAY},
         timers={"trial_expired": TimerState("trial_expired", "trial_expired", 1, due_at=NOW + 3 * DAY)},
     )
-    extended = _ops(decide(GOVERNOR, trial, "extend_trial", facts("support", {"days": 10})))
+    extended = timer_ops(decide(GOVERNOR, trial, "extend_trial", facts("support", {"days": 10})))
     assert _due(extended) == {
         "trial_ending_soon": ("arm", NOW + 6 * DAY),
         "trial_expired": ("arm", NOW + 13 * DAY),
@@ -851,7 +842,7 @@ def test_trial_timers_follow_trial_end() -> None:
 
 
 def test_active_arms_the_renewal_timers() -> None:
-    annual = _ops(
+    annual = timer_ops(
         decide(
             GOVERNOR,
             sub("trial", **TRIAL),
@@ -865,7 +856,7 @@ def test_active_arms_the_renewal_timers() -> None:
         "renewal_due": ("arm", end - 7 * DAY),
         "term_ended": ("arm", end),
     }
-    monthly = _ops(
+    monthly = timer_ops(
         decide(
             GOVERNOR,
             sub("trial", **TRIAL),
@@ -879,7 +870,7 @@ def test_active_arms_the_renewal_timers() -> None:
 
 def test_toggle_auto_renew_rearms_the_renewal_timers() -> None:
     active = sub("active", seq=4, auto_renew=False, current_period_end=NOW + 3 * DAY)
-    ops = _ops(decide(GOVERNOR, active, "toggle_auto_renew", facts("support", {"auto_renew": True})))
+    ops = timer_ops(decide(GOVERNOR, active, "toggle_auto_renew", facts("support", {"auto_renew": True})))
     assert _due(ops)["renewal_due"] == ("arm", NOW - 4 * DAY), "overdue: fires at once and invoices (S08)"
     assert _due(ops)["term_ended"] == ("arm", NOW + 3 * DAY)
 
@@ -925,7 +916,7 @@ def test_state_entry_arms_its_timers(
     data: dict[str, Any],
     expected: dict[str, datetime],
 ) -> None:
-    ops = _ops(decide(GOVERNOR, sub(state, **data), event, facts(role, payload)))
+    ops = timer_ops(decide(GOVERNOR, sub(state, **data), event, facts(role, payload)))
     armed = {n: t.due_at for n, (o, t) in ops.items() if o == "arm"}
     assert armed == expected
 
@@ -939,7 +930,7 @@ def test_account_closed_on_a_cancelled_subscription_ends_access_now() -> None:
         data=CANCELLED,
         timers={"access_ended": TimerState("access_ended", "access_period_ended", 4, due_at=END)},
     )
-    ops = _ops(decide(GOVERNOR, inst, "account_closed", facts("cascade")))
+    ops = timer_ops(decide(GOVERNOR, inst, "account_closed", facts("cascade")))
     assert ops["access_ended"] == ("arm", TimerState("access_ended", "access_period_ended", 4, due_at=NOW))
 
 
