@@ -246,9 +246,9 @@ class Table:
     governor: Governor
     cases: Sequence[Any]  # Case, or pytest.param(Case, id=...) for a hand-chosen id
     instance: Callable[[Case], Instance]  # the instance a case starts from
+    spec_rows: Collection[str]  # the row ids GOVERNORS.md lists
     facts: Callable[..., Facts] = make_facts  # make_facts with the governor's defaults bound
     world: Mapping[str, Any] = field(default_factory=dict)  # peers of a case that names none
-    spec_rows: Collection[str] = ()  # the row ids GOVERNORS.md lists
     added: Callable[[str], bool] = marked_added  # the row ids this project added
     also_covered: Collection[str] = ()  # rows tested outside the table
     ids: Callable[[Case], str] = case_id  # for cases not wrapped in pytest.param
