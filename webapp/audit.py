@@ -221,6 +221,27 @@ class _Head:
     hash: str
 
 
+def adopt_locked_heads(session: Session, heads: Iterable[tuple[str, int, str]]) -> None:
+    """Note ``(tenant_id, seq, hash)`` heads the caller has just locked FOR UPDATE in this transaction
+    with a statement of its own, so that ``lock_heads`` and appends ask the database nothing more.
+
+    A head this (sub)transaction had already locked keeps its cached, possibly moved, value.
+    """
+    locked = _locked_cache(session)
+    for tenant_id, seq, digest in heads:
+        locked.setdefault(tenant_id, _Head(int(seq), str(digest)))
+
+
+def _locked_cache(session: Session) -> dict[str, _Head]:
+    txn = session.get_nested_transaction() or session.get_transaction()
+    cache = session.info.get("_audit_locked_heads")
+    if cache is None or cache[0] is not txn:
+        cache = (txn, {})
+        session.info["_audit_locked_heads"] = cache
+    locked: dict[str, _Head] = cache[1]
+    return locked
+
+
 def _locked_head(session: Session, tenant_id: str) -> _Head:
     """The tenant's head, its row locked FOR UPDATE once per (sub)transaction.
 
@@ -230,12 +251,7 @@ def _locked_head(session: Session, tenant_id: str) -> _Head:
     rollback would release a lock taken inside it and undo its appends) or a new transaction locks
     and reads afresh.
     """
-    txn = session.get_nested_transaction() or session.get_transaction()
-    cache = session.info.get("_audit_locked_heads")
-    if cache is None or cache[0] is not txn:
-        cache = (txn, {})
-        session.info["_audit_locked_heads"] = cache
-    locked: dict[str, _Head] = cache[1]
+    locked = _locked_cache(session)
     head = locked.get(tenant_id)
     if head is not None:
         return head

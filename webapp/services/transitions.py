@@ -68,7 +68,7 @@ from webapp.models import (
     StateSnapshot,
     TransitionRecord,
 )
-from webapp.services.facts import world_facts
+from webapp.services.facts import legal_hold_exists, world_facts
 from webapp.services.instances import jsonable, next_due, timers_to_json, to_instance
 
 SNAPSHOT_EVERY = 20
@@ -283,10 +283,13 @@ _OWNER = (
 )
 # Two statements, not one: the instances' statement must start after the customer lock is granted,
 # so that its snapshot sees instances a transaction that held the lock has just created.
+# Each row also says whether a legal hold stands on the customer (a fact every plan reads), so the
+# default facts lookup needs no round trip of its own.
 _LOCK_INSTANCES = (
-    _LOAD.where(_INSTANCES.c.customer_id == bindparam("customer_id"))
+    _LOAD.add_columns(legal_hold_exists(bindparam("customer_id")).label("on_hold"))
+    .where(_INSTANCES.c.customer_id == bindparam("customer_id"))
     .order_by(_INSTANCES.c.id)
-    .with_for_update()
+    .with_for_update(of=_INSTANCES)
 )
 _LOCK_INSTANCE = select(_INSTANCES.c.id).where(_INSTANCES.c.id == bindparam("instance_id")).with_for_update()
 _STORED = select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code, _IDEMPOTENCY.c.response).where(
@@ -303,9 +306,15 @@ _DELETE_DUE = delete(_DUE).where(
 _INSERT_OUTBOX = insert(_OUTBOX).inline()
 # Inline inserts: no implicit RETURNING of generated keys. Inside a pipelined batch nothing may be
 # read back, so the ids a plan needs (history, outbox) are handed out before it is written.
-_NEXT_IDS = text(
-    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, :history)),"
-    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, :outbox))"
+# ... and the audit heads the plan appends to are locked in the same round trip (sorted as Python
+# sorts, the order every head lock follows; a head not created yet is simply not in the result).
+_NEXT_IDS_LOCKING_HEADS = text(
+    "WITH ids AS MATERIALIZED ("
+    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, :history)) AS history,"
+    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, :outbox)) AS outbox)"
+    " SELECT ids.history, ids.outbox, heads.tenant_id, heads.seq, heads.hash FROM ids LEFT JOIN LATERAL"
+    " (SELECT tenant_id, seq, hash FROM audit_heads WHERE tenant_id = ANY(CAST(:tenants AS text[]))"
+    ' ORDER BY tenant_id COLLATE "C" FOR UPDATE) AS heads ON true'
 )
 
 
@@ -484,7 +493,12 @@ def _fire_event(
         # was left): a duplicate or late delivery, discarded without touching anything.
         return EventResult(409, TransitionError(409, "stale_timer", "the timer is no longer armed").body())
 
-    extra = dict((facts_hook or world_facts)(session, snapshot, target, req.event))
+    if facts_hook is not None:
+        extra = dict(facts_hook(session, snapshot, target, req.event))
+    else:
+        # The customer's legal hold was read along with its locked instances (when it has any).
+        known = {"legal_hold": bool(rows[0].on_hold)} if rows and target.customer_id == customer_id else None
+        extra = world_facts(session, snapshot, target, req.event, known=known)
     payload = dict(req.payload)
     facts = Facts(
         now=now,
@@ -803,8 +817,15 @@ def _execute(
         for step in result.steps
         if step.index > 0 and step.index not in steps and step.status in ("failed", "cycle", "depth_exceeded")
     )
+    problems = any(
+        step.index > 0
+        and step.index not in steps
+        and step.status in ("ignored", "failed", "cycle", "depth_exceeded")
+        for step in result.steps
+    )
+    chains = {a.tenant_id for a in steps.values()} | ({req.tenant_id} if problems else set())
     history_ids, outbox_ids = _allocate_ids(
-        connection, len(steps), alerts + sum(len(a.decision.effects) for a in steps.values())
+        session, len(steps), alerts + sum(len(a.decision.effects) for a in steps.values()), chains
     )
     transition_ids = iter(history_ids)
 
@@ -947,16 +968,27 @@ def _execute(
     return ids, outbox_ids
 
 
-def _allocate_ids(connection: Connection, history: int, outbox: int) -> tuple[list[int], list[int]]:
+def _allocate_ids(
+    session: Session, history: int, outbox: int, chains: Iterable[str] = ()
+) -> tuple[list[int], list[int]]:
     """Fresh ids for ``history`` history rows and ``outbox`` outbox rows, known before they are written.
 
-    Causes and audit entries name history ids, and the relay is handed the outbox ids.
+    Causes and audit entries name history ids, and the relay is handed the outbox ids. On PostgreSQL
+    the same round trip locks the audit heads of the ``chains`` tenants (in the order ``lock_heads``
+    uses); elsewhere the caller's ``lock_heads`` locks them.
     """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        tenants = sorted(chains)
+        if history == 0 and outbox == 0 and not tenants:
+            return [], []
+        rows = connection.execute(
+            _NEXT_IDS_LOCKING_HEADS, {"history": history, "outbox": outbox, "tenants": tenants}
+        ).all()
+        audit.adopt_locked_heads(session, [(r[2], r[3], r[4]) for r in rows if r[2] is not None])
+        return list(rows[0][0]), list(rows[0][1])
     if history == 0 and outbox == 0:
         return [], []
-    if connection.dialect.name == "postgresql":
-        row = connection.execute(_NEXT_IDS, {"history": history, "outbox": outbox}).one()
-        return list(row[0]), list(row[1])
     # SQLite has no sequences. A write that changes nothing takes the database's only write lock
     # first, so nobody else can take the ids after the largest ones until this transaction ends.
     connection.execute(update(_HISTORY).where(false()).values(id=_HISTORY.c.id))
