@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, abort, after_this_request, g, jsonify, render_template, request
@@ -58,8 +59,10 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
         if getattr(module, "csrf_exempt", False):
             csrf.exempt(module.bp)
 
+    app.before_request(_open_step_up_tally)
     app.before_request(_enforce_permission)
     app.after_request(_security_headers)
+    app.teardown_request(_count_step_up_failures)
     app.register_error_handler(Forbidden, _forbidden)
     app.register_error_handler(HTTPException, _http_error)
     return app
@@ -90,6 +93,26 @@ def relay_after_response(outbox_ids: Sequence[int]) -> None:
 
         after_commit(rt, ids)
         return response
+
+
+def _open_step_up_tally() -> None:
+    """Collect this request's wrong step-up codes (``webapp.services.users.STEP_UP_FAILURES``)."""
+    from webapp.services.users import STEP_UP_FAILURES
+
+    g.step_up_token = STEP_UP_FAILURES.set([])
+
+
+def _count_step_up_failures(_exc: BaseException | None) -> None:
+    """After the request's own transaction is over, count its wrong step-up codes in a new one."""
+    from webapp.services.users import STEP_UP_FAILURES, record_step_up_failures
+
+    token = g.pop("step_up_token", None)
+    failures = STEP_UP_FAILURES.get()
+    if token is not None:
+        STEP_UP_FAILURES.reset(token)
+    if failures:
+        with runtime().db.session() as session:
+            record_step_up_failures(session, failures, now=datetime.now(UTC))
 
 
 def _enforce_permission() -> Any:

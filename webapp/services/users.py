@@ -7,7 +7,9 @@ Rules from CONSOLE.md §1.3–§1.4, each a named constant below so a reviewer f
 - 6 failed sign-ins lock the account for 30 minutes (counted on the user row); every refusal uses one
   message, so the page never says whether an email exists;
 - ``admin`` and ``compliance`` need a TOTP second factor; four-eyes approvals need a fresh TOTP code
-  (step-up); a TOTP code is accepted once (RFC 6238 §5.2): the last accepted time-step is kept on the
+  (step-up); wrong step-up codes count like failed sign-ins, and the one that reaches the threshold
+  locks the account and signs the user out everywhere (a stolen session cannot guess codes for long);
+  a TOTP code is accepted once (RFC 6238 §5.2): the last accepted time-step is kept on the
   user row and a code of that step or an earlier one is refused, at sign-in, enrolment and step-up;
 - a password older than the ``console.password_max_age`` setting (90 days), or one somebody else set
   (``password_must_change``: a new account's generated password, a reset), must be changed right
@@ -31,6 +33,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -567,11 +570,18 @@ def enable_totp(session: Session, user_id: str, secret: str, code: str, *, now: 
     return user
 
 
+STEP_UP_FAILURES: ContextVar[list[str] | None] = ContextVar("step_up_failures", default=None)
+"""Users whose step-up code was wrong in this request. The caller's transaction is rolled back when
+the step-up fails, so the count cannot be written there: the web app opens the list at the start of a
+request and records it afterwards in a transaction of its own (``record_step_up_failures``)."""
+
+
 def verify_step_up(session: Session, user_id: str, code: str, *, now: datetime) -> None:
     """Raise StepUpError unless ``code`` is a valid, not yet used TOTP code of an active user with TOTP.
 
     Every step-up (four-eyes approvals, admin role grants, the API) comes here; accepting the code
-    records its step, so the same code cannot approve a second request.
+    records its step, so the same code cannot approve a second request. A wrong code is noted in
+    ``STEP_UP_FAILURES`` to be counted against the user once the request is over.
     """
     # populate_existing: a row the caller loaded earlier must not hide a step recorded since then.
     user = session.get(StaffUser, user_id, with_for_update=True, populate_existing=True)
@@ -581,7 +591,28 @@ def verify_step_up(session: Session, user_id: str, code: str, *, now: datetime) 
         raise StepUpError(STEP_UP_NOT_ENROLLED)
     refusal = accept_totp(user, code, now=now)
     if refusal is not None:
+        noted = STEP_UP_FAILURES.get()
+        if noted is not None:
+            noted.append(user_id)
         raise StepUpError(refusal)
+
+
+def record_step_up_failures(session: Session, user_ids: Iterable[str], *, now: datetime) -> list[str]:
+    """Count wrong step-up codes like failed sign-ins; returns the users this locked out.
+
+    Reaching the threshold locks the account for the lockout duration and signs the user out
+    everywhere: whoever holds the session is guessing codes.
+    """
+    locked: list[str] = []
+    for user_id in user_ids:
+        user = session.get(StaffUser, user_id, with_for_update=True, populate_existing=True)
+        if user is None:
+            continue
+        _audit(session, "step_up_failed", user_id, now, user_id=user_id)
+        if not is_locked(user, now) and _count_failure(session, user, now):
+            user.session_version += 1
+            locked.append(user_id)
+    return locked
 
 
 # --- API tokens ------------------------------------------------------------------------------------
