@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Select, String, case, cast, func, select
+from sqlalchemy import Integer, Select, String, case, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from webapp.models import Customer, GovernorInstance
@@ -377,6 +377,7 @@ class RefundRow:
 def refunds(session: Session, tenants: Iterable[str] | None = None, limit: int = 100) -> list[RefundRow]:
     """Issued refunds, newest first: B22 refunds and B21 dispute resolutions that refunded money."""
     from webapp.models import Approval, StaffUser, TransitionRecord
+    from webapp.models.governance import REFUND_ROWS
 
     stored = TransitionRecord.payload
     refunded = case(
@@ -385,11 +386,9 @@ def refunds(session: Session, tenants: Iterable[str] | None = None, limit: int =
     )
     stmt = (
         select(TransitionRecord)
-        .where(
-            TransitionRecord.governor == "billing",
-            TransitionRecord.event.in_(("issue_refund", "dispute_resolved")),
-            func.coalesce(refunded, 0) > 0,
-        )
+        # The partial index's own predicate, as literal SQL, so the planner matches it whatever the
+        # driver does with parameters.
+        .where(text(REFUND_ROWS), func.coalesce(refunded, 0) > 0)
         .order_by(TransitionRecord.id.desc())
         .limit(limit)
     )
