@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,31 @@ def pipelined(connection: Connection) -> Iterator[None]:
         # An error the driver reports only when the batch ends skipped SQLAlchemy's wrapping: give it
         # the same type a statement run on its own would raise (IntegrityError, ...).
         raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=connection.dialect) from exc
+
+
+def fetch_pipelined(
+    connection: Connection, queries: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[Any]]:
+    """Run read statements (PostgreSQL SQL with ``%(name)s`` parameters) as one batch, in order, on the
+    connection's psycopg connection; return each one's rows (named tuples).
+
+    The server runs them one after the other, each with its own snapshot, as if sent one by one;
+    only the round trips between them are saved (and the transaction's BEGIN travels with them).
+    SQLAlchemy's ``before_cursor_execute`` listeners still see each statement.
+    """
+    from psycopg.rows import namedtuple_row
+
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursors = []
+    with pipelined(connection):
+        for sql, params in queries:
+            cursor = driver.cursor(row_factory=namedtuple_row)
+            if connection._has_events or connection.engine._has_events:
+                connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
+            cursor.execute(sql, params)
+            cursors.append(cursor)
+    return [cursor.fetchall() for cursor in cursors]
 
 
 class Database:
