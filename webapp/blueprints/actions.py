@@ -25,10 +25,12 @@ from sqlalchemy.orm import Session
 
 from governors import AllowedEvent, get_governor
 from webapp import relay_after_response
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
 from webapp.forms import ActionForm, DecisionForm, apply_field_error, build_action_form
 from webapp.htmx import is_htmx, render_page_or_block
 from webapp.models import Approval, Customer, GovernorInstance, IdempotencyRecord
-from webapp.policy import ROLES, permission
+from webapp.policy import permission
 from webapp.services import approvals as approval_service
 from webapp.services import users
 from webapp.services.actions import best_actions_for_row
@@ -48,17 +50,6 @@ GUARD_FIELDS = {
 def utcnow() -> datetime:
     """Now, timezone-aware UTC (tests may monkeypatch this)."""
     return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> list[str]:
-    held = set(getattr(current_user, "roles", ()) or ())
-    return [r for r in ROLES if r in held]
 
 
 # --------------------------------------------------------------------------- which actions, which role

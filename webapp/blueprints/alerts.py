@@ -10,26 +10,17 @@ block polls itself every 10 s (ops tiles, §3), so a new page shows up without a
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, make_response, render_template
 from flask_login import current_user
 
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
 from webapp.htmx import render_page_or_block
 from webapp.policy import can, permission, why_not
 from webapp.services import alerts as alert_service
 
 bp = Blueprint("alerts", __name__, url_prefix="/alerts")
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> frozenset[str]:
-    return frozenset(getattr(current_user, "roles", frozenset()))
 
 
 def _render(status: int = 200, message: str = "", kind: str = "ok") -> Response:

@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 from governors import GOVERNORS, Instance
 from webapp import relay_after_response
 from webapp.audit import tenants_with_chains, verify_tenant
+from webapp.current import now as _now
+from webapp.current import rt as _rt
 from webapp.models import Approval, Customer, GovernorInstance, TransitionRecord
 from webapp.policy import can, permission, public
 from webapp.services import approvals as approval_service
@@ -225,16 +227,6 @@ def in_scope(tenant_id: str) -> bool:
     """True when the caller may see ``tenant_id``'s data."""
     scope = tenant_scope()
     return scope is None or tenant_id in scope
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --------------------------------------------------------------------------- read helpers

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
-from flask_login import current_user
 
+from webapp.current import now as _now
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
+from webapp.current import tenants as _tenants
+from webapp.current import who as _who
 from webapp.htmx import render_page_or_block
 from webapp.policy import can, permission
 from webapp.services import audit_queries as aq
@@ -24,31 +27,6 @@ bp = Blueprint("audit_desk", __name__, url_prefix="/audit")
 
 TEMPLATE = "audit/log.html"
 FORMATS = {"jsonl": "application/jsonl; charset=utf-8", "csv": "text/csv; charset=utf-8"}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> frozenset[str]:
-    return frozenset(getattr(current_user, "roles", frozenset()))
-
-
-def _who() -> tuple[str, str]:
-    """(actor, role) as audit entries record them."""
-    return str(current_user.id), ",".join(sorted(_roles()))
-
-
-def _tenants() -> list[str] | None:
-    """Tenants the signed-in user may see (None: all; marketplace staff are not tenant-scoped)."""
-    scoped = getattr(current_user, "tenant_ids", None)
-    return None if scoped is None else list(scoped)
 
 
 def _moment(name: str) -> datetime | None:

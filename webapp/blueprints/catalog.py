@@ -49,11 +49,13 @@ from wtforms.validators import InputRequired, Optional, ValidationError  # type:
 from governors import AllowedEvent, get_governor
 from governors.rules.catalog import sku_field_errors
 from webapp import relay_after_response
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
 from webapp.diagrams import render_svg
 from webapp.forms import ActionForm, action_form_class, apply_field_error, reason_choices
 from webapp.htmx import render_page_or_block
 from webapp.models import Approval, GovernorInstance
-from webapp.policy import ROLES, can, permission, why_not
+from webapp.policy import can, permission, why_not
 from webapp.services import approvals as approval_service
 from webapp.services import catalog_admin
 from webapp.services.transitions import Actor, EventResult
@@ -89,17 +91,6 @@ _LIMIT_LINE = re.compile(r"^\s*([^=:]+?)\s*[=:]\s*(-?\d+)\s*$")
 def utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> list[str]:
-    held = set(getattr(current_user, "roles", ()) or ())
-    return [r for r in ROLES if r in held]
 
 
 def _access() -> dict[str, Any]:

@@ -8,7 +8,6 @@ needs ``dashboard.compliance`` (manager, admin, compliance, auditor); executing 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
@@ -27,6 +26,10 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, TextAreaField
 from wtforms.validators import InputRequired, ValidationError
 
+from webapp.current import now as _now
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
+from webapp.current import tenants as _tenants
 from webapp.models import Customer, LegalHold, PrivacyRequest
 from webapp.policy import can, permission
 from webapp.services import audit_queries as aq
@@ -40,25 +43,6 @@ from webapp.validation import InputError, clean_code, clean_text
 bp = Blueprint("compliance", __name__, url_prefix="/compliance")
 
 TEMPLATE = "compliance/index.html"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> frozenset[str]:
-    return frozenset(getattr(current_user, "roles", frozenset()))
-
-
-def _tenants() -> list[str] | None:
-    scoped = getattr(current_user, "tenant_ids", None)
-    return None if scoped is None else list(scoped)
 
 
 def _officer() -> Actor:

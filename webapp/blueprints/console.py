@@ -20,6 +20,10 @@ from wtforms.validators import InputRequired, Length, ValidationError
 
 from webapp import audit
 from webapp.auth_session import background
+from webapp.current import now as _now
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
+from webapp.current import tenants as _tenants
 from webapp.diagrams import diagram_css
 from webapp.htmx import is_htmx, render_page_or_block
 from webapp.models import Customer
@@ -56,26 +60,6 @@ class RevealForm(FlaskForm):  # type: ignore[misc]
             field.data = clean_text(field.data, max_length=500, min_length=10, label="the comment")
         except InputError as exc:
             raise ValidationError(str(exc)) from None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> frozenset[str]:
-    return frozenset(getattr(current_user, "roles", frozenset()))
-
-
-def _tenants() -> list[str] | None:
-    """Tenants the signed-in user may see (None: all; marketplace staff are not tenant-scoped)."""
-    scoped = getattr(current_user, "tenant_ids", None)
-    return None if scoped is None else list(scoped)
 
 
 def _customer_or_404(session: Any, customer_id: str) -> Customer:

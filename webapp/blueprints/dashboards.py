@@ -26,6 +26,8 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from webapp import dashboard_charts as charts
+from webapp.current import rt as _rt
+from webapp.current import tenants as _tenants
 from webapp.htmx import is_htmx
 from webapp.models import GovernorInstance
 from webapp.models.rollups import RollupStateCount
@@ -86,17 +88,6 @@ FINANCE_PANELS: Final = (
 def utcnow() -> datetime:
     """Now, timezone-aware UTC (tests may monkeypatch this)."""
     return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _tenants() -> list[str] | None:
-    scoped = getattr(current_user, "tenant_ids", None)
-    return None if scoped is None else list(scoped)
 
 
 def _window(delta: timedelta) -> str:

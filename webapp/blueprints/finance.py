@@ -46,10 +46,13 @@ from flask import (
 )
 from flask_login import current_user  # type: ignore[import-untyped,unused-ignore]
 
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
+from webapp.current import tenants as _tenants
 from webapp.htmx import render_page_or_block
 from webapp.models import GovernorInstance
 from webapp.models.bulk import BulkRun
-from webapp.policy import ROLES, can, permission, why_not
+from webapp.policy import can, permission, why_not
 from webapp.services import billing_queries as bq
 from webapp.services import bulk, users
 from webapp.services.actions import best_actions_for_row
@@ -68,22 +71,6 @@ _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 def utcnow() -> datetime:
     """Now, timezone-aware UTC (tests may monkeypatch this)."""
     return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> list[str]:
-    held = set(getattr(current_user, "roles", ()) or ())
-    return [r for r in ROLES if r in held]
-
-
-def _tenants() -> list[str] | None:
-    scoped = getattr(current_user, "tenant_ids", None)
-    return None if scoped is None else list(scoped)
 
 
 def _filters(source: Any) -> bq.BoardFilters:
@@ -153,7 +140,7 @@ def index() -> Response:
 
 
 def _duration(key: str) -> timedelta:
-    return _rt().settings.duration(key)  # type: ignore[no-any-return]
+    return _rt().settings.duration(key)
 
 
 CHART_PREFIX = "/dashboards/finance/"

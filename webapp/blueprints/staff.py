@@ -13,7 +13,6 @@ response to the POST that made them, never stored in plaintext, with ``Cache-Con
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
@@ -30,6 +29,9 @@ from flask import (
 from flask_login import current_user
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from webapp.current import now as _now
+from webapp.current import roles as _roles
+from webapp.current import rt as _rt
 from webapp.htmx import render_page_or_block
 from webapp.models import RoleGrantRequest, StaffUser
 from webapp.policy import ROLES, can, permission, why_not
@@ -41,20 +43,6 @@ bp = Blueprint("staff", __name__, url_prefix="/staff")
 
 MANAGE = "users.manage"
 VIEW = "users.view"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _rt() -> Any:
-    from webapp import runtime
-
-    return runtime()
-
-
-def _roles() -> frozenset[str]:
-    return frozenset(getattr(current_user, "roles", ()) or ())
 
 
 def _access() -> dict[str, Any]:
@@ -344,7 +332,7 @@ def approve(request_id: str) -> Response | WerkzeugResponse:
                 s,
                 request_id,
                 approver_id=current_user.id,
-                approver_roles=_roles(),
+                approver_roles=frozenset(_roles()),
                 code=request.form.get("code", ""),
                 now=_now(),
             )
