@@ -28,6 +28,7 @@ from urllib.parse import quote
 from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from webapp.db import execute_many
 from webapp.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
@@ -189,8 +190,8 @@ def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> li
         )
         head.seq, head.hash = seq, digest
     connection = session.connection()
-    connection.execute(_INSERT_ENTRIES, rows)
-    connection.execute(_MOVE_HEAD, [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()])
+    execute_many(connection, _INSERT_ENTRIES, rows)
+    execute_many(connection, _MOVE_HEAD, [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()])
     return rows
 
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,6 +98,65 @@ def fetch_pipelined(
             cursor.execute(sql, params)
             cursors.append(cursor)
     return [cursor.fetchall() for cursor in cursors]
+
+
+_RAW: dict[tuple[Executable, tuple[str, ...]], tuple[str, dict[str, Any]] | None] = {}
+"""Compiled SQL per (statement, parameter keys); the statements are module-level constants."""
+
+
+def execute_many(connection: Connection, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run a prebuilt Core INSERT/UPDATE/DELETE (no RETURNING) once per row, as ``connection.execute``.
+
+    On PostgreSQL it goes straight to the psycopg cursor with SQL compiled once per statement and
+    key set, and the columns' own bind processing (JSON, datetimes): SQLAlchemy's per-execution
+    set-up costs more than sending the rows. The statement is used as given, so it must not rely on
+    Python-side column defaults (a statement that would is run through SQLAlchemy instead).
+    SQLAlchemy's ``before_cursor_execute`` listeners still see it. Elsewhere: ``connection.execute``.
+    """
+    if not rows:
+        return
+    if connection.dialect.name != "postgresql":
+        connection.execute(statement, list(rows))
+        return
+    key = (statement, tuple(rows[0]))
+    if key not in _RAW:
+        _RAW[key] = _compile_raw(connection, statement, key[1])
+    raw = _RAW[key]
+    if raw is None:
+        connection.execute(statement, list(rows))
+        return
+    sql, processors = raw
+    params = [{k: (processors[k](v) if k in processors else v) for k, v in row.items()} for row in rows]
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    if connection._has_events or connection.engine._has_events:
+        connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, True)
+    try:
+        if len(params) == 1:
+            cursor.execute(sql, params[0])
+        else:
+            cursor.executemany(sql, params)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+        ) from exc
+
+
+def _compile_raw(
+    connection: Connection, statement: Executable, keys: tuple[str, ...]
+) -> tuple[str, dict[str, Any]] | None:
+    dialect = connection.dialect
+    compiled = cast(Any, statement).compile(dialect=dialect, column_keys=list(keys))
+    names: dict[Any, str] = compiled.bind_names
+    if not set(names.values()) <= set(keys) or compiled.returning:
+        return None
+    processors = {}
+    for bind, name in names.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors[name] = process
+    return str(compiled), processors
 
 
 class Database:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, text
 
 import webapp.db
 from webapp.db import Database
@@ -47,3 +47,66 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced(
     finally:
         db.dispose()
         admin.dispose()
+
+
+def test_execute_many_writes_what_sqlalchemy_writes_and_raises_its_errors(db: Database) -> None:
+    """The raw-cursor path: JSON and aware datetimes stored as through SQLAlchemy, listeners see the
+    statement, a constraint violation is SQLAlchemy's IntegrityError; a statement that needs column
+    defaults goes through SQLAlchemy."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import Table, event, insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from webapp.db import execute_many, fetch_pipelined
+    from webapp.models import OutboxMessage
+
+    outbox = OutboxMessage.__table__
+    assert isinstance(outbox, Table)
+    statement = insert(outbox).inline()
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    row = {
+        "job": "run_effect",
+        "tenant_id": "t-db",
+        "customer_id": None,
+        "instance_id": "i-1",
+        "governor": "billing",
+        "args": {"nested": {"n": 1, "s": "é"}, "list": [1, "two"]},
+        "created_at": at,
+        "delivered_at": None,
+        "attempts": 0,
+    }
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, sql: str, *rest: object) -> None:
+        seen.append(sql)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.session() as s:
+            connection = s.connection()
+            execute_many(connection, statement, [{**row, "id": 9001, "job_id": "db-1"}])
+            execute_many(
+                connection,
+                statement,
+                [{**row, "id": 9002, "job_id": "db-2"}, {**row, "id": 9003, "job_id": "db-3"}],
+            )
+            # No delivered_at/attempts: their defaults are SQLAlchemy's to fill in.
+            short = {k: v for k, v in row.items() if k not in ("delivered_at", "attempts")}
+            execute_many(connection, statement, [{**short, "id": 9004, "job_id": "db-4"}])
+            (rows,) = fetch_pipelined(
+                connection, [("SELECT id, args, created_at, attempts FROM outbox ORDER BY id", {})]
+            )
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert sum("INSERT INTO outbox" in sql for sql in seen) == 3 and any("SELECT id" in q for q in seen)
+    assert [r.id for r in rows] == [9001, 9002, 9003, 9004]
+    assert all(r.args == row["args"] and r.attempts == 0 for r in rows)
+    assert all(r.created_at == at and r.created_at.utcoffset() is not None for r in rows)
+    with db.session() as s:
+        orm = s.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+        assert [o.created_at for o in orm] == [at.astimezone(UTC)] * 4
+    with pytest.raises(IntegrityError), db.session() as s:
+        execute_many(s.connection(), statement, [{**row, "id": 9005, "job_id": "db-1"}])  # job_id is unique
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(outbox)) == 4

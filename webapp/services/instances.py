@@ -22,6 +22,16 @@ _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}:\
 
 def revive(value: Any) -> Any:
     """Recursively turn ISO 8601 timestamps (with an offset) back into datetimes."""
+    kind = type(value)  # exact types first: the common cases skip the isinstance chain and the regex
+    if kind is str:
+        # A match has the "T" at index 10 and at least 20 characters ("YYYY-MM-DDTHH:MM:SSZ").
+        if len(value) >= 20 and value[10] == "T" and _ISO.match(value):
+            return datetime.fromisoformat(value)
+        return value
+    if kind is dict:
+        return {k: revive(v) for k, v in value.items()}
+    if kind is list:
+        return [revive(v) for v in value]
     if isinstance(value, str) and _ISO.match(value):
         return datetime.fromisoformat(value)
     if isinstance(value, dict):
@@ -36,8 +46,13 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy: datetimes as ISO text, timedeltas as seconds, tuples as lists."""
-    if type(value) in _SCALARS:  # most values: skip the (slow) abstract Mapping check below
+    kind = type(value)
+    if kind in _SCALARS:  # most values: skip the (slow) abstract Mapping check below
         return value
+    if kind is dict:
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):

@@ -58,7 +58,7 @@ from governors import (
 )
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
-from webapp.db import fetch_pipelined, pipelined
+from webapp.db import execute_many, fetch_pipelined, pipelined
 from webapp.models import (
     Approval,
     Customer,
@@ -1011,17 +1011,17 @@ def _execute(
     audit.lock_heads(session, {tenant for tenant, _ in entries})
     with pipelined(connection):
         if creations:
-            connection.execute(_INSERT_INSTANCES, creations)
+            execute_many(connection, _INSERT_INSTANCES, creations)
         if updates:
-            connection.execute(_UPDATE_INSTANCE, updates)
+            execute_many(connection, _UPDATE_INSTANCE, updates)
         if history:
-            connection.execute(_INSERT_HISTORY, history)
+            execute_many(connection, _INSERT_HISTORY, history)
         if snapshots:
-            connection.execute(_INSERT_SNAPSHOTS, snapshots)
+            execute_many(connection, _INSERT_SNAPSHOTS, snapshots)
         audit.append_many(session, entries)
         _write_timers(connection, timer_rows)
         if outbox:
-            connection.execute(_INSERT_OUTBOX, outbox)
+            execute_many(connection, _INSERT_OUTBOX, outbox)
     _expire(session, current)
     return ids, outbox_ids
 
@@ -1119,7 +1119,7 @@ def _write_timers(connection: Connection, timer_rows: dict[tuple[str, str], dict
     connection.execute(_DELETE_DUE, {"keys": list(timer_rows)})
     fresh = [values for values in timer_rows.values() if values is not None]
     if fresh:
-        connection.execute(_INSERT_DUE, fresh)
+        execute_many(connection, _INSERT_DUE, fresh)
 
 
 def _outbox(
@@ -1144,6 +1144,8 @@ def _outbox(
         "job": job,
         "args": args,
         "created_at": now,
+        "delivered_at": None,  # the columns' defaults, given here so the insert needs no default handling
+        "attempts": 0,
     }
 
 
