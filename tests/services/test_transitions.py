@@ -244,3 +244,38 @@ def test_a_write_failing_inside_the_batch_rolls_the_whole_event_back(
     with db.session() as s:  # the pooled connection is fine afterwards
         again = fire_event(s, replace(unlock, idempotency_key="k2"), SUPPORT, NOW, approved_by="u-manager")
         assert again.status == 200, again.body
+
+
+def test_a_key_another_transaction_stores_meanwhile_fails_the_whole_batch(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    """The idempotency record is written in the event's batch: when a concurrent transaction stores
+    the same key first (another customer, so no shared lock), the insert fails and nothing applies."""
+    import threading
+
+    first = _instance(db, make_customer("c-k1", active=True), "customer_account")
+    second = _instance(db, make_customer("c-k2", active=True), "customer_account")
+    holder = db.sessions()
+    assert fire_event(
+        holder, EventRequest("t-1", "lock", first.id, LOCK, idempotency_key="k"), SUPPORT, NOW
+    ).ok
+    failures: list[BaseException] = []
+
+    def racing() -> None:
+        try:
+            with db.session() as s:
+                fire_event(s, EventRequest("t-1", "lock", second.id, LOCK, idempotency_key="k"), SUPPORT, NOW)
+        except BaseException as exc:  # handed to the test thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=racing)
+    thread.start()
+    thread.join(0.5)  # blocked behind the holder (its audit head lock, then its uncommitted key)
+    holder.commit()
+    holder.close()
+    thread.join(10)
+    assert not thread.is_alive() and len(failures) == 1 and isinstance(failures[0], IntegrityError)
+    assert _instance(db, "c-k2", "customer_account").state == "active"
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(IdempotencyRecord)) == 1
+        assert verify_tenant(s, "t-1").ok

@@ -588,13 +588,15 @@ def _fire_event(
     if root.needs_approval is not None:
         expiry = (settings or default_settings()).duration("engine.approval_expiry")
         return _request_approval(session, req, actor, now, target, fingerprint, result, expiry)
-    ids, outbox_ids = _execute(session, req, now, result, snapshot, tenants)
-    body = {
-        "decisions": list(plan_json(result, ids)["steps"]),
-        "alerts": list(result.alerts),
-        "instance_id": ids.get(target.id, target.id),
-    }
-    _remember(session, req, fingerprint, 200, body, now)
+
+    def respond(ids: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "decisions": list(plan_json(result, ids)["steps"]),
+            "alerts": list(result.alerts),
+            "instance_id": ids.get(target.id, target.id),
+        }
+
+    body, outbox_ids = _execute(session, req, now, result, snapshot, tenants, respond, fingerprint)
     return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids))
 
 
@@ -629,18 +631,25 @@ def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
 def _remember(
     session: Session, req: EventRequest, fingerprint: str, status: int, body: dict[str, Any], now: datetime
 ) -> None:
-    if req.idempotency_key:
-        session.connection().execute(
-            _REMEMBER,
-            {
-                "tenant_id": req.tenant_id,
-                "key": req.idempotency_key,
-                "request_hash": fingerprint,
-                "status_code": status,
-                "response": jsonable(body),
-                "created_at": now,
-            },
-        )
+    record = _record(req, fingerprint, status, body, now)
+    if record is not None:
+        session.connection().execute(_REMEMBER, record)
+
+
+def _record(
+    req: EventRequest, fingerprint: str, status: int, body: dict[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """The idempotency record of the response (None without an Idempotency-Key)."""
+    if not req.idempotency_key:
+        return None
+    return {
+        "tenant_id": req.tenant_id,
+        "key": req.idempotency_key,
+        "request_hash": fingerprint,
+        "status_code": status,
+        "response": jsonable(body),
+        "created_at": now,
+    }
 
 
 def _reject(
@@ -796,12 +805,15 @@ def _execute(
     result: Plan,
     snapshot: Mapping[str, Instance],
     tenants: Mapping[str, str],
-) -> tuple[dict[str, str], list[int]]:
-    """Write every applied step: rows, history, audit, timers, outbox.
+    respond: Callable[[Mapping[str, str]], dict[str, Any]],
+    fingerprint: str,
+) -> tuple[dict[str, Any], list[int]]:
+    """Write every applied step: rows, history, audit, timers, outbox, and the idempotency record.
 
     The whole plan is worked out in memory first; then each table gets one statement (instances:
     one UPDATE per row), all sent as one batch, so an event costs a fixed handful of round trips
-    however far its cascades reach. Returns (plan id → real id, outbox ids).
+    however far its cascades reach. ``respond`` makes the response body from the plan's ids (plan
+    id → real id); returns (body, outbox ids).
     """
     connection = session.connection()
     root_event_id = _event_id(req, now)
@@ -1007,6 +1019,8 @@ def _execute(
     assert len(outbox) == len(outbox_ids)
     for message, outbox_id in zip(outbox, outbox_ids, strict=True):
         message["id"] = outbox_id
+    body = respond(ids)
+    record = _record(req, fingerprint, 200, body, now)
     # Everything read is read: lock the audit heads, then send all the writes as one batch.
     audit.lock_heads(session, {tenant for tenant, _ in entries})
     with pipelined(connection):
@@ -1022,8 +1036,10 @@ def _execute(
         _write_timers(connection, timer_rows)
         if outbox:
             execute_many(connection, _INSERT_OUTBOX, outbox)
+        if record is not None:
+            execute_many(connection, _REMEMBER, [record])
     _expire(session, current)
-    return ids, outbox_ids
+    return body, outbox_ids
 
 
 def _allocate_ids(
