@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from webapp.models.base import Base, BigId, JSONType, UTCDateTime
 
+SKU_HOLDER_ROWS = "governor = 'entitlement' AND state <> 'archived'"
+"""Entitlements that still hold their SKU (every state but archived)."""
+
 
 class GovernorInstance(Base):
     """One FSM instance (GOVERNORS.md §0.2). Only the transition service writes ``state``."""
@@ -19,6 +22,14 @@ class GovernorInstance(Base):
         Index("ix_instances_customer_governor", "customer_id", "governor"),
         Index("ix_instances_governor_state", "governor", "state"),
         Index("ix_instances_timeout", "timeout_at"),
+        # Who still holds a SKU (X38: a SKU cannot be archived while held; the cockpit's SKU cards
+        # show it): live entitlements by SKU, counted from the index alone.
+        Index(
+            "ix_instances_sku_holders",
+            "subject_id",
+            postgresql_where=text(SKU_HOLDER_ROWS),
+            sqlite_where=text(SKU_HOLDER_ROWS),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(80), primary_key=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Exists, ScalarSelect, SQLColumnExpression, func, select
+from sqlalchemy import ColumnElement, Exists, ScalarSelect, SQLColumnExpression, func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from governors import Instance
 from webapp.models import GovernorInstance, LegalHold
+from webapp.models.governance import SKU_HOLDER_ROWS
 from webapp.services.reconciliation import reconciliation_facts
 
 
@@ -83,12 +84,10 @@ def active_entitlements(sku: str | SQLColumnExpression[Any]) -> ScalarSelect[int
     ``sku`` may be a column of the enclosing query (such as a catalog row's ``subject_id``).
     """
     holders = aliased(GovernorInstance, name="holders")
-    return (
-        select(func.count())
-        .select_from(holders)
-        .where(holders.governor == "entitlement", holders.subject_id == sku, holders.state != "archived")
-        .scalar_subquery()
-    )
+    # The partial index's predicate as literal SQL (qualified by the alias), so the planner uses the
+    # index whatever the driver does with parameters; only the SKU is a parameter.
+    live = text(SKU_HOLDER_ROWS.replace("governor", "holders.governor").replace("state", "holders.state"))
+    return select(func.count()).select_from(holders).where(live, holders.subject_id == sku).scalar_subquery()
 
 
 def legal_hold_exists(customer_id: str | ColumnElement[str]) -> Exists:
