@@ -9,6 +9,7 @@ that declares nothing (deny by default).
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,6 +24,8 @@ from webapp.config import Config
 from webapp.extensions import csrf, login_manager
 from webapp.policy import Forbidden, can, why_not
 from webapp.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -63,6 +66,7 @@ def create_app(config: Config | None = None, *, runtime: Runtime | None = None) 
     app.before_request(_enforce_permission)
     app.after_request(_security_headers)
     app.teardown_request(_count_step_up_failures)
+    app.teardown_request(_flush_decision_latency)
     app.register_error_handler(Forbidden, _forbidden)
     app.register_error_handler(HTTPException, _http_error)
     return app
@@ -113,6 +117,16 @@ def _count_step_up_failures(_exc: BaseException | None) -> None:
     if failures:
         with runtime().db.session() as session:
             record_step_up_failures(session, failures, now=datetime.now(UTC))
+
+
+def _flush_decision_latency(_exc: BaseException | None) -> None:
+    """Add this process's decision latencies to the dashboards' rollup, at most once a minute."""
+    from webapp.services.rollups import flush_latency_every
+
+    try:
+        flush_latency_every(runtime(), datetime.now(UTC))
+    except Exception:  # a metrics write must never break a response that was already made
+        log.exception("flushing decision latencies failed")
 
 
 def _enforce_permission() -> Any:

@@ -7,7 +7,7 @@ import html
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -290,3 +290,27 @@ def test_panels_read_rollups_never_the_history(
             assert "governor_instances.timeout_at <" in statement or (
                 "governor_instances.governor =" in statement and "governor_instances.state =" in statement
             ), statement
+
+
+def test_a_web_node_flushes_its_decision_latencies_after_requests(
+    client: FlaskClient, web_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff actions are decided on web nodes, which never run the rollup refresh: they flush after
+    requests (at most once a minute), so the dashboards' latency charts include them."""
+    from webapp.models.rollups import RollupDecisionLatency
+    from webapp.services import rollups
+
+    with web_db.session() as s:
+        flush_decision_latency(s, datetime.now(UTC))  # baseline: whatever this process saw before
+        s.execute(RollupDecisionLatency.__table__.delete())
+    observe_decision("web_flush_test", 0.3)
+    observe_decision("web_flush_test", 0.7)
+    monkeypatch.setattr(rollups, "_last_flush", 0.0)  # this process has not flushed for a minute
+    client.get("/healthz")
+    with web_db.session() as s:
+        rows = s.query(RollupDecisionLatency).filter_by(governor="web_flush_test").all()
+        assert [r.count for r in rows] == [2]
+    observe_decision("web_flush_test", 0.7)
+    client.get("/healthz")  # within the minute: not flushed again yet
+    with web_db.session() as s:
+        assert s.query(RollupDecisionLatency).filter_by(governor="web_flush_test").one().count == 2

@@ -22,8 +22,8 @@ caller's transaction, and is safe to run concurrently and repeatedly:
   records (CONSOLE.md §2.2: 100, 250, 500 ms, 1, 2, 5 s).
 - Decision latency is a per-process Prometheus histogram (``webapp.metrics``), filled by
   ``fire_event`` in whichever process ran it. Each refresh adds what *its* process observed since
-  its previous flush into the hour's row, so workers and the demo's single process are covered; a
-  web node's own decisions reach the table only if that process runs a refresh (see the report).
+  its previous flush into the hour's row, so workers and the demo's single process are covered; web
+  nodes flush theirs after requests, at most once a minute (``flush_latency_every``).
 - Snapshots that are cheap to take but expensive to scan per request (instances per governor and
   state, with overdue and attention counts; queue depth; pending approvals) are stored per refresh.
 - Background effect errors (the error-rate chart) are recounted for the current and the previous
@@ -35,6 +35,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -186,6 +187,27 @@ def _latency_now() -> dict[str, tuple[list[int], float]]:
     return out
 
 
+FLUSH_EVERY = 60.0
+"""Seconds between two flushes of a web node's decision histogram (``flush_latency_every``)."""
+_last_flush = 0.0
+
+
+def flush_latency_every(rt: Any, now: datetime, *, every: float = FLUSH_EVERY) -> int:
+    """Flush this process's decisions at most once per ``every`` seconds; how many were added.
+
+    Web nodes call it after their requests: staff actions are decided there, and without it their
+    latencies would reach the dashboards only from processes that run the rollup refresh.
+    """
+    global _last_flush
+    moment = time.monotonic()
+    with _flush_lock:
+        if moment - _last_flush < every:
+            return 0
+        _last_flush = moment
+    with rt.db.session() as session:
+        return flush_decision_latency(session, now)
+
+
 def flush_decision_latency(session: Session, now: datetime) -> int:
     """Add the decisions this process observed since its last flush to ``now``'s hour; how many."""
     added = 0
@@ -199,12 +221,17 @@ def flush_decision_latency(session: Session, now: datetime) -> int:
             _flushed[governor] = (counts, total)
             if n == 0:
                 continue
-            row = session.get(RollupDecisionLatency, (hour, governor))
-            if row is None:
-                row = RollupDecisionLatency(
-                    hour=hour, governor=governor, count=0, sum_seconds=0.0, buckets=[]
-                )
-                session.add(row)
+            # Web nodes flush too (``flush_latency_every``), so several processes may add to one
+            # row at once: make sure it exists (insert-or-nothing), then lock it for the addition.
+            session.execute(
+                _upsert(session)(RollupDecisionLatency)
+                .values(hour=hour, governor=governor, count=0, sum_seconds=0.0, buckets=[])
+                .on_conflict_do_nothing()
+            )
+            row = session.get(
+                RollupDecisionLatency, (hour, governor), with_for_update=True, populate_existing=True
+            )
+            assert row is not None
             row.buckets = add_buckets(row.buckets or [], delta)
             row.count = (row.count or 0) + n
             row.sum_seconds = (row.sum_seconds or 0.0) + max(0.0, total - before_sum)
