@@ -515,9 +515,13 @@ def billing_reconcile_age(ctx: Context) -> bool:
 @guard("billing_processor_confirms", "the processor record does not match the payment")
 def billing_processor_confirms(ctx: Context) -> bool:
     """B08: fact ``processor_record_matches`` (job) or, for a force-reconcile, a proof ref and
-    fact ``processor_confirms_payment``."""
+    fact ``processor_confirms_payment`` (refused by name when ``processor_proof_claimed_by`` says
+    another invoice already settles with that payment)."""
     if ctx.by_staff:
-        ctx.arg("processor_proof_ref")
+        proof = ctx.arg("processor_proof_ref")
+        claimed = ctx.fact("processor_proof_claimed_by")
+        if claimed:
+            raise GuardFailed(f"processor reference {proof} already settles invoice {claimed}")
         if ctx.fact("processor_confirms_payment") is not True:
             raise GuardFailed("force-reconcile needs the processor to confirm the payment")
         return True

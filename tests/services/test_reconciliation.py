@@ -236,6 +236,32 @@ def test_force_reconcile_with_a_proof_the_processor_knows_succeeds_after_four_ey
     assert (row.state, row.data["processor_proof_ref"]) == ("archived", proof)
 
 
+def test_one_processor_payment_cannot_force_reconcile_two_invoices(rt: Runtime) -> None:
+    now = utcnow()
+    first = bank_paid_invoice(rt, "c-1", now)
+    second = issued_invoice(rt, "c-1", "", now, amount=4500)
+    deliver_invoice(rt, second, now)
+    with rt.db.session() as s:
+        paid = fire_event(
+            s,
+            EventRequest(
+                "t-1", "payment_received", second, {"amount_cents": 4500, "payment_id": "bank-c-1-b"}
+            ),
+            SYSTEM,
+            now,
+            settings=rt.settings,
+        )
+    assert paid.status == 200, paid.body
+    proof = adapters_for(rt).payments.charge("bank-proof-2", "c-1", 4500, "USD", "tok_visa").reference
+    import_settlements(rt, now + timedelta(minutes=5))
+    later = now + 2 * DAY
+    assert force_reconcile(rt, first, proof, later, approved_by="mgr-1") == 200
+    assert force_reconcile(rt, second, proof, later, approved_by="mgr-1") == 409
+    body = str(force_reconcile.last_body)  # type: ignore[attr-defined]
+    assert f"processor reference {proof} already settles invoice" in body
+    assert invoice_row(rt, second).state == "payment_received"
+
+
 @pytest.mark.parametrize("case", ["unknown", "other_customer", "other_amount", "declined"])
 def test_force_reconcile_with_a_proof_that_does_not_confirm_is_refused(rt: Runtime, case: str) -> None:
     now = utcnow()
@@ -282,7 +308,9 @@ def test_the_world_facts_read_the_records_in_one_statement(rt: Runtime) -> None:
         finally:
             event.remove(rt.db.engine, "before_cursor_execute", count)
     assert facts == {"processor_record_matches": True, "processor_confirms_payment": True}
-    assert len(statements) == 1 and "processor_records" in statements[0]
+    # One statement for the settlement records, one for the customer's other invoices (the proof
+    # confirms, so whether another invoice already claims it is asked).
+    assert len(statements) == 2 and "processor_records" in statements[0]
 
 
 def test_an_import_that_loses_the_race_for_the_cursor_leaves_it_to_the_winner(rt: Runtime) -> None:

@@ -195,19 +195,45 @@ def _store_page(
 
 def reconciliation_facts(
     session: Session, invoice: Instance, payload: Mapping[str, Any] | None = None
-) -> dict[str, bool]:
-    """``processor_record_matches`` and ``processor_confirms_payment`` of ``invoice`` (one query)."""
+) -> dict[str, Any]:
+    """``processor_record_matches`` and ``processor_confirms_payment`` of ``invoice`` (one query, and
+    one more when a proof confirms: whether another invoice already claims it,
+    ``processor_proof_claimed_by``)."""
     proof = (payload or {}).get("processor_proof_ref")
     proof_ref = proof.strip() if isinstance(proof, str) and proof.strip() else None
     refs = set(_strings(invoice.data.get("payment_ids")))
     if proof_ref is not None:
         refs.add(proof_ref)
     records = _records(session, refs)
-    return {
+    confirms = proof_ref is not None and proof_confirms(invoice, records.get(proof_ref))
+    claimed = _proof_claimed_by(session, invoice, proof_ref) if confirms and proof_ref else None
+    facts: dict[str, Any] = {
         "processor_record_matches": record_matches(invoice, records),
-        "processor_confirms_payment": proof_ref is not None
-        and proof_confirms(invoice, records.get(proof_ref)),
+        "processor_confirms_payment": confirms and claimed is None,
     }
+    if claimed is not None:
+        facts["processor_proof_claimed_by"] = claimed
+    return facts
+
+
+def _proof_claimed_by(session: Session, invoice: Instance, ref: str) -> str | None:
+    """Another invoice of the customer that processor reference ``ref`` already settles (None: none).
+
+    One payment at the processor settles one invoice: a proof that another invoice was paid with, or
+    force-reconciled on, cannot reconcile this one too.
+    """
+    rows = session.execute(
+        select(GovernorInstance.id, GovernorInstance.data).where(
+            GovernorInstance.customer_id == invoice.customer_id,
+            GovernorInstance.governor == "billing",
+            GovernorInstance.id != invoice.id,
+        )
+    )
+    for instance_id, data in rows:
+        found = data or {}
+        if found.get("processor_proof_ref") == ref or ref in _strings(found.get("payment_ids")):
+            return str(found.get("invoice_id") or instance_id)
+    return None
 
 
 @dataclass(frozen=True)
