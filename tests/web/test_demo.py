@@ -170,3 +170,34 @@ def test_serve_runs_gunicorn_with_the_app_factory(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_demo_card_payments_reconcile_and_bank_transfers_wait_for_finance(tmp_path: Path) -> None:
+    """Demo invoices are paid through the sandbox processor (so reconciliation matches them); the
+    bank-transfer customers' invoices are left for finance with the processor's reason."""
+    from datetime import timedelta
+
+    from webapp.config import Config
+    from webapp.models import GovernorInstance
+    from webapp.runtime import Runtime
+    from webapp.services.reconciliation import reconcile_for
+
+    db = _db(tmp_path)
+    now = datetime.now(UTC)
+    seed_demo(db, now, customers=28, instance_dir=tmp_path)
+    rt = Runtime.from_config(Config.from_env({"DATABASE_URL": db.url}, testing=True))
+    try:
+        done = reconcile_for(rt, now + timedelta(days=2))
+    finally:
+        rt.close()
+    assert done["import"]["imported"] > 0, done
+    with db.session() as s:
+        paid = [
+            i
+            for i in s.scalars(select(GovernorInstance).where(GovernorInstance.governor == "billing"))
+            if i.data.get("payment_ids")
+        ]
+    reconciled = [i for i in paid if i.data.get("reconciled_at")]
+    by_bank = [i for i in paid if any(p.startswith("bank_") for p in i.data["payment_ids"])]
+    assert reconciled and by_bank and all(not i.data.get("reconciled_at") for i in by_bank)
+    assert all(i.state == "archived" for i in reconciled)
