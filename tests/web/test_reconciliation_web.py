@@ -85,15 +85,16 @@ def test_invoice_reconciled_by_the_job_leaves_the_list_and_a_mismatch_stays(
     matched = _paid_invoice(web_db, "c-1", paid_at)
     mismatched = _paid_invoice(web_db, "c-2", paid_at)
     for inv, cents in ((matched, int(matched.data["paid_cents"])), (mismatched, 1)):
-        # The processor settled each invoice's payment id, the second one for a different amount.
+        # Each invoice was paid by a card charge at the sandbox processor (the demo driver pays that
+        # way); the processor settled the second one for a different amount.
         payment_id = inv.data["payment_ids"][0]
-        _settled_charge(web_db, f"key-{inv.id}", str(inv.customer_id), cents, paid_at)
         with web_db.session() as s:
-            s.execute(
+            changed = s.execute(
                 update(SandboxCharge)
-                .where(SandboxCharge.idempotency_key == f"key-{inv.id}")
-                .values(reference=payment_id)
+                .where(SandboxCharge.reference == payment_id)
+                .values(amount_cents=cents, created_at=paid_at)
             )
+            assert getattr(changed, "rowcount", 0) == 1
     import_settlements(web_runtime, now)
     assert reconcile_due(web_runtime, now).as_dict() == {
         "checked": 2,
