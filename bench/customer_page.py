@@ -232,6 +232,17 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("marketplace serve did not answer within 60 s")
 
 
+def stop_server(server: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server started by ``start_server`` (killed if it does not exit within 20 s)."""
+    if server is None:
+        return
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 class Client:
     """One keep-alive connection with a signed-in session (the cookie is Secure, so it is sent by hand)."""
 
@@ -264,19 +275,26 @@ class Client:
             self.cookies[name.strip()] = rest.split(";", 1)[0]
         return response.status, text
 
-    def get(self, path: str) -> float:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> float:
+        """GET ``path``; the seconds it took (a non-200 answer fails the bench)."""
         t0 = time.perf_counter()
-        status, body = self.request("GET", path)
+        status, body = self.request("GET", path, None, headers)
         seconds = time.perf_counter() - t0
         assert status == 200, f"GET {path}: {status} {body[:300]}"
         return seconds
 
 
-def measure(clients: Sequence[Client], path: str, seconds: float, warmup: int = 3) -> list[float]:
-    """Every client GETs ``path`` in a loop for ``seconds``; the latencies in ms."""
+def measure(
+    clients: Sequence[Client],
+    path: str,
+    seconds: float,
+    warmup: int = 3,
+    headers: dict[str, str] | None = None,
+) -> list[float]:
+    """Every client GETs ``path`` (with ``headers``) in a loop for ``seconds``; the latencies in ms."""
     for c in clients:
         for _ in range(warmup):
-            c.get(path)
+            c.get(path, headers)
     out: list[float] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -286,7 +304,7 @@ def measure(clients: Sequence[Client], path: str, seconds: float, warmup: int = 
         mine = []
         try:
             while time.monotonic() < stop:
-                mine.append(c.get(path) * 1000)
+                mine.append(c.get(path, headers) * 1000)
         except BaseException as exc:  # re-raised below
             errors.append(exc)
         with lock:
@@ -391,12 +409,7 @@ def main() -> None:
             flush=True,
         )
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
         db.dispose()
         if not args.keep:
             drop_database(url)

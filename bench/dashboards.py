@@ -14,8 +14,8 @@ conversion or churn, a payment received or declined, some closed SLA periods), s
 weeks. ``refresh_rollups`` then runs once (timed; reported as ``refresh_rows_per_s``), as the periodic
 job would have done along the way.
 
-Reuses ``bench.customer_page``'s machinery (seed, server start, signed-in keep-alive clients); its
-``measure`` sends no headers, so the small loop that sends ``HX-Request`` is here.
+Reuses ``bench.customer_page``'s machinery (seed, server start and stop, signed-in keep-alive clients,
+the measuring loop, which sends ``HX-Request`` for the panels).
 
 Run: ``.venv/bin/python -m bench.dashboards`` (about 6 minutes with the defaults).
 """
@@ -27,7 +27,6 @@ import json
 import os
 import random
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,9 +41,11 @@ from bench.customer_page import (
     TENANT,
     Client,
     free_port,
+    measure,
     pct,
     seed,
     start_server,
+    stop_server,
 )
 from webapp.db import Database
 from webapp.services import users
@@ -257,43 +258,8 @@ def managers(db: Database, clients: int) -> list[str]:
     return emails
 
 
-def timed_get(client: Client, path: str, htmx: bool) -> float:
-    headers = {"HX-Request": "true"} if htmx else None
-    t0 = time.perf_counter()
-    status, body = client.request("GET", path, None, headers)
-    seconds = time.perf_counter() - t0
-    assert status == 200, f"GET {path}: {status} {body[:300]}"
-    return seconds
-
-
-def measure(clients: Sequence[Client], path: str, seconds: float, htmx: bool, warmup: int = 2) -> list[float]:
-    """Every client GETs ``path`` (as htmx when asked) in a loop for ``seconds``; latencies in ms."""
-    for c in clients:
-        for _ in range(warmup):
-            timed_get(c, path, htmx)
-    out: list[float] = []
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    stop = time.monotonic() + seconds
-
-    def loop(c: Client) -> None:
-        mine = []
-        try:
-            while time.monotonic() < stop:
-                mine.append(timed_get(c, path, htmx) * 1000)
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-        with lock:
-            out.extend(mine)
-
-    threads = [threading.Thread(target=loop, args=(c,)) for c in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return out
+HTMX = {"HX-Request": "true"}
+"""Panels are fetched as htmx fetches them (the fragment, not the whole page)."""
 
 
 def main() -> None:
@@ -331,9 +297,10 @@ def main() -> None:
         base: list[float] = []
         pages: dict[str, list[float]] = {u: [] for u in (*OPS, *FINANCE)}
         for _ in range(args.rounds):  # alternate, so drifting machine load hits both alike
-            base += measure(clients, customer_page, args.seconds, htmx=False)
+            base += measure(clients, customer_page, args.seconds, warmup=2)
             for path in pages:
-                pages[path] += measure(clients, path, args.seconds, htmx=not path.endswith("/"))
+                as_htmx = None if path.endswith("/") else HTMX
+                pages[path] += measure(clients, path, args.seconds, warmup=2, headers=as_htmx)
         loads.append(os.getloadavg()[0])
         base99 = pct(base, 0.99)
         p99 = {u: round(pct(v, 0.99), 1) for u, v in pages.items()}
@@ -367,12 +334,7 @@ def main() -> None:
             flush=True,
         )
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop_server(server)
         db.dispose()
         if not args.keep:
             drop_database(url)
