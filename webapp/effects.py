@@ -61,6 +61,26 @@ class EffectCall:
     governor: str | None
     transition_id: int | None
 
+    def run_record(
+        self, family: str, status: str, summary: str, detail: dict[str, Any], attempts: int, now: datetime
+    ) -> EffectRun:
+        """The completion marker of this call (``effect_runs``, keyed by its job id)."""
+        return EffectRun(
+            job_id=self.job_id,
+            outbox_id=self.outbox_id,
+            tenant_id=self.tenant_id,
+            customer_id=self.customer_id,
+            instance_id=self.instance_id,
+            governor=self.governor,
+            effect=self.effect,
+            family=family,
+            status=status,
+            summary=summary,
+            detail=detail,
+            attempts=attempts,
+            finished_at=now,
+        )
+
     @classmethod
     def of(cls, row: OutboxMessage) -> EffectCall:
         """The call described by an outbox row."""
@@ -707,21 +727,7 @@ def _record(
     """Write the outcome and the completion marker in one transaction."""
     try:
         with runtime.db.session() as session:
-            marker = EffectRun(
-                job_id=call.job_id,
-                outbox_id=call.outbox_id,
-                tenant_id=call.tenant_id,
-                customer_id=call.customer_id,
-                instance_id=call.instance_id,
-                governor=call.governor,
-                effect=call.effect,
-                family=family,
-                status=outcome.status,
-                summary=outcome.summary,
-                detail={},
-                attempts=attempt,
-                finished_at=now,
-            )
+            marker = call.run_record(family, outcome.status, outcome.summary, {}, attempt, now)
             # Claim the job first: a concurrent twin blocks on this key and then fails on it.
             session.add(marker)
             session.flush()
@@ -872,23 +878,7 @@ def record_failure(runtime: Runtime, outbox_id: int, error: str, attempts: int, 
             return
         call = EffectCall.of(row)
         family = HANDLERS[call.effect].family if call.effect in HANDLERS else "unknown"
-        session.add(
-            EffectRun(
-                job_id=call.job_id,
-                outbox_id=call.outbox_id,
-                tenant_id=call.tenant_id,
-                customer_id=call.customer_id,
-                instance_id=call.instance_id,
-                governor=call.governor,
-                effect=call.effect,
-                family=family,
-                status="failed",
-                summary=error[:500],
-                detail={"error": error[-4000:]},
-                attempts=attempts,
-                finished_at=now,
-            )
-        )
+        session.add(call.run_record(family, "failed", error[:500], {"error": error[-4000:]}, attempts, now))
 
 
 __all__ = [
