@@ -1097,7 +1097,7 @@ def manual_actions(
         rows = [r for r in comp.rows[(inst.state, event)] if r.manual]
         mine = [r for r in rows if role in r.by or role in r.requesters]
         first = mine[0] if mine else rows[0]
-        title = first.title or event.replace("_", " ").capitalize()
+        title = first.title_for(event) or event.replace("_", " ").capitalize()
         inputs = first.inputs
         if not mine:
             roles = sorted({x for r in rows for x in r.by + r.requesters if x in STAFF_ROLES})

@@ -91,6 +91,8 @@ def validate(gov: Governor, settings: Settings | None = None) -> None:
             raise InvalidGovernor(f"{at}: unknown target state {row.dst!r}")
         if not row.by:
             raise InvalidGovernor(f"{at}: nobody may trigger it (empty 'by')")
+        if stray := sorted(set(row.event_titles) - set(row.events)):
+            raise InvalidGovernor(f"{at}: event_titles name events the row does not serve: {stray}")
         for role in row.by:
             if role not in STAFF_ROLES and role not in PSEUDO_ROLES:
                 raise InvalidGovernor(f"{at}: unknown role {role!r}")

@@ -148,7 +148,13 @@ class Transition:
     reenter: bool = False
     dst_choices: tuple[str, ...] = ()
     title: str = ""
+    event_titles: Mapping[str, str] = field(default_factory=frozen_map)
+    """Button titles for rows that serve several events (one per event, instead of ``title``)."""
     doc: str = ""
+
+    def title_for(self, event: str) -> str:
+        """What a button for ``event`` on this row says ("" when the row has no title)."""
+        return self.event_titles.get(event) or self.title
 
     @property
     def manual(self) -> bool:

@@ -497,6 +497,7 @@ TRANSITIONS: Final = (
         updates=("billing_update_dunning_holds",),
         effects=(fx("audit_note", note="dunning hold changed", event="$event"),),
         title="Hold / release dunning",
+        event_titles={"dunning_hold": "Hold dunning", "dunning_release": "Release dunning"},
     ),
     # ---- Rows the spec implies but does not number.
     Transition(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -376,6 +377,17 @@ def test_bad_definitions_fail_loudly(
     with pytest.raises(InvalidGovernor) as err:
         validate(_bad(transitions=transitions))
     assert message in str(err.value)
+
+
+def test_event_titles_must_name_events_of_their_row() -> None:
+    rows = tuple(
+        replace(t, event_titles={"hold": "Hold it", "stop": "Stop"}) if t.id == "T02" else t
+        for t in TOY.transitions
+    )
+    with pytest.raises(
+        InvalidGovernor, match=r"T02: event_titles name events the row does not serve: \['stop'\]"
+    ):
+        validate(_bad(transitions=rows))
 
 
 # ------------------------------------------------------------------ plan

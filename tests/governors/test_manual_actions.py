@@ -21,3 +21,14 @@ def test_a_failing_guard_disables_the_staff_action() -> None:
     }
     assert actions["breaker_off"].allowed is False
     assert actions["breaker_off"].reason == "the tenant's circuit breaker is not on"
+
+
+def test_a_row_serving_two_events_titles_each_button_by_its_event() -> None:
+    """B23 serves dunning_hold and dunning_release: each button says which it is."""
+    invoice = Instance("billing", "inv-1", "retry_1", 1, customer_id="c1", data={"total_cents": 2999})
+    titles = {
+        a.event: a.title
+        for a in manual_actions("billing", invoice, Facts(now=NOW, settings=default_settings()), "finance")
+    }
+    assert titles["dunning_hold"] == "Hold dunning"
+    assert titles["dunning_release"] == "Release dunning"

@@ -27,7 +27,6 @@ roles); a disabled action shows its reason and the actions blueprint refuses a f
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -97,17 +96,8 @@ def _row_actions(session: Any, rows: list[GovernorInstance], now: datetime) -> d
     out: dict[str, list[Any]] = {}
     for row in rows:
         best = best_actions_for_row(session, row, roles, now, settings)
-        out[row.id] = [_titled(best[e][0]) for e in ROW_EVENTS if e in best]
+        out[row.id] = [best[e][0] for e in ROW_EVENTS if e in best]
     return out
-
-
-EVENT_TITLES = {"dunning_hold": "Hold dunning", "dunning_release": "Release dunning"}
-"""B23 serves two events under one title; a row of buttons needs to tell them apart."""
-
-
-def _titled(action: Any) -> Any:
-    title = EVENT_TITLES.get(action.event)
-    return dataclasses.replace(action, title=title) if title else action
 
 
 @bp.get("/")
