@@ -19,7 +19,6 @@ from webapp.db import Database
 from webapp.jobs import after_commit, install_runtime
 from webapp.models import GovernorInstance, ProcessorCursor, ProcessorRecord, SandboxCharge, TransitionRecord
 from webapp.runtime import Runtime
-from webapp.services.facts import payload_facts
 from webapp.services.reconciliation import import_settlements, reconcile_due
 from webapp.services.transitions import SYSTEM, Actor, EventRequest, fire_event
 
@@ -213,7 +212,6 @@ def force_reconcile(rt: Runtime, invoice: str, proof: str, at: datetime, approve
             FINANCE,
             at,
             settings=rt.settings,
-            facts_hook=payload_facts(payload),
             approved_by=approved_by,
         )
     force_reconcile.last_body = result.body  # type: ignore[attr-defined]

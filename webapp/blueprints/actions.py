@@ -34,7 +34,6 @@ from webapp.policy import permission
 from webapp.services import approvals as approval_service
 from webapp.services import users
 from webapp.services.actions import best_actions_for_row
-from webapp.services.facts import payload_facts
 from webapp.services.transitions import Actor, EventRequest, TransitionError, fire_event, preview
 
 bp = Blueprint("actions", __name__)
@@ -191,7 +190,6 @@ def action_preview(instance_id: str, event: str) -> Response:
             Actor(current_user.id, role),
             utcnow(),
             settings=_settings(),
-            facts_hook=payload_facts(req.payload),
         )
         return render_page_or_block(
             "actions/form.html", "action_panel", **_context(session, row, action, form, plan=plan)
@@ -238,7 +236,6 @@ def action_submit(instance_id: str, event: str) -> Response:
                 Actor(current_user.id, role),
                 utcnow(),
                 settings=rt.settings,
-                facts_hook=payload_facts(req.payload),
             )
         except TransitionError as exc:
             form = _form(action, row.version, fresh_key=True)

@@ -34,7 +34,6 @@ from webapp.models import Approval, Customer, GovernorInstance, TransitionRecord
 from webapp.policy import can, permission, public
 from webapp.services import approvals as approval_service
 from webapp.services.actions import best_actions, facts_for
-from webapp.services.facts import payload_facts
 from webapp.services.history import state_as_of as rebuild
 from webapp.services.instances import jsonable, to_instance
 from webapp.services.transitions import Actor, EventRequest, TransitionError, apply_with_retry, fire_event
@@ -569,7 +568,6 @@ def fire(instance_id: str) -> Any:
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
-                facts_hook=payload_facts(payload),
             )
 
     try:
@@ -601,7 +599,6 @@ def preview(instance_id: str) -> Any:
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
-                facts_hook=payload_facts(payload),
             )
             s.rollback()
     except TransitionError as exc:

@@ -38,7 +38,6 @@ from sqlalchemy.orm import Session
 from governors import Settings, default_settings, get_governor
 from webapp import audit
 from webapp.models import Approval, GovernorInstance
-from webapp.services.facts import payload_facts
 from webapp.services.transitions import (
     Actor,
     EventRequest,
@@ -315,7 +314,6 @@ def approve(
             Actor(approval.requested_by, approval.requester_role),
             now,
             settings=settings,
-            facts_hook=payload_facts(approval.payload),
             approved_by=user_id,
         )
     except TransitionError as exc:

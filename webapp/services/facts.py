@@ -9,7 +9,7 @@ registry) are left out, so their guards fall back to their documented defaults.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import ColumnElement, Exists, ScalarSelect, SQLColumnExpression, func, select, text
@@ -36,7 +36,7 @@ def world_facts(
     ``legal_hold_exists``, ``sku_active_entitlements`` from ``active_entitlements``), so a page judging
     all of a customer's cards does not ask once per card; the others are looked up here.
     ``payload``: the event's payload, for facts about what it names (B08's ``processor_proof_ref``);
-    pass ``facts_hook=payload_facts(payload)`` to the transition service to have it.
+    the transition service passes the request's payload.
     """
     known = known or {}
     hold = known["legal_hold"] if "legal_hold" in known else _on_hold(session, target.customer_id)
@@ -55,20 +55,6 @@ def world_facts(
     if target.governor == "billing" and event == "accounting_reconciled":
         facts.update(reconciliation_facts(session, target, payload))
     return facts
-
-
-def payload_facts(
-    payload: Mapping[str, Any],
-) -> Callable[[Session, Mapping[str, Instance], Instance, str], Any]:
-    """``world_facts`` as a facts hook that also sees the event's ``payload`` (the service's hook
-    receives no payload; B08's force-reconcile is judged on the proof ref it names)."""
-
-    def hook(
-        session: Session, snapshot: Mapping[str, Instance], target: Instance, event: str
-    ) -> dict[str, Any]:
-        return world_facts(session, snapshot, target, event, payload=payload)
-
-    return hook
 
 
 def _on_hold(session: Session, customer_id: str | None) -> bool:

@@ -26,8 +26,8 @@ refund lines, so a later refund never undoes the match of the charge it returns.
 
 A force-reconcile by finance (``processor_confirms_payment``) names a ``processor_proof_ref``: it counts
 when that reference is an imported, succeeded charge of the invoice's customer, in its currency, for
-exactly ``paid_cents``. The world facts see that payload only when the caller passes
-``facts_hook=payload_facts(payload)`` (the console's actions, approvals and API do).
+exactly ``paid_cents``. The transition service hands the request's payload to ``world_facts``, which
+asks ``reconciliation_facts`` about it.
 """
 
 from __future__ import annotations

@@ -556,7 +556,7 @@ def _fire_event(
     else:
         # The customer's legal hold was read along with its locked instances (when it has any).
         known = {"legal_hold": bool(rows[0].on_hold)} if rows and target.customer_id == customer_id else None
-        extra = world_facts(session, snapshot, target, req.event, known=known)
+        extra = world_facts(session, snapshot, target, req.event, known=known, payload=req.payload)
     payload = dict(req.payload)
     facts = Facts(
         now=now,
@@ -1219,7 +1219,10 @@ def preview(
     else:
         _add_rows(snapshot, {}, [target_row])
         target = snapshot[target_row.id]
-    extra = dict((facts_hook or world_facts)(session, snapshot, target, req.event))
+    if facts_hook is not None:
+        extra = dict(facts_hook(session, snapshot, target, req.event))
+    else:
+        extra = world_facts(session, snapshot, target, req.event, payload=req.payload)
     facts = Facts(
         now=now,
         role=actor.role,
