@@ -152,8 +152,25 @@ def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> li
     wait on each other in opposite orders); all entries go in one multi-row INSERT and each head is
     moved once.
     """
+    rows, moves = chain_rows(session, entries)
+    if rows:
+        connection = session.connection()
+        execute_many(connection, _INSERT_ENTRIES, rows)
+        execute_many(connection, _MOVE_HEAD, moves)
+    return rows
+
+
+def chain_rows(
+    session: Session, entries: Sequence[tuple[str, NewEntry]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows ``append_many`` writes, worked out without writing them: (entry rows, head moves).
+
+    The heads are locked (or found locked) and moved in this transaction's cache, so the caller
+    must write both lists before it commits (the transition service sends them with its own batch).
+    Head moves are ``{"t": tenant_id, "s": seq, "h": hash}``.
+    """
     if not entries:
-        return []
+        return [], []
     heads = lock_heads(session, {t for t, _ in entries})
     rows: list[dict[str, Any]] = []
     for tenant_id, e in entries:
@@ -189,18 +206,17 @@ def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> li
             }
         )
         head.seq, head.hash = seq, digest
-    connection = session.connection()
-    execute_many(connection, _INSERT_ENTRIES, rows)
-    execute_many(connection, _MOVE_HEAD, [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()])
-    return rows
+    return rows, [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()]
 
 
-_ENTRIES = cast(Table, AuditEntry.__table__)
-_HEADS = cast(Table, AuditHead.__table__)
+ENTRIES = _ENTRIES = cast(Table, AuditEntry.__table__)
+HEADS = _HEADS = cast(Table, AuditHead.__table__)
+ENTRY_COLUMNS = tuple(c.name for c in _ENTRIES.c)
+"""The keys of an entry row as ``chain_rows`` makes it (every column)."""
 # Inline: no implicit RETURNING, so the insert can be part of a pipelined batch.
-_INSERT_ENTRIES = insert(_ENTRIES).inline()
+INSERT_ENTRIES = _INSERT_ENTRIES = insert(_ENTRIES).inline()
 _LOCK_HEAD = select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.tenant_id == bindparam("t")).with_for_update()
-_MOVE_HEAD = (
+MOVE_HEAD = _MOVE_HEAD = (
     update(_HEADS).where(_HEADS.c.tenant_id == bindparam("t")).values(seq=bindparam("s"), hash=bindparam("h"))
 )
 

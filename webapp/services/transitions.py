@@ -58,7 +58,7 @@ from governors import (
 )
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
-from webapp.db import execute_many, fetch_pipelined, pipelined
+from webapp.db import JsonBatch, JsonWrite, execute_many, fetch_pipelined
 from webapp.models import (
     Approval,
     Customer,
@@ -869,7 +869,7 @@ def _execute(
             "subject_id": subjects[iid],
         }
         if iid in snapshot:
-            updates.append({"b_id": iid, **values})
+            updates.append({"id": iid, **values})
         else:
             tenant_id, customer_id = owners[iid]
             creations.append(
@@ -1021,25 +1021,104 @@ def _execute(
         message["id"] = outbox_id
     body = respond(ids)
     record = _record(req, fingerprint, 200, body, now)
-    # Everything read is read: lock the audit heads, then send all the writes as one batch.
-    audit.lock_heads(session, {tenant for tenant, _ in entries})
-    with pipelined(connection):
-        if creations:
-            execute_many(connection, _INSERT_INSTANCES, creations)
-        if updates:
-            execute_many(connection, _UPDATE_INSTANCE, updates)
-        if history:
-            execute_many(connection, _INSERT_HISTORY, history)
-        if snapshots:
-            execute_many(connection, _INSERT_SNAPSHOTS, snapshots)
-        audit.append_many(session, entries)
-        _write_timers(connection, timer_rows)
-        if outbox:
-            execute_many(connection, _INSERT_OUTBOX, outbox)
-        if record is not None:
-            execute_many(connection, _REMEMBER, [record])
+    # Everything read is read: the audit heads are locked (by _allocate_ids), so the entries can be
+    # chained here and every write sent at once.
+    audit_rows, head_moves = audit.chain_rows(session, entries)
+    _write(
+        connection,
+        {
+            "creations": creations,
+            "updates": updates,
+            "history": history,
+            "snapshots": snapshots,
+            "audit": audit_rows,
+            "heads": [{"tenant_id": m["t"], "seq": m["s"], "hash": m["h"]} for m in head_moves],
+            "timers_gone": [{"instance_id": i, "name": n} for (i, n), v in timer_rows.items() if v is None],
+            "timers": [v for v in timer_rows.values() if v is not None],
+            "outbox": outbox,
+            "idempotency": [record] if record is not None else [],
+        },
+    )
     _expire(session, current)
     return body, outbox_ids
+
+
+_INSTANCE_VALUES = (
+    "state",
+    "state_seq",
+    "version",
+    "entered_at",
+    "data",
+    "timers",
+    "timeout_at",
+    "attention",
+    "attention_reason",
+    "updated_at",
+    "subject_id",
+)
+_TIMER_COLUMNS = (
+    "tenant_id",
+    "customer_id",
+    "instance_id",
+    "governor",
+    "name",
+    "event",
+    "state_seq",
+    "due_at",
+    "remaining_seconds",
+    "payload",
+)
+_WRITES = JsonBatch(
+    [
+        JsonWrite(
+            "creations",
+            _INSTANCES,
+            "insert",
+            ("id", "tenant_id", "customer_id", "governor", "created_at", *_INSTANCE_VALUES),
+        ),
+        JsonWrite("updates", _INSTANCES, "update", ("id", *_INSTANCE_VALUES), match=("id",)),
+        JsonWrite("history", _HISTORY, "insert", tuple(c.name for c in _HISTORY.c)),
+        JsonWrite("snapshots", _SNAPSHOTS, "insert", tuple(c.name for c in _SNAPSHOTS.c if c.name != "id")),
+        JsonWrite("audit", audit.ENTRIES, "insert", audit.ENTRY_COLUMNS),
+        JsonWrite("heads", audit.HEADS, "update", ("tenant_id", "seq", "hash"), match=("tenant_id",)),
+        JsonWrite("timers_gone", _DUE, "delete", ("instance_id", "name"), match=("instance_id", "name")),
+        # A re-armed timer's row is replaced (new id), as a delete and an insert would.
+        JsonWrite("timers", _DUE, "upsert", _TIMER_COLUMNS, match=("instance_id", "name"), renew=("id",)),
+        JsonWrite("outbox", _OUTBOX, "insert", tuple(c.name for c in _OUTBOX.c)),
+        JsonWrite("idempotency", _IDEMPOTENCY, "insert", tuple(c.name for c in _IDEMPOTENCY.c)),
+    ]
+)
+"""A plan's whole write set as one PostgreSQL statement (``webapp.db.JsonBatch``)."""
+
+
+def _write(connection: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Send a plan's writes: one statement on PostgreSQL; elsewhere (SQLite) a statement per table."""
+    if connection.dialect.name == "postgresql":
+        _WRITES.execute(connection, rows)
+        return
+    if rows["creations"]:
+        execute_many(connection, _INSERT_INSTANCES, rows["creations"])
+    if rows["updates"]:
+        execute_many(connection, _UPDATE_INSTANCE, [{"b_id": r["id"], **r} for r in rows["updates"]])
+    for statement, key in (
+        (_INSERT_HISTORY, "history"),
+        (_INSERT_SNAPSHOTS, "snapshots"),
+        (audit.INSERT_ENTRIES, "audit"),
+    ):
+        if rows[key]:
+            execute_many(connection, statement, rows[key])
+    if rows["heads"]:
+        execute_many(
+            connection,
+            audit.MOVE_HEAD,
+            [{"t": h["tenant_id"], "s": h["seq"], "h": h["hash"]} for h in rows["heads"]],
+        )
+    keys = [(r["instance_id"], r["name"]) for r in (*rows["timers_gone"], *rows["timers"])]
+    if keys:
+        connection.execute(_DELETE_DUE, {"keys": keys})
+    for statement, key in ((_INSERT_DUE, "timers"), (_INSERT_OUTBOX, "outbox"), (_REMEMBER, "idempotency")):
+        if rows[key]:
+            execute_many(connection, statement, rows[key])
 
 
 def _allocate_ids(
@@ -1126,16 +1205,6 @@ def _collect_timers(
                 "payload": jsonable(t.payload),
             }
         )
-
-
-def _write_timers(connection: Connection, timer_rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
-    """Mirror the plan's timer operations into due_timers: one DELETE and one multi-row INSERT."""
-    if not timer_rows:
-        return
-    connection.execute(_DELETE_DUE, {"keys": list(timer_rows)})
-    fresh = [values for values in timer_rows.values() if values is not None]
-    if fresh:
-        execute_many(connection, _INSERT_DUE, fresh)
 
 
 def _outbox(
