@@ -15,7 +15,16 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from governors.facts import Context, Facts, GuardFailed, Instance, NeedsInput, TimerState, as_datetime
+from governors.facts import (
+    Context,
+    Facts,
+    GuardFailed,
+    Instance,
+    NeedsInput,
+    TimerState,
+    as_datetime,
+    new_timer_state,
+)
 from governors.outcomes import (
     AllowedEvent,
     CascadeEmit,
@@ -25,6 +34,10 @@ from governors.outcomes import (
     PlanStep,
     Rejection,
     TimerOp,
+    new_decision,
+    new_emit,
+    new_rejection,
+    new_timer_op,
 )
 from governors.rules.base import GUARDS, UPDATERS, GuardFn, UpdateFn
 from governors.settings import Settings, default_settings
@@ -42,6 +55,7 @@ from governors.spec import (
     Timer,
     Transition,
     frozen_map,
+    new_effect,
 )
 
 _ZERO = timedelta(0)
@@ -520,16 +534,47 @@ def _updater_fn(name: str) -> UpdateFn:
     return unknown
 
 
+class _Step:
+    """A candidate row as it applies in one source state: its target and what entering that means.
+
+    ``to`` is None when the target is read per event (``@field``, or SAME on a creation row); then
+    ``entering``, ``info``, ``after`` and the held timers are worked out by ``_build`` as it goes.
+    """
+
+    __slots__ = ("after", "entering", "held", "held_fired", "info", "row", "to")
+
+    def __init__(self, row: _Row, state: str | None, entering: Mapping[str, _StateInfo]) -> None:
+        self.row = row
+        to = row.dst if row.dst_mode == 0 else state if row.dst_mode == 1 else None
+        self.info = entering.get(to) if to is not None else None
+        self.to = to if self.info is not None else None
+        self.entering = state is None or to != state or row.reenter
+        # Whether timers, cascades, effects or attention read the context after the transition.
+        self.after = row.reads_after or (self.info is not None and self.info.reads_after)
+        # Timers a self-transition must look at: a plain running timer changes only when the row
+        # re-arms it or when it is the one that fired (``held_fired``, by its name). In state order.
+        timers = self.info.timers if self.info is not None and not self.entering else ()
+        self.held = tuple(t for t in timers if not t.plain or t.name in row.rearm)
+        self.held_fired = {
+            f.name: tuple(t for t in timers if t is f or not t.plain or t.name in row.rearm)
+            for f in timers
+            if f.plain and f.name not in row.rearm
+        }
+
+
 class _Slot:
     """The candidate rows of one (state, event), by the role that sends the event."""
 
     __slots__ = ("by_role", "first_id", "roles", "timer_only")
 
-    def __init__(self, rows: list[_Row], timer_only: bool) -> None:
+    def __init__(
+        self, rows: list[_Row], timer_only: bool, state: str | None, entering: Mapping[str, _StateInfo]
+    ) -> None:
         self.first_id = rows[0].id
         self.timer_only = timer_only
         self.roles = sorted({x for r in rows for x in r.t.by + r.t.requesters})
-        self.by_role = {role: tuple(r for r in rows if role in r.roles) for role in self.roles}
+        steps = [_Step(r, state, entering) for r in rows]
+        self.by_role = {role: tuple(s for s in steps if role in s.row.roles) for role in self.roles}
 
 
 @dataclass
@@ -594,14 +639,16 @@ def compile_governor(gov: Governor) -> _Compiled:
     for key, rows in comp.rows.items():
         comp.roles[key] = sorted({x for r in rows for x in r.by + r.requesters})
     compiled = {id(t): _Row(t, comp.cascades.get(t.id, ())) for t in gov.transitions}
+    comp.entering = {s.name: _StateInfo(s) for s in gov.states}
     for event, rows in comp.creation.items():
-        comp.slots.setdefault(None, {})[event] = _Slot([compiled[id(r)] for r in rows], False)
+        comp.slots.setdefault(None, {})[event] = _Slot(
+            [compiled[id(r)] for r in rows], False, None, comp.entering
+        )
     for (state, event), rows in comp.rows.items():
         if state in comp.states and state not in comp.terminal:
             comp.slots.setdefault(state, {})[event] = _Slot(
-                [compiled[id(r)] for r in rows], (state, event) in comp.timer_only
+                [compiled[id(r)] for r in rows], (state, event) in comp.timer_only, state, comp.entering
             )
-    comp.entering = {s.name: _StateInfo(s) for s in gov.states}
     _COMPILED[id(gov)] = (gov, comp)
     return comp
 
@@ -742,10 +789,13 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     settings = facts.settings
     if settings is None:
         settings = default_settings()
-    failures: list[tuple[str, str, str, str, Mapping[str, Any]]] | None = None
+    # The first guard failure (row, guard, code, message, details) and, past one, every failed guard.
+    first: tuple[str, str, str, str, Mapping[str, Any]] | None = None
+    failed: list[str] | None = None
     # One context for all candidate rows, so views derived with ctx.cached are computed once.
-    ctx = Context(gov, inst, event, facts, settings, inst.data)
-    for row in permitted:
+    ctx = Context.for_event(gov, inst, event, facts, settings)
+    for step in permitted:
+        row = step.row
         if staff or row.inputs:
             bad_input = _check_inputs(row.inputs, facts, settings, staff)
             if bad_input:
@@ -757,14 +807,17 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
                     if g[1](ctx):
                         continue
                     message = g[3]
-                except GuardFailed as failed:
-                    message = failed.message
-                if failures is None:
-                    failures = []
-                failures.append((row.id, g[0], g[2], message, g[4]))
+                except GuardFailed as failure:
+                    message = failure.message
+                if first is None:
+                    first = (row.id, g[0], g[2], message, g[4])
+                elif failed is None:
+                    failed = [first[1], g[0]]
+                else:
+                    failed.append(g[0])
                 break
             else:
-                return _build(comp, inst, row, event, facts, settings, ctx)
+                return _build(comp, inst, step, event, facts, settings, ctx)
         except NeedsInput as missing:
             return _reject(
                 gov,
@@ -775,11 +828,11 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
                 row.id,
                 field=missing.name,
             )
-    assert failures is not None  # every candidate row either decided or failed a guard
-    row_id, guard_name, code, message, details = failures[0]
-    if len(failures) > 1:
-        details = frozen_map({"guard": guard_name, "failed": tuple(f[1] for f in failures)})
-    return Rejection(code, message, gov.name, event, state, row_id, details)
+    assert first is not None  # every candidate row either decided or failed a guard
+    row_id, guard_name, code, message, details = first
+    if failed is not None:
+        details = frozen_map({"guard": guard_name, "failed": tuple(failed)})
+    return new_rejection(code, message, gov.name, event, state, row_id, details)
 
 
 class _Overlay(Mapping[str, Any]):
@@ -830,28 +883,36 @@ class _Overlay(Mapping[str, Any]):
 def _build(
     comp: _Compiled,
     inst: Instance,
-    row: _Row,
+    step: _Step,
     event: str,
     facts: Facts,
     settings: Settings,
     ctx: Context,
 ) -> Outcome:
-    gov = comp.gov
+    row = step.row
     state = inst.state
-    mode = row.dst_mode
-    to: str | None
-    if mode == 0:
-        to = row.dst
-    elif mode == 1:
-        to = state
-    else:
-        value = inst.data.get(row.dst[1:])
-        to = value if isinstance(value, str) and value in row.dst_choices else None
+    to = step.to
+    info = step.info
+    entering = step.entering
     if to is None:
-        return _reject(
-            gov, inst, event, "invalid_data", f"{gov.title} has no valid '{row.dst[1:]}' to return to", row.id
-        )
-    entering = state is None or to != state or row.reenter
+        # A target read per event: "@field" (or SAME on a creation row, which has no state to keep).
+        mode = row.dst_mode
+        if mode == 0:
+            to = row.dst
+        elif mode == 2:
+            value = inst.data.get(row.dst[1:])
+            to = value if isinstance(value, str) and value in row.dst_choices else None
+        if to is None:
+            gov = comp.gov
+            return _reject(
+                gov,
+                inst,
+                event,
+                "invalid_data",
+                f"{gov.title} has no valid '{row.dst[1:]}' to return to",
+                row.id,
+            )
+        entering = state is None or to != state or row.reenter
     changes: Mapping[str, Any]
     made: dict[str, Any]
     if row.static_changes is not None:
@@ -862,6 +923,8 @@ def _build(
         for update in row.updaters:
             made.update(update(ctx))
         changes = MappingProxyType(made)
+    if info is None:
+        info = comp.entering[to]
     seq = inst.state_seq + 1 if entering else inst.state_seq
     needs: FourEyes | None = None
     if facts.approved_by is None:
@@ -871,27 +934,32 @@ def _build(
         elif row.four_eyes is not None and role in _STAFF and _passes(row.four_eyes_when, ctx):
             needs = row.four_eyes
 
-    info = comp.entering[to]
     # From here on guards see the data as the transition leaves it and ``target`` is the new state:
     # the same context moves on (one object per decision), with its cached views dropped. Rows whose
     # timers, cascades, effects and attention do not read it skip making that data.
     after = ctx
-    if row.reads_after or info.reads_after:
+    if step.after or (step.to is None and info.reads_after):
         if made:
             ctx.moved_on(_Overlay(made, inst.data), to)
         else:
             ctx.moved_on(inst.data, to)
     timer_ops: tuple[TimerOp, ...] = ()
     if entering:
-        if inst.timers or info.timers:
-            ops = [TimerOp("cancel", ts) for ts in inst.timers.values()] if inst.timers else []
+        timers = inst.timers
+        if timers or info.timers:
+            ops = [new_timer_op("cancel", ts) for ts in timers.values()] if timers else []
             for t in info.timers:
                 armed = _arm(t, seq, after, settings)
                 if armed is not None:
-                    ops.append(TimerOp("arm", armed))
+                    ops.append(new_timer_op("arm", armed))
             timer_ops = tuple(ops)
     elif info.timers:
-        timer_ops = _held_timer_ops(inst, row, info, seq, after, settings)
+        held = info.timers
+        if step.to is not None:
+            fired = facts.timer if facts.role == "timer" else None
+            held = step.held if fired is None else step.held_fired.get(fired, step.held)
+        if held:
+            timer_ops = _held_timer_ops(inst, row, held, seq, after, settings)
 
     cascades: tuple[CascadeEmit, ...] = ()
     if row.cascades:
@@ -905,14 +973,14 @@ def _build(
             if c.fan_out is None:
                 body = MappingProxyType(c.payload_fn(after))
                 emits.append(
-                    CascadeEmit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event)
+                    new_emit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event)
                 )
                 continue
             payload = c.payload_fn(after)
             listed = c.fan_out(after)
             for item in list(listed) if isinstance(listed, list | tuple) else ():
                 emits.append(
-                    CascadeEmit(
+                    new_emit(
                         c.id,
                         c.target,
                         c.event,
@@ -932,10 +1000,10 @@ def _build(
     if row.effect_fns is not None:
         built: list[Effect] = []
         for e, fn in row.effect_fns:
-            built.append(e if fn is None else Effect(e.name, MappingProxyType(fn(after))))
+            built.append(e if fn is None else new_effect(e.name, MappingProxyType(fn(after))))
         effects = tuple(built)
-    return Decision(
-        gov.name,
+    return new_decision(
+        comp.gov.name,
         inst.id,
         event,
         row.id,
@@ -973,19 +1041,27 @@ def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | 
         due = anchor - bound[1]
     payload = t.payload if t.payload_fn is None else MappingProxyType(t.payload_fn(ctx))
     if t.when_fn is None or _passes(t.when_fn, ctx):
-        return TimerState(t.name, t.event, seq, due, None, payload)
-    return TimerState(t.name, t.event, seq, None, max(_ZERO, due - now), payload)
+        return new_timer_state(t.name, t.event, seq, due, None, payload)
+    return new_timer_state(t.name, t.event, seq, None, max(_ZERO, due - now), payload)
 
 
 def _held_timer_ops(
-    inst: Instance, row: _Row, info: _StateInfo, seq: int, after: Context, settings: Settings
+    inst: Instance,
+    row: _Row,
+    timers: tuple[_Timer, ...],
+    seq: int,
+    after: Context,
+    settings: Settings,
 ) -> tuple[TimerOp, ...]:
-    """Timer operations of a self-transition: re-arms, used-up fired timers, holds paused or resumed."""
+    """Timer operations of a self-transition: re-arms, used-up fired timers, holds paused or resumed.
+
+    ``timers`` are the state's timers this event may change (``_Step.held``), or all of them.
+    """
     ops: list[TimerOp] = []
     facts = after.facts
     fired = facts.timer if facts.role == "timer" else None
     rearm = row.rearm
-    for t in info.timers:
+    for t in timers:
         name = t.name
         if t.plain and name != fired and name not in rearm:
             continue  # nothing on this row can change a plain running timer
@@ -993,14 +1069,14 @@ def _held_timer_ops(
         moved = t.at is not None and after.data.get(t.at) != inst.data.get(t.at)
         if name == fired and existing is not None and name not in rearm and not moved:
             # A timer that fired into a self-transition is used up (unless the row re-arms it).
-            ops.append(TimerOp("cancel", existing))
+            ops.append(new_timer_op("cancel", existing))
             continue
         if name in rearm or moved:
             armed = _arm(t, seq, after, settings)
             if armed is not None:
-                ops.append(TimerOp("arm", armed))
+                ops.append(new_timer_op("arm", armed))
             elif existing is not None:
-                ops.append(TimerOp("cancel", existing))
+                ops.append(new_timer_op("cancel", existing))
             continue
         if existing is None:
             continue
@@ -1008,9 +1084,9 @@ def _held_timer_ops(
         if running and existing.paused:
             remaining = existing.remaining or _ZERO
             ops.append(
-                TimerOp(
+                new_timer_op(
                     "resume",
-                    TimerState(
+                    new_timer_state(
                         existing.name,
                         existing.event,
                         existing.state_seq,
@@ -1023,9 +1099,9 @@ def _held_timer_ops(
         elif not running and not existing.paused and existing.due_at is not None:
             left = max(_ZERO, existing.due_at - facts.now)
             ops.append(
-                TimerOp(
+                new_timer_op(
                     "pause",
-                    TimerState(
+                    new_timer_state(
                         existing.name, existing.event, existing.state_seq, None, left, existing.payload
                     ),
                 )

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from governors.facts import Instance, TimerState
-from governors.spec import Effect, FourEyes, Input, frozen_map
+from governors.spec import Effect, FourEyes, Input, frozen_map, positional_maker
 
 
 @dataclass(slots=True)
@@ -93,6 +93,12 @@ class Rejection:
 
 
 Outcome = Decision | Rejection
+
+# Positional constructors of the per-event outcomes for the engine (every field given, in order).
+new_timer_op = positional_maker(TimerOp)
+new_emit = positional_maker(CascadeEmit)
+new_decision = positional_maker(Decision)
+new_rejection = positional_maker(Rejection)
 
 
 @dataclass(frozen=True)

