@@ -243,9 +243,9 @@ class JsonBatch:
         self._sql: str | None = None
 
     def sql(self, dialect: Any) -> str:
-        """The statement's PostgreSQL text (``%(doc)s`` is the document)."""
+        """The statement's PostgreSQL text (``$1`` is the document)."""
         if self._sql is None:
-            parts = ["d AS (SELECT CAST(%(doc)s AS jsonb) AS doc)"]
+            parts = ["d AS (SELECT CAST($1 AS jsonb) AS doc)"]
             for n, w in enumerate(self.writes):
                 parts.append(f"w{n} AS ({_write_sql(w, dialect)})")
             self._sql = "WITH " + ",\n".join(parts) + "\nSELECT 1"
@@ -253,19 +253,35 @@ class JsonBatch:
 
     def execute(self, connection: Connection, doc: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Write ``doc`` (write key → rows) in one statement on ``connection`` (PostgreSQL only)."""
-        sql = self.sql(connection.dialect)
-        params = {"doc": json.dumps(doc, default=_json_default, separators=(",", ":"))}
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        cursor = driver.cursor()
-        if connection._has_events or connection.engine._has_events:
-            connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
-        try:
-            cursor.execute(sql, params)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
-            ) from exc
+        raw_execute(
+            connection,
+            self.sql(connection.dialect),
+            (json.dumps(doc, default=_json_default, separators=(",", ":")),),
+        )
+
+
+def raw_execute(connection: Connection, sql: str, params: Sequence[Any]) -> Any:
+    """Run PostgreSQL ``sql`` with ``$1``-style ``params`` on the connection's psycopg connection.
+
+    For the hot path's fixed statements: no SQLAlchemy execution context and no client-side
+    rewriting of the query text (a raw cursor sends it as written, and psycopg prepares it once
+    it has seen it a few times). Returns the cursor, its rows as plain tuples; errors are raised as
+    SQLAlchemy's (IntegrityError, ...), and ``before_cursor_execute`` listeners see the statement.
+    """
+    from psycopg import RawCursor
+
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = RawCursor(driver)
+    if connection._has_events or connection.engine._has_events:
+        connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
+    try:
+        cursor.execute(sql, params)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+        ) from exc
+    return cursor
 
 
 def _json_default(value: Any) -> Any:

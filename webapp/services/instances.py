@@ -6,6 +6,7 @@ datetimes so guards see the same values whether an instance came from memory or 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -114,3 +115,52 @@ def next_due(timers: Mapping[str, TimerState]) -> datetime | None:
     """The earliest due time of the running timers (the row's ``timeout_at``)."""
     due = [t.due_at for t in timers.values() if t.due_at is not None]
     return min(due) if due else None
+
+
+_DECODED: dict[tuple[Any, ...], Instance] = {}
+_DECODED_MAX = 20_000
+
+
+def instance_from_row(row: Row[Any]) -> Instance:
+    """``to_instance`` for a plain row whose ``data`` and ``timers`` came back as JSON text.
+
+    The same stored row decodes to the same frozen Instance, so decoded instances are kept by the
+    row's whole content (a bounded cache, emptied when full): the catalog, which every plan reads,
+    and a customer's untouched governors are decoded once, not on every event. Any change to the
+    row (state, version, data, timers, ...) is a different key. Rows whose JSON is already decoded
+    (SQLite's driver, ORM objects) go through ``to_instance``.
+    """
+    data, timers = row.data, row.timers
+    if type(data) is not str or type(timers) is not str:
+        return to_instance(row)
+    key = (
+        row.id,
+        row.governor,
+        row.state,
+        row.state_seq,
+        row.version,
+        row.entered_at,
+        row.customer_id,
+        row.subject_id,
+        data,
+        timers,
+    )
+    found = _DECODED.get(key)
+    if found is not None:
+        return found
+    instance = Instance(
+        governor=row.governor,
+        id=row.id,
+        state=row.state,
+        state_seq=row.state_seq,
+        version=row.version,
+        entered_at=row.entered_at,
+        customer_id=row.customer_id,
+        subject_id=row.subject_id,
+        data=frozen_map(revive(json.loads(data) or {})),
+        timers=frozen_map(timers_from_json(json.loads(timers) or {})),
+    )
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    _DECODED[key] = instance
+    return instance

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    Text,
     bindparam,
     delete,
     false,
@@ -36,10 +37,10 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
+from sqlalchemy import cast as cast_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
@@ -58,7 +59,7 @@ from governors import (
 )
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
-from webapp.db import JsonBatch, JsonWrite, execute_many, fetch_pipelined
+from webapp.db import JsonBatch, JsonWrite, execute_many, fetch_pipelined, raw_execute
 from webapp.models import (
     Approval,
     Customer,
@@ -70,7 +71,7 @@ from webapp.models import (
     TransitionRecord,
 )
 from webapp.services.facts import legal_hold_exists, world_facts
-from webapp.services.instances import jsonable, next_due, timers_to_json, to_instance
+from webapp.services.instances import instance_from_row, jsonable, next_due, timers_to_json
 
 SNAPSHOT_EVERY = 20
 """A full state snapshot is stored every this many versions of an instance (time travel)."""
@@ -250,8 +251,9 @@ _LOAD: Select[Any] = select(
     _INSTANCES.c.state_seq,
     _INSTANCES.c.version,
     _INSTANCES.c.entered_at,
-    _INSTANCES.c.data,
-    _INSTANCES.c.timers,
+    # As JSON text: rows already seen decode from a cache (instance_from_row), not afresh.
+    cast_(_INSTANCES.c.data, Text).label("data"),
+    cast_(_INSTANCES.c.timers, Text).label("timers"),
 )
 _UPDATE_INSTANCE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("b_id"))
 # The target and the catalog rows (which every plan sees) in one round trip.
@@ -323,12 +325,17 @@ _INSERT_OUTBOX = insert(_OUTBOX).inline()
 # read back, so the ids a plan needs (history, outbox) are handed out before it is written.
 # ... and the audit heads the plan appends to are locked in the same round trip (sorted as Python
 # sorts, the order every head lock follows; a head not created yet is simply not in the result).
-_NEXT_IDS_LOCKING_HEADS = text(
+# The counts are read through scalar subqueries, which the planner does not fold into
+# its estimates: every call then has the same plan, so the server plans the prepared statement once
+# (with the values visible, generate_series' row estimate changed per call and it re-planned each
+# time, which cost more than running it).
+_NEXT_IDS_LOCKING_HEADS = (
     "WITH ids AS MATERIALIZED ("
-    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, :history)) AS history,"
-    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, :outbox)) AS outbox)"
+    "SELECT ARRAY(SELECT nextval('transitions_id_seq')"
+    " FROM generate_series(1, (SELECT CAST($1 AS int)))) AS history,"
+    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, (SELECT CAST($2 AS int)))) AS outbox)"
     " SELECT ids.history, ids.outbox, heads.tenant_id, heads.seq, heads.hash FROM ids LEFT JOIN LATERAL"
-    " (SELECT tenant_id, seq, hash FROM audit_heads WHERE tenant_id = ANY(CAST(:tenants AS text[]))"
+    " (SELECT tenant_id, seq, hash FROM audit_heads WHERE tenant_id = ANY(CAST($3 AS text[]))"
     ' ORDER BY tenant_id COLLATE "C" FOR UPDATE) AS heads ON true'
 )
 
@@ -436,7 +443,7 @@ def _add_rows(snapshot: dict[str, Instance], tenants: dict[str, str], rows: Sequ
     """Add stored rows to the plan's snapshot (the first copy of a row wins) and note their tenants."""
     for r in rows:
         if r.id not in snapshot:
-            snapshot[r.id] = to_instance(r)
+            snapshot[r.id] = instance_from_row(r)
             tenants[r.id] = r.tenant_id
 
 
@@ -1135,9 +1142,7 @@ def _allocate_ids(
         tenants = sorted(chains)
         if history == 0 and outbox == 0 and not tenants:
             return [], []
-        rows = connection.execute(
-            _NEXT_IDS_LOCKING_HEADS, {"history": history, "outbox": outbox, "tenants": tenants}
-        ).all()
+        rows = raw_execute(connection, _NEXT_IDS_LOCKING_HEADS, (history, outbox, tenants)).fetchall()
         audit.adopt_locked_heads(session, [(r[2], r[3], r[4]) for r in rows if r[2] is not None])
         return list(rows[0][0]), list(rows[0][1])
     if history == 0 and outbox == 0:
