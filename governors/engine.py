@@ -62,6 +62,7 @@ _ZERO = timedelta(0)
 _STAFF: frozenset[str] = frozenset(STAFF_ROLES)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _NO_SLOTS: dict[str, Any] = {}
+_new = object.__new__
 
 
 # --------------------------------------------------------------------------- references
@@ -316,32 +317,116 @@ def _reason_limits(settings: Settings) -> tuple[Settings, int, int, Any]:
     return hit
 
 
-def _check_inputs(
-    inputs: tuple[_Input, ...], facts: Facts, settings: Settings, staff: bool
-) -> tuple[str, str] | None:
-    """(field, message) for the first invalid input, including the staff reason rule (§0.2)."""
-    payload = facts.payload
-    if staff:
-        limits = _REASON_LIMITS[0] if _REASON_LIMITS and _REASON_LIMITS[0][0] is settings else None
-        _, minimum, maximum, written = limits or _reason_limits(settings)
-        reason = payload.get("reason")
-        if not isinstance(reason, str) or len(reason.strip()) < minimum:
-            return "reason", f"give a reason of at least {minimum} characters"
-        if len(reason) > maximum:
-            return "reason", f"the reason must be at most {written} characters"
-    for inp in inputs:
-        value = payload.get(inp.name)
-        if type(value) in inp.valid_types:
-            continue
-        if value is None or value == "":
-            # Most inputs are optional notes that are absent: decided here without a call.
-            if inp.required or (inp.staff_required and staff):
-                return inp.name, f"{inp.label} is required"
-            continue
-        message = inp.check(inp, value, settings)
-        if message:
-            return inp.name, message
+def _check_reason(payload: Mapping[str, Any], settings: Settings) -> tuple[str, str] | None:
+    """("reason", message) when a staff event's reason is missing, too short or too long (§0.2)."""
+    limits = _REASON_LIMITS[0] if _REASON_LIMITS and _REASON_LIMITS[0][0] is settings else None
+    _, minimum, maximum, written = limits or _reason_limits(settings)
+    reason = payload.get("reason")
+    if not isinstance(reason, str) or len(reason.strip()) < minimum:
+        return "reason", f"give a reason of at least {minimum} characters"
+    if len(reason) > maximum:
+        return "reason", f"the reason must be at most {written} characters"
     return None
+
+
+InputCheck = Callable[[Mapping[str, Any], Settings, bool], "tuple[str, str] | None"]
+"""``(payload, settings, staff) -> (field, message)`` for the first invalid input of a row, or None."""
+
+
+_LIMITS = "RL[0] if RL and RL[0][0] is settings else reason_limits(settings)"
+"""Generated code: ``_reason_limits(settings)`` with its cache checked inline."""
+
+
+def _fast_accept(inp: _Input, index: int, namespace: dict[str, Any]) -> str | None:
+    """A condition on ``v`` under which the kind check of ``inp`` surely returns None, or None.
+
+    Only the common exact types are covered (str, int, an aware datetime); anything else, and every
+    failure, goes to the kind check itself, so the messages are the check's own.
+    """
+    if inp.check is _check_text:
+        parts = ["type(v) is str"]
+        if inp.choices:
+            namespace[f"ch{index}"] = frozenset(inp.choices)
+            parts.append(f"v in ch{index}")
+        parts.append(f"len(v) <= {inp.max!r}" if inp.max is not None else f"len(v) <= ({_LIMITS})[2]")
+        if inp.min is not None:
+            parts.append(f"len(v.strip()) >= {inp.min!r}")
+        return " and ".join(parts)
+    if inp.check is _check_number:
+        parts = ["type(v) is int"]
+        if inp.min is not None:
+            parts.append(f"v >= {inp.min!r}")
+        if inp.max is not None:
+            parts.append(f"v <= {inp.max!r}")
+        return " and ".join(parts)
+    if inp.check is _check_datetime:
+        return "type(v) is datetime and v.tzinfo is not None"
+    return None
+
+
+def _compile_inputs(inputs: tuple[_Input, ...]) -> InputCheck:
+    """The input check of one row, generated once (as ``_compile_mapping``): the staff reason rule,
+    then each input in order, with its name, label, requirement and kind check bound as constants.
+
+    For ``Input("metrics", "mapping")`` the body is ``v = get(n0)``, then ``if type(v) not in t0:``
+    (values of a type that needs no check pass at once) the absent case (``if v is None or v == ""``:
+    ``return n0, r0``) or ``m = c0(i0, v, settings)``, returning ``(n0, m)`` when it gives a message.
+    Values that plainly pass (``_fast_accept``: a short enough str, an int within bounds, an aware
+    datetime) skip the call; the reason rule likewise calls ``_check_reason`` only when it fails.
+    """
+    namespace: dict[str, Any] = {
+        "check_reason": _check_reason,
+        "reason_limits": _reason_limits,
+        "RL": _REASON_LIMITS,
+        "type": type,
+        "len": len,
+        "datetime": datetime,
+    }
+    accepts = [_fast_accept(inp, index, namespace) for index, inp in enumerate(inputs)]
+    lines = [
+        "def check_inputs(payload, settings, staff):",
+        "    if staff:",
+        f"        rl = {_LIMITS}",
+    ]
+    lines += [
+        "        reason = payload.get('reason')",
+        "        if type(reason) is not str or len(reason.strip()) < rl[1] or len(reason) > rl[2]:",
+        "            bad = check_reason(payload, settings)",
+        "            if bad:",
+        "                return bad",
+    ]
+    if inputs:
+        lines.append("    get = payload.get")
+    for index, inp in enumerate(inputs):
+        namespace[f"n{index}"] = inp.name
+        namespace[f"i{index}"] = inp
+        namespace[f"t{index}"] = inp.valid_types
+        namespace[f"c{index}"] = inp.check
+        namespace[f"r{index}"] = f"{inp.label} is required"
+        indent = "        " if inp.valid_types else "    "
+        lines.append(f"    v = get(n{index})")
+        if inp.valid_types:
+            lines.append(f"    if type(v) not in t{index}:")
+        # Most inputs are optional notes that are absent: decided here without a call.
+        lines.append(f"{indent}if v is None or v == '':")
+        if inp.required:
+            lines.append(f"{indent}    return n{index}, r{index}")
+        elif inp.staff_required:
+            lines.append(f"{indent}    if staff:")
+            lines.append(f"{indent}        return n{index}, r{index}")
+        else:
+            lines.append(f"{indent}    pass")
+        if accepts[index] is not None:
+            lines.append(f"{indent}elif {accepts[index]}:")
+            lines.append(f"{indent}    pass")
+        lines.append(f"{indent}else:")
+        lines.append(f"{indent}    m = c{index}(i{index}, v, settings)")
+        lines.append(f"{indent}    if m:")
+        lines.append(f"{indent}        return n{index}, m")
+    lines.append("    return None")
+    exec("\n".join(lines) + "\n", namespace)
+    check: InputCheck = namespace["check_inputs"]
+    return check
 
 
 # --------------------------------------------------------------------------- compiled definitions
@@ -456,6 +541,7 @@ class _Row:
 
     __slots__ = (
         "cascades",
+        "check_inputs",
         "dst",
         "dst_choices",
         "dst_mode",
@@ -490,6 +576,7 @@ class _Row:
             _guard_fn(t.four_eyes.when) if t.four_eyes is not None and t.four_eyes.when is not None else None
         )
         self.inputs = tuple(_Input(inp) for inp in t.inputs)
+        self.check_inputs = _compile_inputs(self.inputs)
         self.guards: tuple[_Guard, ...] = tuple(
             (
                 name,
@@ -797,7 +884,7 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     for step in permitted:
         row = step.row
         if staff or row.inputs:
-            bad_input = _check_inputs(row.inputs, facts, settings, staff)
+            bad_input = row.check_inputs(facts.payload, settings, staff)
             if bad_input:
                 return _reject(gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0])
         ctx.row = row.t
@@ -940,7 +1027,10 @@ def _build(
     after = ctx
     if step.after or (step.to is None and info.reads_after):
         if made:
-            ctx.moved_on(_Overlay(made, inst.data), to)
+            overlay = _new(_Overlay)  # _Overlay(made, inst.data) without type.__call__
+            overlay._changes = made
+            overlay._base = inst.data
+            ctx.moved_on(overlay, to)
         else:
             ctx.moved_on(inst.data, to)
     timer_ops: tuple[TimerOp, ...] = ()
