@@ -565,7 +565,9 @@ class _Row:
         "updaters",
     )
 
-    def __init__(self, t: Transition, cascades: Iterable[Cascade]) -> None:
+    def __init__(
+        self, t: Transition, cascades: Iterable[Cascade], checks: dict[tuple[Input, ...], InputCheck]
+    ) -> None:
         self.t = t
         self.id = t.id
         self.roles = frozenset(t.by + t.requesters)
@@ -576,7 +578,14 @@ class _Row:
             _guard_fn(t.four_eyes.when) if t.four_eyes is not None and t.four_eyes.when is not None else None
         )
         self.inputs = tuple(_Input(inp) for inp in t.inputs)
-        self.check_inputs = _compile_inputs(self.inputs)
+        # Rows with equal inputs share one check, so that ``decide`` runs it once for all of them.
+        try:
+            check = checks.get(t.inputs)
+        except TypeError:  # an input with unhashable parts: checked on its own
+            check = _compile_inputs(self.inputs)
+        if check is None:
+            check = checks[t.inputs] = _compile_inputs(self.inputs)
+        self.check_inputs = check
         self.guards: tuple[_Guard, ...] = tuple(
             (
                 name,
@@ -725,7 +734,8 @@ def compile_governor(gov: Governor) -> _Compiled:
         comp.possible[state] = ", ".join(sorted({e for (s, e) in comp.rows if s == state}))
     for key, rows in comp.rows.items():
         comp.roles[key] = sorted({x for r in rows for x in r.by + r.requesters})
-    compiled = {id(t): _Row(t, comp.cascades.get(t.id, ())) for t in gov.transitions}
+    checks: dict[tuple[Input, ...], InputCheck] = {}
+    compiled = {id(t): _Row(t, comp.cascades.get(t.id, ()), checks) for t in gov.transitions}
     comp.entering = {s.name: _StateInfo(s) for s in gov.states}
     for event, rows in comp.creation.items():
         comp.slots.setdefault(None, {})[event] = _Slot(
@@ -881,12 +891,18 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     failed: list[str] | None = None
     # One context for all candidate rows, so views derived with ctx.cached are computed once.
     ctx = Context.for_event(gov, inst, event, facts, settings)
+    checked: InputCheck | None = None  # the input check passed by an earlier candidate row
     for step in permitted:
         row = step.row
         if staff or row.inputs:
-            bad_input = row.check_inputs(facts.payload, settings, staff)
-            if bad_input:
-                return _reject(gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0])
+            check = row.check_inputs
+            if check is not checked:
+                bad_input = check(facts.payload, settings, staff)
+                if bad_input:
+                    return _reject(
+                        gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0]
+                    )
+                checked = check
         ctx.row = row.t
         try:
             for g in row.guards:
