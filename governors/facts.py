@@ -82,7 +82,7 @@ new_timer_state = positional_maker(TimerState)
 """``TimerState(...)`` with every field given, at less cost (the engine arms timers on most entries)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     """One governor instance as the engine sees it. ``state`` is None before its creation event."""
 
@@ -98,7 +98,7 @@ class Instance:
     timers: Mapping[str, TimerState] = field(default_factory=frozen_map)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Facts:
     """Everything about one event that is not the instance itself.
 
