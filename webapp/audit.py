@@ -171,7 +171,16 @@ def chain_rows(
     """
     if not entries:
         return [], []
-    heads = lock_heads(session, {t for t, _ in entries})
+    return chain_onto(lock_heads(session, {t for t, _ in entries}), entries)
+
+
+def chain_onto(
+    heads: Mapping[str, Head], entries: Sequence[tuple[str, NewEntry]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``chain_rows`` onto heads the caller holds (locked, and moved here as the entries chain on).
+
+    Returns (entry rows, head moves of the entries' tenants).
+    """
     rows: list[dict[str, Any]] = []
     for tenant_id, e in entries:
         head = heads[tenant_id]
@@ -206,7 +215,8 @@ def chain_rows(
             }
         )
         head.seq, head.hash = seq, digest
-    return rows, [{"t": t, "s": h.seq, "h": h.hash} for t, h in heads.items()]
+    tenants = sorted({t for t, _ in entries})
+    return rows, [{"t": t, "s": heads[t].seq, "h": heads[t].hash} for t in tenants]
 
 
 ENTRIES = _ENTRIES = cast(Table, AuditEntry.__table__)
@@ -221,7 +231,7 @@ MOVE_HEAD = _MOVE_HEAD = (
 )
 
 
-def lock_heads(session: Session, tenant_ids: Iterable[str]) -> dict[str, _Head]:
+def lock_heads(session: Session, tenant_ids: Iterable[str]) -> dict[str, Head]:
     """Lock these tenants' chain heads for the rest of the transaction, in sorted order.
 
     Appends then find them locked and ask the database nothing more, so a caller can batch the
@@ -231,7 +241,7 @@ def lock_heads(session: Session, tenant_ids: Iterable[str]) -> dict[str, _Head]:
 
 
 @dataclass
-class _Head:
+class Head:
     """A locked head as this transaction has moved it (written back by ``append_many``)."""
 
     seq: int
@@ -246,20 +256,28 @@ def adopt_locked_heads(session: Session, heads: Iterable[tuple[str, int, str]]) 
     """
     locked = _locked_cache(session)
     for tenant_id, seq, digest in heads:
-        locked.setdefault(tenant_id, _Head(int(seq), str(digest)))
+        locked.setdefault(tenant_id, Head(int(seq), str(digest)))
 
 
-def _locked_cache(session: Session) -> dict[str, _Head]:
+def forget_locked_heads(session: Session) -> None:
+    """Drop the heads this transaction cached: the next append reads (and locks) them afresh.
+
+    For a caller that moved heads by writes of its own (the seed's bulk store).
+    """
+    session.info.pop("_audit_locked_heads", None)
+
+
+def _locked_cache(session: Session) -> dict[str, Head]:
     txn = session.get_nested_transaction() or session.get_transaction()
     cache = session.info.get("_audit_locked_heads")
     if cache is None or cache[0] is not txn:
         cache = (txn, {})
         session.info["_audit_locked_heads"] = cache
-    locked: dict[str, _Head] = cache[1]
+    locked: dict[str, Head] = cache[1]
     return locked
 
 
-def _locked_head(session: Session, tenant_id: str) -> _Head:
+def _locked_head(session: Session, tenant_id: str) -> Head:
     """The tenant's head, its row locked FOR UPDATE once per (sub)transaction.
 
     A cascade appends many entries in one transaction; the row lock taken by the first append is
@@ -278,7 +296,7 @@ def _locked_head(session: Session, tenant_id: str) -> _Head:
         _create_head(session, tenant_id)
         row = connection.execute(_LOCK_HEAD, {"t": tenant_id}).first()
         assert row is not None
-    head = locked[tenant_id] = _Head(int(row[0]), str(row[1]))
+    head = locked[tenant_id] = Head(int(row[0]), str(row[1]))
     return head
 
 

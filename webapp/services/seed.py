@@ -11,11 +11,13 @@ Determinism: a customer's life depends only on (seed, its index) and the end ins
 engine is asked first (``plan`` on the customer's instances as the service will see them), so the
 life only sends events the governors accept; the service still decides.
 
-Speed: one session, many customers per transaction (a savepoint per customer), no per-event reads
-beyond what the service does itself (the customer's instances are taken from the session after each
-event, the catalog is loaded once per batch), and customers are spread over worker processes by
-tenant (each tenant's audit chain is appended by one process only, so chains stay in a
-deterministic order and appends never wait on each other).
+Speed: one session, many customers per transaction (a savepoint per customer), and customers are
+spread over worker processes by tenant (each tenant's audit chain is appended by one process only,
+so chains stay in a deterministic order and appends never wait on each other). On PostgreSQL the
+service is given a ``BulkStore`` (``webapp.services.seed_store``): the customer being built is
+served from memory and its rows are written in one statement when its life is over, instead of
+several round trips per event. The lives, rows and chains are the same either way
+(``SeedOptions.bulk=False`` writes event by event; a test compares the two).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from governors.spec import ANY, STAFF_ROLES, frozen_map
 from webapp.db import Database
 from webapp.models import Customer, DueTimer, GovernorInstance, OutboxMessage
 from webapp.services.instances import to_instance
+from webapp.services.seed_store import BulkStore
 from webapp.services.setup import PLATFORM_TENANT, ensure_catalog, ensure_tenant
 from webapp.services.transitions import Actor, EventRequest, EventResult, fire_event
 
@@ -83,6 +86,9 @@ class SeedOptions:
     end: datetime | None = None
     batch: int = 25
     workers: int = 1
+    bulk: bool = True
+    """On PostgreSQL, write each life's rows once per customer (``BulkStore``); False writes every
+    event as it is applied, as the console does (same lives, same rows; for comparison)."""
 
     def end_at(self) -> datetime:
         """The simulated "now" every life runs up to (default: today, 00:00 UTC)."""
@@ -165,8 +171,10 @@ class Life:
         catalog: Mapping[str, Instance],
         settings: Settings,
         report: SeedReport,
+        store: BulkStore | None = None,
     ) -> None:
         self.session, self.tenant, self.customer, self.index = session, tenant, customer, index
+        self.store = store
         self.rng, self.catalog, self.settings, self.report = rng, catalog, settings, report
         self.now = datetime.min.replace(tzinfo=UTC)
         self.mine: dict[str, Instance] = {}
@@ -189,13 +197,40 @@ class Life:
         return found[0] if found else None
 
     def _refresh(self, result: EventResult) -> None:
-        """Take the instances the event changed or created from the session (no query)."""
+        """Take the instances the event changed or created as stored (from the bulk store, or the
+        session)."""
         for step in result.body.get("decisions", ()):
             if step.get("status") != "applied":
                 continue
-            row = self.session.get(GovernorInstance, step["instance_id"])
+            iid = step["instance_id"]
+            if self.store is not None:
+                found = self.store.instance(iid)
+                if found is not None and found.customer_id == self.customer:
+                    self.mine[iid] = found
+                continue
+            row = self.session.get(GovernorInstance, iid)
             if row is not None and row.customer_id == self.customer:
                 self.mine[row.id] = to_instance(row)
+
+    def fire(
+        self,
+        req: EventRequest,
+        actor: Actor,
+        *,
+        hook: bool = True,
+        approved_by: str | None = None,
+    ) -> EventResult:
+        """``fire_event`` at the life's clock, through the life's store."""
+        return fire_event(
+            self.session,
+            req,
+            actor,
+            self.now,
+            settings=self.settings,
+            facts_hook=self._facts_hook if hook else None,
+            approved_by=approved_by,
+            store=self.store,
+        )
 
     def _sandbox(self) -> dict[str, Any]:
         """Outside-world facts as the processors' sandboxes answer (a card validates on the spot)."""
@@ -250,15 +285,7 @@ class Life:
             return False
         four_eyes = decision.needs_approval is not None
         approved_by = None if leave_pending or not four_eyes else APPROVER.get(actor.role, "seed-approver")
-        result = fire_event(
-            self.session,
-            EventRequest(self.tenant, event, inst.id, body),
-            actor,
-            self.now,
-            settings=self.settings,
-            facts_hook=self._facts_hook,
-            approved_by=approved_by,
-        )
+        result = self.fire(EventRequest(self.tenant, event, inst.id, body), actor, approved_by=approved_by)
         return self._count(result)
 
     def _count(self, result: EventResult) -> bool:
@@ -289,8 +316,7 @@ class Life:
             )
         )
         self.session.flush()
-        result = fire_event(
-            self.session,
+        result = self.fire(
             EventRequest(
                 self.tenant,
                 "signup",
@@ -299,8 +325,7 @@ class Life:
                 payload={"tier": tier, "cycle": "monthly"},
             ),
             SYSTEM,
-            self.now,
-            settings=self.settings,
+            hook=False,
         )
         if result.status != 200:
             raise RuntimeError(f"signup of {self.customer} was refused: {result.body}")
@@ -310,13 +335,9 @@ class Life:
 
     def _fraud_score_answer(self, account_id: str) -> None:
         """What the scoring job (``account_request_fraud_score``) feeds back after a due fraud check."""
-        result = fire_event(
-            self.session,
+        result = self.fire(
             EventRequest(self.tenant, "fraud_check", account_id, {"score": self.rng.choice((5, 12, 20, 35))}),
             SYSTEM,
-            self.now,
-            settings=self.settings,
-            facts_hook=self._facts_hook,
         )
         if result.status == 200:
             self._count(result)
@@ -331,8 +352,7 @@ class Life:
             self.now = max(self.now, at)
             timer = inst.timers[name]
             payload = dict(timer.payload)
-            result = fire_event(
-                self.session,
+            result = self.fire(
                 EventRequest(
                     self.tenant,
                     timer.event,
@@ -343,9 +363,6 @@ class Life:
                     timer_due=timer.due_at,
                 ),
                 TIMER,
-                self.now,
-                settings=self.settings,
-                facts_hook=self._facts_hook,
             )
             if result.status == 200:
                 self.report.timers_fired += 1
@@ -356,6 +373,8 @@ class Life:
                 # A timer the engine refuses is discarded, as the sweep does with stale timers.
                 self.report.timers_discarded += 1
                 self.discarded.add((inst.id, name, timer.state_seq))
+                if self.store is not None:
+                    self.store.sync(self.session)  # the timer's row may still be in the buffer
                 self.session.execute(
                     delete(DueTimer).where(DueTimer.instance_id == inst.id, DueTimer.name == name)
                 )
@@ -671,6 +690,9 @@ def seed_customers(
             ids = {customer_id(options.seed, i): i for i in batch}
             existing = set(session.scalars(select(Customer.id).where(Customer.id.in_(list(ids)))))
             catalog = _catalog(session)
+            # On PostgreSQL the lives' rows are buffered and written once per customer (BulkStore);
+            # SQLite (the demo's few hundred customers) writes each event as it happens.
+            store = BulkStore(catalog, PLATFORM_TENANT) if options.bulk and not db.is_sqlite else None
             for cid, index in ids.items():
                 if cid in existing:
                     report.skipped += 1
@@ -684,13 +706,18 @@ def seed_customers(
                     catalog=catalog,
                     settings=settings,
                     report=report,
+                    store=store,
                 )
                 savepoint = session.begin_nested()
                 try:
                     live(life, signup_instant(options, index), end)
+                    if store is not None:
+                        store.flush(session)
                     savepoint.commit()
                 except Exception as exc:  # one broken life must not lose the batch
                     savepoint.rollback()
+                    if store is not None:
+                        store.discard()
                     report.failed += 1
                     if len(report.errors) < 5:
                         report.errors.append(f"{cid}: {type(exc).__name__}: {exc}"[:500])
@@ -700,6 +727,8 @@ def seed_customers(
                     # the service's ORM DELETEs (which scan the map to synchronise) cheap.
                     session.expunge_all()
                     held.clear()
+                    if store is not None:
+                        store.forget(cid)
                 report.created += 1
                 for inst in life.mine.values():
                     report.states.setdefault(inst.governor, Counter())[str(inst.state)] += 1

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     Connection,
@@ -158,6 +158,8 @@ class EventResult:
     replayed: bool = False
     plan: Plan | None = None
     outbox_ids: tuple[int, ...] = ()
+    instances: Mapping[str, Instance] = field(default_factory=dict)
+    """The instances the event changed or created, as it left them (id → instance)."""
 
     @property
     def ok(self) -> bool:
@@ -447,6 +449,101 @@ def _add_rows(snapshot: dict[str, Instance], tenants: dict[str, str], rows: Sequ
             tenants[r.id] = r.tenant_id
 
 
+# --------------------------------------------------------------------------- stores
+
+
+@dataclass
+class Loaded:
+    """What an event's plan starts from: every instance it may see, and whose they are."""
+
+    snapshot: dict[str, Instance]
+    """Instance id → instance: the customer's governors, the catalog, the target (SKU holders too
+    for a catalog target)."""
+    tenants: dict[str, str]
+    """Instance id → tenant (whose audit chain its transitions go to)."""
+    target_id: str | None
+    """The request's instance (None for a creation event)."""
+    customer_id: str | None
+    """The target's customer (or the creation event's)."""
+    legal_hold: bool | None = None
+    """Whether a legal hold stands on the customer, when the load has read it."""
+
+
+class Store(Protocol):
+    """Where the service reads and writes rows. ``SQL_STORE`` (the database) serves every caller;
+    the seed's ``BulkStore`` keeps the customers it is creating in memory and writes them in bulk."""
+
+    def load(self, session: Session, req: EventRequest) -> Loaded:
+        """The plan's starting point, with the rows it will change locked."""
+        ...
+
+    def allocate(
+        self, session: Session, history: int, outbox: int, chains: Iterable[str]
+    ) -> tuple[list[int], list[int]]:
+        """Ids for new history and outbox rows; lock the audit heads of ``chains``."""
+        ...
+
+    def chain(
+        self, session: Session, entries: Sequence[tuple[str, audit.NewEntry]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Audit rows and head moves for ``entries`` (``audit.chain_rows``)."""
+        ...
+
+    def write(self, session: Session, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Write a plan's rows (keys as ``_WRITES``)."""
+        ...
+
+    def sync(self, session: Session) -> None:
+        """Make the database current before the service writes through the session directly
+        (rejections, approval requests, refused timers)."""
+        ...
+
+
+class SqlStore:
+    """The database as the store: loads lock the customer and its instances (see the module)."""
+
+    def load(self, session: Session, req: EventRequest) -> Loaded:
+        target_row, catalog, rows = _load_and_lock(session, req)
+        customer_id = target_row.customer_id if target_row is not None else req.customer_id
+        if target_row is not None and target_row.governor == "catalog" and customer_id is None:
+            session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
+            catalog = _catalog(session)  # again, under the lock: the target must be read as locked
+        snapshot: dict[str, Instance] = {}
+        tenants: dict[str, str] = {}
+        _add_rows(snapshot, tenants, rows)
+        _add_rows(snapshot, tenants, catalog)
+        if target_row is not None:
+            _add_rows(snapshot, tenants, [target_row])
+            if target_row.governor == "catalog":
+                _add_rows(snapshot, tenants, _sku_holders(session, target_row.subject_id))
+        return Loaded(
+            snapshot,
+            tenants,
+            target_row.id if target_row is not None else None,
+            customer_id,
+            bool(rows[0].on_hold) if rows else None,
+        )
+
+    def allocate(
+        self, session: Session, history: int, outbox: int, chains: Iterable[str]
+    ) -> tuple[list[int], list[int]]:
+        return _allocate_ids(session, history, outbox, chains)
+
+    def chain(
+        self, session: Session, entries: Sequence[tuple[str, audit.NewEntry]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return audit.chain_rows(session, entries)
+
+    def write(self, session: Session, rows: dict[str, list[dict[str, Any]]]) -> None:
+        _write(session.connection(), rows)
+
+    def sync(self, session: Session) -> None:
+        return None
+
+
+SQL_STORE: Store = SqlStore()
+
+
 # --------------------------------------------------------------------------- the service
 
 
@@ -459,17 +556,27 @@ def fire_event(
     settings: Settings | None = None,
     facts_hook: FactsHook | None = None,
     approved_by: str | None = None,
+    store: Store | None = None,
 ) -> EventResult:
     """Apply ``req`` for ``actor`` inside ``session``'s transaction (the caller commits).
 
     Returns the result; a rejection is also a result (4xx status, audited, nothing applied). Raises
     TransitionError only for requests that name nothing (404) or misuse an idempotency key (409).
+    ``store``: where rows are read and written (default: the database, locking as described above;
+    the seed passes a ``webapp.services.seed_store.BulkStore`` for customers it is creating).
     """
     from webapp.metrics import observe_decision
 
     started = time.perf_counter()
     result = _fire_event(
-        session, req, actor, now, settings=settings, facts_hook=facts_hook, approved_by=approved_by
+        session,
+        req,
+        actor,
+        now,
+        settings=settings,
+        facts_hook=facts_hook,
+        approved_by=approved_by,
+        store=store,
     )
     root = result.plan.root if result.plan is not None else None
     observe_decision(
@@ -487,6 +594,7 @@ def _fire_event(
     settings: Settings | None = None,
     facts_hook: FactsHook | None = None,
     approved_by: str | None = None,
+    store: Store | None = None,
 ) -> EventResult:
     """Apply ``req`` (see ``fire_event``)."""
     fingerprint = req.fingerprint()
@@ -495,26 +603,17 @@ def _fire_event(
         if replay is not None:
             return replay
 
-    target_row, catalog, rows = _load_and_lock(session, req)
-    customer_id = target_row.customer_id if target_row is not None else req.customer_id
-    if target_row is not None and target_row.governor == "catalog" and customer_id is None:
-        session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
-        catalog = _catalog(session)  # again, under the lock: the target must be read as locked
+    store = store or SQL_STORE
+    loaded = store.load(session, req)
     if req.idempotency_key:
         # Checked again under the lock: a concurrent request with the same key may have won.
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
         if replay is not None:
             return replay
 
-    snapshot: dict[str, Instance] = {}
-    tenants: dict[str, str] = {}
-    _add_rows(snapshot, tenants, rows)
-    _add_rows(snapshot, tenants, catalog)
-    if target_row is not None:
-        _add_rows(snapshot, tenants, [target_row])
-        target: Instance = snapshot[target_row.id]
-        if target_row.governor == "catalog":
-            _add_rows(snapshot, tenants, _sku_holders(session, target_row.subject_id))
+    snapshot, tenants, customer_id = loaded.snapshot, loaded.tenants, loaded.customer_id
+    if loaded.target_id is not None:
+        target: Instance = snapshot[loaded.target_id]
     else:
         if req.governor is None:
             raise TransitionError(
@@ -536,6 +635,7 @@ def _fire_event(
         and target.state is not None
         and req.expected_version != target.version
     ):
+        store.sync(session)
         return _reject(
             session,
             req,
@@ -562,7 +662,11 @@ def _fire_event(
         extra = dict(facts_hook(session, snapshot, target, req.event))
     else:
         # The customer's legal hold was read along with its locked instances (when it has any).
-        known = {"legal_hold": bool(rows[0].on_hold)} if rows and target.customer_id == customer_id else None
+        known = (
+            {"legal_hold": loaded.legal_hold}
+            if loaded.legal_hold is not None and target.customer_id == customer_id
+            else None
+        )
         extra = world_facts(session, snapshot, target, req.event, known=known, payload=req.payload)
     payload = dict(req.payload)
     facts = Facts(
@@ -579,7 +683,8 @@ def _fire_event(
     result = plan(snapshot, target, req.event, facts, new_id=_new_id)
     root = result.root
     if isinstance(root, Rejection):
-        if req.timer is not None and target_row is not None:
+        store.sync(session)
+        if req.timer is not None and loaded.target_id is not None:
             _consume_timer(session, target, req.timer)
         status = HTTP_STATUS.get(root.code, 409)
         return _reject(
@@ -593,6 +698,7 @@ def _fire_event(
         )
     assert isinstance(root, Decision)
     if root.needs_approval is not None:
+        store.sync(session)
         expiry = (settings or default_settings()).duration("engine.approval_expiry")
         return _request_approval(session, req, actor, now, target, fingerprint, result, expiry)
 
@@ -603,8 +709,10 @@ def _fire_event(
             "instance_id": ids.get(target.id, target.id),
         }
 
-    body, outbox_ids = _execute(session, req, now, result, snapshot, tenants, respond, fingerprint)
-    return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids))
+    body, outbox_ids, after = _execute(
+        session, store, req, now, result, snapshot, tenants, respond, fingerprint
+    )
+    return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids), instances=after)
 
 
 def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
@@ -807,6 +915,7 @@ class _Step:
 
 def _execute(
     session: Session,
+    store: Store,
     req: EventRequest,
     now: datetime,
     result: Plan,
@@ -814,15 +923,14 @@ def _execute(
     tenants: Mapping[str, str],
     respond: Callable[[Mapping[str, str]], dict[str, Any]],
     fingerprint: str,
-) -> tuple[dict[str, Any], list[int]]:
+) -> tuple[dict[str, Any], list[int], dict[str, Instance]]:
     """Write every applied step: rows, history, audit, timers, outbox, and the idempotency record.
 
     The whole plan is worked out in memory first; then each table gets one statement (instances:
     one UPDATE per row), all sent as one batch, so an event costs a fixed handful of round trips
     however far its cascades reach. ``respond`` makes the response body from the plan's ids (plan
-    id → real id); returns (body, outbox ids).
+    id → real id); returns (body, outbox ids, the instances as the plan leaves them).
     """
-    connection = session.connection()
     root_event_id = _event_id(req, now)
     reason = req.payload.get("reason") if isinstance(req.payload.get("reason"), str) else None
 
@@ -901,7 +1009,7 @@ def _execute(
         for step in result.steps
     )
     chains = {a.tenant_id for a in steps.values()} | ({req.tenant_id} if problems else set())
-    history_ids, outbox_ids = _allocate_ids(
+    history_ids, outbox_ids = store.allocate(
         session, len(steps), alerts + sum(len(a.decision.effects) for a in steps.values()), chains
     )
     transition_ids = iter(history_ids)
@@ -1030,9 +1138,9 @@ def _execute(
     record = _record(req, fingerprint, 200, body, now)
     # Everything read is read: the audit heads are locked (by _allocate_ids), so the entries can be
     # chained here and every write sent at once.
-    audit_rows, head_moves = audit.chain_rows(session, entries)
-    _write(
-        connection,
+    audit_rows, head_moves = store.chain(session, entries)
+    store.write(
+        session,
         {
             "creations": creations,
             "updates": updates,
@@ -1047,7 +1155,7 @@ def _execute(
         },
     )
     _expire(session, current)
-    return body, outbox_ids
+    return body, outbox_ids, current
 
 
 _INSTANCE_VALUES = (
