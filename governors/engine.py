@@ -34,7 +34,6 @@ from governors.outcomes import (
     PlanStep,
     Rejection,
     TimerOp,
-    new_decision,
     new_emit,
     new_rejection,
     new_timer_op,
@@ -890,7 +889,19 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     first: tuple[str, str, str, str, Mapping[str, Any]] | None = None
     failed: list[str] | None = None
     # One context for all candidate rows, so views derived with ctx.cached are computed once.
-    ctx = Context.for_event(gov, inst, event, facts, settings)
+    # Context(gov, inst, event, facts, settings, inst.data) without type.__call__ (its __init__, inline).
+    ctx = _new(Context)
+    ctx.governor = gov
+    ctx.instance = inst
+    ctx.event = event
+    ctx.facts = facts
+    ctx.settings = settings
+    ctx.data = inst.data
+    ctx.row = None
+    ctx.target = None
+    ctx.now = facts.now
+    ctx.payload = facts.payload
+    ctx._memo = None
     checked: InputCheck | None = None  # the input check passed by an earlier candidate row
     for step in permitted:
         row = step.row
@@ -1046,18 +1057,28 @@ def _build(
             overlay = _new(_Overlay)  # _Overlay(made, inst.data) without type.__call__
             overlay._changes = made
             overlay._base = inst.data
-            ctx.moved_on(overlay, to)
+            ctx.data = overlay
         else:
-            ctx.moved_on(inst.data, to)
+            ctx.data = inst.data
+        ctx.target = to  # ctx.moved_on(data, to), inline
+        ctx._memo = None
     timer_ops: tuple[TimerOp, ...] = ()
     if entering:
         timers = inst.timers
         if timers or info.timers:
-            ops = [new_timer_op("cancel", ts) for ts in timers.values()] if timers else []
+            ops: list[TimerOp] = []
+            for ts in timers.values():
+                op = _new(TimerOp)  # TimerOp("cancel", ts), inline
+                op.op = "cancel"
+                op.timer = ts
+                ops.append(op)
             for t in info.timers:
                 armed = _arm(t, seq, after, settings)
                 if armed is not None:
-                    ops.append(new_timer_op("arm", armed))
+                    op = _new(TimerOp)
+                    op.op = "arm"
+                    op.timer = armed
+                    ops.append(op)
             timer_ops = tuple(ops)
     elif info.timers:
         held = info.timers
@@ -1101,34 +1122,38 @@ def _build(
 
     attention = info.attention
     if attention is None:
-        attention = _passes(info.attention_fn, after)
+        try:  # _passes(info.attention_fn, after), inline
+            attention = bool(info.attention_fn(after))  # type: ignore[misc]
+        except (GuardFailed, NeedsInput):
+            attention = False
     effects = row.effects
     if row.effect_fns is not None:
         built: list[Effect] = []
         for e, fn in row.effect_fns:
             built.append(e if fn is None else new_effect(e.name, MappingProxyType(fn(after))))
         effects = tuple(built)
-    return new_decision(
-        comp.gov.name,
-        inst.id,
-        event,
-        row.id,
-        state,
-        to,
-        seq,
-        not entering,
-        facts.actor,
-        facts.role,
-        facts.now,
-        facts.payload,
-        changes,
-        effects,
-        timer_ops,
-        cascades,
-        needs,
-        attention,
-        info.reason if attention else "",
-    )
+    # Decision(gov.name, inst.id, event, ...) in field order, without type.__call__ (inline).
+    decision = _new(Decision)
+    decision.governor = comp.gov.name
+    decision.instance_id = inst.id
+    decision.event = event
+    decision.row_id = row.id
+    decision.from_state = state
+    decision.to_state = to
+    decision.state_seq = seq
+    decision.self_transition = not entering
+    decision.actor = facts.actor
+    decision.role = facts.role
+    decision.at = facts.now
+    decision.payload = facts.payload
+    decision.changes = changes
+    decision.effects = effects
+    decision.timer_ops = timer_ops
+    decision.cascades = cascades
+    decision.needs_approval = needs
+    decision.attention = attention
+    decision.attention_reason = info.reason if attention else ""
+    return decision
 
 
 def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | None:
@@ -1138,6 +1163,7 @@ def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | 
     if bound[0] is not settings:
         key = t.after if t.after is not None else t.before
         bound = t.bound = (settings, settings.duration(key) if key else _ZERO)
+    due: datetime | None
     if t.after is not None:
         due = now + bound[1]
     else:
@@ -1147,8 +1173,18 @@ def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | 
         due = anchor - bound[1]
     payload = t.payload if t.payload_fn is None else MappingProxyType(t.payload_fn(ctx))
     if t.when_fn is None or _passes(t.when_fn, ctx):
-        return new_timer_state(t.name, t.event, seq, due, None, payload)
-    return new_timer_state(t.name, t.event, seq, None, max(_ZERO, due - now), payload)
+        remaining = None
+    else:
+        remaining = max(_ZERO, due - now)
+        due = None
+    armed = _new(TimerState)  # TimerState(t.name, t.event, seq, due, remaining, payload), inline
+    armed.name = t.name
+    armed.event = t.event
+    armed.state_seq = seq
+    armed.due_at = due
+    armed.remaining = remaining
+    armed.payload = payload
+    return armed
 
 
 def _held_timer_ops(
@@ -1187,7 +1223,7 @@ def _held_timer_ops(
         if existing is None:
             continue
         running = _passes(t.when_fn, after)
-        if running and existing.paused:
+        if running and existing.due_at is None:  # paused
             remaining = existing.remaining or _ZERO
             ops.append(
                 new_timer_op(
@@ -1202,7 +1238,7 @@ def _held_timer_ops(
                     ),
                 )
             )
-        elif not running and not existing.paused and existing.due_at is not None:
+        elif not running and existing.due_at is not None:  # running
             left = max(_ZERO, existing.due_at - facts.now)
             ops.append(
                 new_timer_op(

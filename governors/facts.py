@@ -32,7 +32,6 @@ def as_datetime(value: Any) -> datetime | None:
 
 
 T = TypeVar("T")
-_new = object.__new__
 
 
 def aware_datetime(value: Any) -> datetime | None:
@@ -172,26 +171,6 @@ class Context:
         self.payload: Mapping[str, Any] = facts.payload
         """The event's payload."""
         self._memo: dict[str, Any] | None = None
-
-    @classmethod
-    def for_event(
-        cls, governor: Governor, instance: Instance, event: str, facts: Facts, settings: Settings
-    ) -> Context:
-        """``Context(governor, instance, event, facts, settings, instance.data)``, made without
-        ``type.__call__`` (the engine makes one per decision; see ``positional_maker``)."""
-        ctx = _new(cls)
-        ctx.governor = governor
-        ctx.instance = instance
-        ctx.event = event
-        ctx.facts = facts
-        ctx.settings = settings
-        ctx.data = instance.data
-        ctx.row = None
-        ctx.target = None
-        ctx.now = facts.now
-        ctx.payload = facts.payload
-        ctx._memo = None
-        return ctx
 
     def cached(self, key: str, compute: Callable[[Context], T]) -> T:
         """``compute(self)`` once per context: for derived views several guards of one row share."""

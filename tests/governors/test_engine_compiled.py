@@ -8,7 +8,8 @@ settings overrides that apply at once, shared emits that cannot be changed, and 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from governors import Decision, Facts, Instance, Rejection, decide
 from governors.engine import compile_value
 from governors.facts import Context
+from governors.outcomes import TimerOp
 from governors.rules.base import GUARDS, guard, updater
 from governors.settings import default_settings
 from governors.spec import SAME, Cascade, Governor, Input, State, Timer, Transition, frozen_map, fx
@@ -232,3 +234,34 @@ def test_every_input_kind_accepts_good_or_absent_values(payload: dict[str, Any])
 def test_an_unknown_reference_is_refused_when_compiled() -> None:
     with pytest.raises(ValueError, match="unknown reference"):
         compile_value({"ok": "$data.x", "bad": "$nowhere.y"})
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"text": "x" * 5000, "amount": 1, "code": "a"},
+        {"text": "abc   ", "amount": 500, "at": NOW.astimezone(timezone(timedelta(hours=-5)))},
+        {"text": type("Note", (str,), {})("a subclass"), "count": 2**70},
+    ],
+)
+def test_values_at_the_bounds_and_subclasses_pass_as_the_kind_checks_say(payload: dict[str, Any]) -> None:
+    # The generated checks accept plain values inline and leave the rest to the kind checks.
+    assert isinstance(decide(GOV, IDLE, "poke", facts(**payload)), Decision)
+
+
+def test_outcomes_built_on_the_fast_path_have_every_field_and_equal_their_class_built_copies() -> None:
+    # The engine builds Decision, TimerOp and TimerState without calling the class; a field added to
+    # one of them must not be left unset there.
+    out = decide(GOV, IDLE, "start", facts(note="hello"))
+    assert isinstance(out, Decision)
+    built: list[Any] = [out, *out.timer_ops, *(op.timer for op in out.timer_ops), *out.cascades, *out.effects]
+    for value in built:
+        cls = type(value)
+        copy = cls(**{f.name: getattr(value, f.name) for f in fields(cls)})
+        assert copy == value and repr(copy) == repr(value)
+    busy = Instance(
+        "compiled", "c-1", state="busy", state_seq=2, timers=frozen_map({"tick": out.timer_ops[0].timer})
+    )
+    fired = decide(GOV, busy, "finish", facts())
+    assert isinstance(fired, Decision) and [op.op for op in fired.timer_ops] == ["cancel"]
+    assert fired.timer_ops[0] == TimerOp("cancel", out.timer_ops[0].timer)
