@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -24,9 +25,9 @@ def register(main: click.Group) -> None:
     @click.option(
         "--workers",
         type=click.IntRange(min=1),
-        default=1,
-        show_default=True,
-        help="Processes (customers are split by tenant; at most one per tenant).",
+        default=None,
+        help="Processes (customers are split by tenant; at most one per tenant)."
+        " Default: one per CPU on PostgreSQL, one on SQLite.",
     )
     @click.option(
         "--batch", type=click.IntRange(min=1), default=25, show_default=True, help="Customers per commit."
@@ -37,7 +38,7 @@ def register(main: click.Group) -> None:
         help="The simulated now every life runs up to (ISO 8601, UTC); default today 00:00 UTC.",
     )
     def seed_command(
-        customers: int, tenants: int, days: int, seed_: int, workers: int, batch: int, end: str | None
+        customers: int, tenants: int, days: int, seed_: int, workers: int | None, batch: int, end: str | None
     ) -> None:
         """Build CUSTOMERS customers over DAYS days of simulated history (re-running skips existing ones)."""
         from webapp.db import Database
@@ -50,6 +51,10 @@ def register(main: click.Group) -> None:
             except ValueError:
                 raise click.BadParameter(f"not an ISO 8601 instant: {end!r}", param_hint="--end") from None
             until = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        config = Config.from_env(testing=True)  # seeding needs the database only
+        db = Database(config.database_url)
+        if workers is None:
+            workers = 1 if db.is_sqlite else max(1, min(os.cpu_count() or 1, tenants))
         options = SeedOptions(
             customers=customers,
             tenants=tenants,
@@ -59,8 +64,6 @@ def register(main: click.Group) -> None:
             batch=batch,
             workers=workers,
         )
-        config = Config.from_env(testing=True)  # seeding needs the database only
-        db = Database(config.database_url)
 
         def progress(report: SeedReport, total: int) -> None:
             done = report.created + report.skipped + report.failed
