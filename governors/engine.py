@@ -450,6 +450,7 @@ class _Timer:
         "payload",
         "payload_fn",
         "plain",
+        "simple",
         "when_fn",
     )
 
@@ -472,6 +473,8 @@ class _Timer:
                 self.payload = MappingProxyType(dict(t.payload))
             else:
                 self.payload_fn = compile_value(t.payload)
+        # Armed with nothing but its duration: due ``after`` from now, running, its payload shared.
+        self.simple = t.after is not None and self.when_fn is None and self.payload_fn is None
 
 
 class _StateInfo:
@@ -1073,12 +1076,25 @@ def _build(
                 op.timer = ts
                 ops.append(op)
             for t in info.timers:
-                armed = _arm(t, seq, after, settings)
-                if armed is not None:
-                    op = _new(TimerOp)
-                    op.op = "arm"
-                    op.timer = armed
-                    ops.append(op)
+                if t.simple:  # _arm(t, seq, after, settings), inline
+                    bound = t.bound
+                    if bound[0] is not settings:
+                        bound = t.bound = (settings, settings.duration(t.after))  # type: ignore[arg-type]
+                    armed = _new(TimerState)
+                    armed.name = t.name
+                    armed.event = t.event
+                    armed.state_seq = seq
+                    armed.due_at = facts.now + bound[1]
+                    armed.remaining = None
+                    armed.payload = t.payload
+                else:
+                    armed = _arm(t, seq, after, settings)  # type: ignore[assignment]
+                    if armed is None:
+                        continue
+                op = _new(TimerOp)
+                op.op = "arm"
+                op.timer = armed
+                ops.append(op)
             timer_ops = tuple(ops)
     elif info.timers:
         held = info.timers
@@ -1086,7 +1102,8 @@ def _build(
             fired = facts.timer if facts.role == "timer" else None
             held = step.held if fired is None else step.held_fired.get(fired, step.held)
         if held:
-            timer_ops = _held_timer_ops(inst, row, held, seq, after, settings)
+            moved_on = made if after.data is not inst.data else _EMPTY
+            timer_ops = _held_timer_ops(inst, row, held, seq, after, settings, moved_on)
 
     cascades: tuple[CascadeEmit, ...] = ()
     if row.cascades:
@@ -1194,10 +1211,12 @@ def _held_timer_ops(
     seq: int,
     after: Context,
     settings: Settings,
+    made: Mapping[str, Any],
 ) -> tuple[TimerOp, ...]:
     """Timer operations of a self-transition: re-arms, used-up fired timers, holds paused or resumed.
 
-    ``timers`` are the state's timers this event may change (``_Step.held``), or all of them.
+    ``timers`` are the state's timers this event may change (``_Step.held``), or all of them;
+    ``made`` the changes ``after.data`` holds over the instance's data (None deletes a key).
     """
     ops: list[TimerOp] = []
     facts = after.facts
@@ -1208,7 +1227,9 @@ def _held_timer_ops(
         if t.plain and name != fired and name not in rearm:
             continue  # nothing on this row can change a plain running timer
         existing = inst.timers.get(name)
-        moved = t.at is not None and after.data.get(t.at) != inst.data.get(t.at)
+        at = t.at
+        # after.data.get(at) != inst.data.get(at): only a change the row makes can move the anchor.
+        moved = at is not None and at in made and made[at] != inst.data.get(at)
         if name == fired and existing is not None and name not in rearm and not moved:
             # A timer that fired into a self-transition is used up (unless the row re-arms it).
             ops.append(new_timer_op("cancel", existing))
@@ -1222,7 +1243,14 @@ def _held_timer_ops(
             continue
         if existing is None:
             continue
-        running = _passes(t.when_fn, after)
+        when = t.when_fn
+        if when is None:
+            running = True
+        else:
+            try:  # _passes(when, after), inline
+                running = bool(when(after))
+            except (GuardFailed, NeedsInput):
+                running = False
         if running and existing.due_at is None:  # paused
             remaining = existing.remaining or _ZERO
             ops.append(
