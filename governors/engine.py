@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -60,7 +61,7 @@ from governors.spec import (
 _ZERO = timedelta(0)
 _STAFF: frozenset[str] = frozenset(STAFF_ROLES)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_NO_SLOTS: dict[str, Any] = {}
+_NO_SLOTS: dict[str, _Slot] = {}
 _new = object.__new__
 
 
@@ -474,7 +475,7 @@ class _Timer:
             else:
                 self.payload_fn = compile_value(t.payload)
         # Armed with nothing but its duration: due ``after`` from now, running, its payload shared.
-        self.simple = t.after is not None and self.when_fn is None and self.payload_fn is None
+        self.simple = bool(t.after) and self.when_fn is None and self.payload_fn is None
 
 
 class _StateInfo:
@@ -632,6 +633,10 @@ def _updater_fn(name: str) -> UpdateFn:
     return unknown
 
 
+Build = Callable[["_Compiled", Instance, Facts, Settings, Context], Outcome]
+"""``(comp, instance, facts, settings, context) -> outcome`` of one candidate row that passed."""
+
+
 class _Step:
     """A candidate row as it applies in one source state: its target and what entering that means.
 
@@ -639,10 +644,35 @@ class _Step:
     ``entering``, ``info``, ``after`` and the held timers are worked out by ``_build`` as it goes.
     """
 
-    __slots__ = ("after", "entering", "held", "held_fired", "info", "row", "to")
+    __slots__ = (
+        "after",
+        "build",
+        "entering",
+        "event",
+        "governor",
+        "held",
+        "held_fired",
+        "info",
+        "row",
+        "state",
+        "to",
+    )
 
-    def __init__(self, row: _Row, state: str | None, entering: Mapping[str, _StateInfo]) -> None:
+    def __init__(
+        self,
+        row: _Row,
+        state: str | None,
+        event: str,
+        governor: str,
+        entering: Mapping[str, _StateInfo],
+    ) -> None:
         self.row = row
+        self.state = state
+        self.event = event
+        self.governor = governor
+        # The decision of this row in this state, generated on first use (``_compile_build``); rows
+        # whose target is read per event are built by ``_build``.
+        self.build: Build = self._first_build
         to = row.dst if row.dst_mode == 0 else state if row.dst_mode == 1 else None
         self.info = entering.get(to) if to is not None else None
         self.to = to if self.info is not None else None
@@ -659,6 +689,12 @@ class _Step:
             if f.plain and f.name not in row.rearm
         }
 
+    def _first_build(
+        self, comp: _Compiled, inst: Instance, facts: Facts, settings: Settings, ctx: Context
+    ) -> Outcome:
+        self.build = _compile_build(self) if self.to is not None else partial(_build, step=self)
+        return self.build(comp, inst, facts, settings, ctx)
+
 
 class _Slot:
     """The candidate rows of one (state, event), by the role that sends the event."""
@@ -666,12 +702,12 @@ class _Slot:
     __slots__ = ("by_role", "first_id", "roles", "timer_only")
 
     def __init__(
-        self, rows: list[_Row], timer_only: bool, state: str | None, entering: Mapping[str, _StateInfo]
+        self, rows: list[_Row], timer_only: bool, state: str | None, event: str, comp: _Compiled
     ) -> None:
         self.first_id = rows[0].id
         self.timer_only = timer_only
         self.roles = sorted({x for r in rows for x in r.t.by + r.t.requesters})
-        steps = [_Step(r, state, entering) for r in rows]
+        steps = [_Step(r, state, event, comp.gov.name, comp.entering) for r in rows]
         self.by_role = {role: tuple(s for s in steps if role in s.row.roles) for role in self.roles}
 
 
@@ -741,12 +777,12 @@ def compile_governor(gov: Governor) -> _Compiled:
     comp.entering = {s.name: _StateInfo(s) for s in gov.states}
     for event, rows in comp.creation.items():
         comp.slots.setdefault(None, {})[event] = _Slot(
-            [compiled[id(r)] for r in rows], False, None, comp.entering
+            [compiled[id(r)] for r in rows], False, None, event, comp
         )
     for (state, event), rows in comp.rows.items():
         if state in comp.states and state not in comp.terminal:
             comp.slots.setdefault(state, {})[event] = _Slot(
-                [compiled[id(r)] for r in rows], (state, event) in comp.timer_only, state, comp.entering
+                [compiled[id(r)] for r in rows], (state, event) in comp.timer_only, state, event, comp
             )
     _COMPILED[id(gov)] = (gov, comp)
     return comp
@@ -934,7 +970,7 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
                     failed.append(g[0])
                 break
             else:
-                return _build(comp, inst, step, event, facts, settings, ctx)
+                return step.build(comp, inst, facts, settings, ctx)
         except NeedsInput as missing:
             return _reject(
                 gov,
@@ -1000,12 +1036,13 @@ class _Overlay(Mapping[str, Any]):
 def _build(
     comp: _Compiled,
     inst: Instance,
-    step: _Step,
-    event: str,
     facts: Facts,
     settings: Settings,
     ctx: Context,
+    step: _Step,
 ) -> Outcome:
+    """The decision of ``step`` worked out as it goes (``_compile_build`` generates one per step)."""
+    event = step.event
     row = step.row
     state = inst.state
     to = step.to
@@ -1171,6 +1208,205 @@ def _build(
     decision.attention = attention
     decision.attention_reason = info.reason if attention else ""
     return decision
+
+
+def _compile_build(step: _Step) -> Build:
+    """The decision of one row in one state, generated once (as ``dataclasses`` generates ``__init__``).
+
+    It does what ``_build`` does for that row and state, with everything that does not depend on the
+    event settled at generation: the target, whether the state is entered, literal changes, updaters
+    called one by one, four-eyes only where the row has it, timers armed inline (or through ``_arm``),
+    held timers through ``_held_timer_ops``, shared cascade emits and effects as constants, the
+    attention and the Decision's constant fields. Values are bound as constants of its namespace.
+    """
+    row, info = step.row, step.info
+    assert info is not None and step.to is not None
+    ns: dict[str, Any] = {
+        "new": _new,
+        "Decision": Decision,
+        "TimerOp": TimerOp,
+        "TimerState": TimerState,
+        "Overlay": _Overlay,
+        "MPT": MappingProxyType,
+        "EMPTY": _EMPTY,
+        "STAFF": _STAFF,
+        "GuardFailed": GuardFailed,
+        "NeedsInput": NeedsInput,
+        "arm": _arm,
+        "held_ops": _held_timer_ops,
+        "passes": _passes,
+        "emit": _emit_cascade,
+        "new_effect": new_effect,
+        "tuple": tuple,
+        "bool": bool,
+        "ROW": row,
+        "STEP": step,
+        "INFO": info,
+    }
+    out = ["def build(comp, inst, facts, settings, ctx):"]
+
+    def put(*lines: str, indent: int = 1) -> None:
+        out.extend("    " * indent + line for line in lines)
+
+    # Changes.
+    if row.static_changes is not None:
+        ns["CHANGES"], ns["MADE"] = row.static_changes, row.set_values
+        put("changes = CHANGES", "made = MADE")
+    else:
+        if row.set_fn is not None:
+            ns["SET"] = row.set_fn
+            put("made = SET(ctx)")
+        else:
+            ns["SETV"] = row.set_values
+            put("made = SETV.copy()")
+        for index, update in enumerate(row.updaters):
+            ns[f"U{index}"] = update
+            put(f"made.update(U{index}(ctx))")
+        put("changes = MPT(made)")
+    put("seq = inst.state_seq + 1" if step.entering else "seq = inst.state_seq")
+    # Four-eyes, or a request by a role that may only request.
+    put("needs = None")
+    if row.requesters_only or row.four_eyes is not None:
+        put("if facts.approved_by is None:", "    role = facts.role")
+        ns["REQ_ONLY"], ns["REQ_NEEDS"] = row.requesters_only, row.request_needs
+        put("    if role in REQ_ONLY:", "        needs = REQ_NEEDS")
+        if row.four_eyes is not None:
+            ns["FOUR"], ns["FOUR_WHEN"] = row.four_eyes, row.four_eyes_when
+            put("    elif role in STAFF and passes(FOUR_WHEN, ctx):", "        needs = FOUR")
+    # The context as the transition leaves it.
+    ns["TO"] = step.to
+    if step.after:
+        if row.static_changes is None:
+            put("if made:")
+            put("overlay = new(Overlay)", "overlay._changes = made", "overlay._base = inst.data", indent=2)
+            put("ctx.data = overlay", indent=2)
+            put("else:", "    ctx.data = inst.data")
+        elif row.set_values:
+            put("overlay = new(Overlay)", "overlay._changes = made", "overlay._base = inst.data")
+            put("ctx.data = overlay")
+        else:
+            put("ctx.data = inst.data")
+        put("ctx.target = TO", "ctx._memo = None")
+    # Timers.
+    if step.entering:
+        put("timers = inst.timers", "ops = []")
+        put("if timers:", "    for ts in timers.values():")
+        put("op = new(TimerOp)", 'op.op = "cancel"', "op.timer = ts", "ops.append(op)", indent=3)
+        for index, t in enumerate(info.timers):
+            ns[f"T{index}"] = t
+            if t.simple:
+                put(f"bound = T{index}.bound", "if bound[0] is not settings:")
+                put(f"bound = T{index}.bound = (settings, settings.duration(T{index}.after))", indent=2)
+                put("armed = new(TimerState)", f"armed.name = {t.name!r}", f"armed.event = {t.event!r}")
+                put("armed.state_seq = seq", "armed.due_at = facts.now + bound[1]", "armed.remaining = None")
+                put(f"armed.payload = T{index}.payload")
+                put("op = new(TimerOp)", 'op.op = "arm"', "op.timer = armed", "ops.append(op)")
+            else:
+                put(f"armed = arm(T{index}, seq, ctx, settings)", "if armed is not None:")
+                put("op = new(TimerOp)", 'op.op = "arm"', "op.timer = armed", "ops.append(op)", indent=2)
+        put("timer_ops = tuple(ops)")
+    elif step.held or step.held_fired:
+        ns["HELD"], ns["HELD_FIRED"] = step.held, step.held_fired
+        put('fired = facts.timer if facts.role == "timer" else None')
+        put("held = HELD if fired is None else HELD_FIRED.get(fired, HELD)")
+        put("if held:")
+        put("moved_on = made if ctx.data is not inst.data else EMPTY", indent=2)
+        put("timer_ops = held_ops(inst, ROW, held, seq, ctx, settings, moved_on)", indent=2)
+        put("else:", "    timer_ops = ()")
+    else:
+        put("timer_ops = ()")
+    # Cascades.
+    if not row.cascades:
+        put("cascades = ()")
+    elif all(c.emit is not None and c.when_fn is None for c in row.cascades):
+        ns["EMITS"] = tuple(c.emit for c in row.cascades)
+        put("cascades = EMITS")
+    else:
+        put("emits = []")
+        for index, c in enumerate(row.cascades):
+            ns[f"C{index}"] = c
+            indent = 1
+            if c.when_fn is not None:
+                put(f"if passes(C{index}.when_fn, ctx):")
+                indent = 2
+            if c.emit is not None:
+                put(f"emits.append(C{index}.emit)", indent=indent)
+            else:
+                put(f"emit(C{index}, ctx, emits)", indent=indent)
+        put("cascades = tuple(emits)")
+    # Attention.
+    if info.attention is not None:
+        ns["ATTENTION"], ns["REASON"] = info.attention, info.reason if info.attention else ""
+        put("attention = ATTENTION", "reason = REASON")
+    else:
+        ns["ATTENTION_FN"], ns["REASON"] = info.attention_fn, info.reason
+        put("try:", "    attention = bool(ATTENTION_FN(ctx))", "except (GuardFailed, NeedsInput):")
+        put("    attention = False", 'reason = REASON if attention else ""')
+    # Effects.
+    if row.effect_fns is None:
+        ns["EFFECTS"] = row.effects
+        put("effects = EFFECTS")
+    else:
+        parts = []
+        for index, (effect, fn) in enumerate(row.effect_fns):
+            ns[f"E{index}"] = effect
+            if fn is None:
+                parts.append(f"E{index}")
+            else:
+                ns[f"F{index}"] = fn
+                parts.append(f"new_effect(E{index}.name, MPT(F{index}(ctx)))")
+        put(f"effects = ({', '.join(parts)},)")
+    # The decision, in field order.
+    ns["GOVERNOR"], ns["EVENT"], ns["ROW_ID"], ns["STATE"] = step.governor, step.event, row.id, step.state
+    put(
+        "decision = new(Decision)",
+        "decision.governor = GOVERNOR",
+        "decision.instance_id = inst.id",
+        "decision.event = EVENT",
+        "decision.row_id = ROW_ID",
+        "decision.from_state = STATE",
+        "decision.to_state = TO",
+        "decision.state_seq = seq",
+        f"decision.self_transition = {not step.entering}",
+        "decision.actor = facts.actor",
+        "decision.role = facts.role",
+        "decision.at = facts.now",
+        "decision.payload = facts.payload",
+        "decision.changes = changes",
+        "decision.effects = effects",
+        "decision.timer_ops = timer_ops",
+        "decision.cascades = cascades",
+        "decision.needs_approval = needs",
+        "decision.attention = attention",
+        "decision.attention_reason = reason",
+        "return decision",
+    )
+    exec("\n".join(out) + "\n", ns)
+    build: Build = ns["build"]
+    return build
+
+
+def _emit_cascade(c: _Cascade, after: Context, emits: list[CascadeEmit]) -> None:
+    """Append the emits of a cascade whose payload (or fan-out) depends on the event, as ``_build``."""
+    if c.fan_out is None:
+        body = MappingProxyType(c.payload_fn(after))
+        emits.append(new_emit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event))
+        return
+    payload = c.payload_fn(after)
+    listed = c.fan_out(after)
+    for item in list(listed) if isinstance(listed, list | tuple) else ():
+        emits.append(
+            new_emit(
+                c.id,
+                c.target,
+                c.event,
+                MappingProxyType(payload if item is None else {**payload, "item": item}),
+                c.select,
+                c.where,
+                c.must,
+                c.create_event,
+            )
+        )
 
 
 def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | None:
