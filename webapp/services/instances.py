@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Row
@@ -43,6 +44,8 @@ def revive(value: Any) -> Any:
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_MAPPINGS = frozenset({dict, MappingProxyType})
+_SEQUENCES = frozenset({list, tuple})
 
 
 def jsonable(value: Any) -> Any:
@@ -50,10 +53,19 @@ def jsonable(value: Any) -> Any:
     kind = type(value)
     if kind in _SCALARS:  # most values: skip the (slow) abstract Mapping check below
         return value
-    if kind is dict:
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if kind is list:
-        return [jsonable(v) for v in value]
+    # The common containers by exact type, their scalar members copied without a call each: an
+    # event serializes a few thousand values (instance data, changes, payloads), mostly leaves.
+    if kind in _MAPPINGS:
+        scalars = _SCALARS
+        return {
+            (k if type(k) is str else str(k)): (v if type(v) in scalars else jsonable(v))
+            for k, v in value.items()
+        }
+    if kind in _SEQUENCES:
+        scalars = _SCALARS
+        return [v if type(v) in scalars else jsonable(v) for v in value]
+    if kind is datetime:
+        return value.isoformat()
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
