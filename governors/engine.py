@@ -636,6 +636,9 @@ def _updater_fn(name: str) -> UpdateFn:
 Build = Callable[["_Compiled", Instance, Facts, Settings, Context], Outcome]
 """``(comp, instance, facts, settings, context) -> outcome`` of one candidate row that passed."""
 
+Run = Callable[["_Compiled", Instance, str, Facts, Settings], Outcome]
+"""``(comp, instance, event, facts, settings) -> outcome`` over one role's candidate rows of a slot."""
+
 
 class _Step:
     """A candidate row as it applies in one source state: its target and what entering that means.
@@ -699,7 +702,7 @@ class _Step:
 class _Slot:
     """The candidate rows of one (state, event), by the role that sends the event."""
 
-    __slots__ = ("by_role", "first_id", "roles", "timer_only")
+    __slots__ = ("by_role", "first_id", "roles", "runs", "timer_only")
 
     def __init__(
         self, rows: list[_Row], timer_only: bool, state: str | None, event: str, comp: _Compiled
@@ -709,6 +712,14 @@ class _Slot:
         self.roles = sorted({x for r in rows for x in r.t.by + r.t.requesters})
         steps = [_Step(r, state, event, comp.gov.name, comp.entering) for r in rows]
         self.by_role = {role: tuple(s for s in steps if role in s.row.roles) for role in self.roles}
+        # How each role's event is decided over its candidate rows, generated on first use.
+        self.runs: dict[str, Run] = {role: partial(self._first_run, role) for role in self.roles}
+
+    def _first_run(
+        self, role: str, comp: _Compiled, inst: Instance, event: str, facts: Facts, settings: Settings
+    ) -> Outcome:
+        run = self.runs[role] = _compile_run(comp, self.by_role[role], role in _STAFF)
+        return run(comp, inst, event, facts, settings)
 
 
 @dataclass
@@ -910,8 +921,8 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
             slot.first_id,
             _EMPTY,
         )
-    permitted = slot.by_role.get(role)
-    if permitted is None:
+    run = slot.runs.get(role)
+    if run is None:
         return _reject(
             gov,
             inst,
@@ -924,68 +935,145 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     settings = facts.settings
     if settings is None:
         settings = default_settings()
-    # The first guard failure (row, guard, code, message, details) and, past one, every failed guard.
-    first: tuple[str, str, str, str, Mapping[str, Any]] | None = None
-    failed: list[str] | None = None
-    # One context for all candidate rows, so views derived with ctx.cached are computed once.
-    # Context(gov, inst, event, facts, settings, inst.data) without type.__call__ (its __init__, inline).
-    ctx = _new(Context)
-    ctx.governor = gov
-    ctx.instance = inst
-    ctx.event = event
-    ctx.facts = facts
-    ctx.settings = settings
-    ctx.data = inst.data
-    ctx.row = None
-    ctx.target = None
-    ctx.now = facts.now
-    ctx.payload = facts.payload
-    ctx._memo = None
-    checked: InputCheck | None = None  # the input check passed by an earlier candidate row
-    for step in permitted:
-        row = step.row
-        if staff or row.inputs:
-            check = row.check_inputs
-            if check is not checked:
-                bad_input = check(facts.payload, settings, staff)
-                if bad_input:
-                    return _reject(
-                        gov, inst, event, "invalid_input", bad_input[1], row.id, field=bad_input[0]
-                    )
-                checked = check
-        ctx.row = row.t
+    return run(comp, inst, event, facts, settings)
+
+
+def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
+    """Decide an event over one role's candidate rows, generated once per (state, event, role).
+
+    One context serves every row (views derived with ``ctx.cached`` are computed once). Row by row,
+    in definition order: the row's input check, with the staff reason rule (skipped when an earlier
+    row ran the same check: they share it when their inputs are equal), then its guards in order;
+    the first row whose guards all pass decides (``_Step.build``). A guard fails by returning a
+    false value (its registered message) or raising ``GuardFailed`` (its own message); a
+    ``NeedsInput`` from a guard or from building the decision refuses the event as invalid input.
+    When every row fails, the rejection is the first failure's, and names every failed guard when
+    there are several. For a row with guards ``g0, g1`` the body is::
+
+        ctx.row = T1
         try:
-            for g in row.guards:
+            while True:  # left at the first failing guard
                 try:
-                    if g[1](ctx):
-                        continue
-                    message = g[3]
+                    if not G1_0(ctx):
+                        j = 0
+                        message = M1_0  # its registered message
+                        break
                 except GuardFailed as failure:
+                    j = 0
                     message = failure.message
-                if first is None:
-                    first = (row.id, g[0], g[2], message, g[4])
-                elif failed is None:
-                    failed = [first[1], g[0]]
-                else:
-                    failed.append(g[0])
-                break
-            else:
-                return step.build(comp, inst, facts, settings, ctx)
+                    break
+                ...  # g1 alike
+                return STEP1.build(comp, inst, facts, settings, ctx)
         except NeedsInput as missing:
-            return _reject(
-                gov,
-                inst,
-                event,
-                "invalid_input",
-                f"{missing.name.replace('_', ' ')} is required",
-                row.id,
-                field=missing.name,
-            )
-    assert first is not None  # every candidate row either decided or failed a guard
-    row_id, guard_name, code, message, details = first
-    if failed is not None:
-        details = frozen_map({"guard": guard_name, "failed": tuple(failed)})
-    return new_rejection(code, message, gov.name, event, state, row_id, details)
+            return needs_input(comp.gov, inst, event, missing, ROW1)
+        names = [first[1][0], GS1[j][0]]  # the failure is noted (row 0's is the first)
+    """
+    ns: dict[str, Any] = {
+        "new": _new,
+        "Context": Context,
+        "GuardFailed": GuardFailed,
+        "NeedsInput": NeedsInput,
+        "reject": _reject,
+        "needs_input": _needs_input,
+        "refuse": _refuse,
+        "STAFF": staff,
+    }
+    out = [
+        "def run(comp, inst, event, facts, settings):",
+        "    gov = comp.gov",
+        "    ctx = new(Context)  # Context(gov, inst, event, facts, settings, inst.data), inline",
+        "    ctx.governor = gov",
+        "    ctx.instance = inst",
+        "    ctx.event = event",
+        "    ctx.facts = facts",
+        "    ctx.settings = settings",
+        "    ctx.data = inst.data",
+        "    ctx.row = None",
+        "    ctx.target = None",
+        "    ctx.now = facts.now",
+        "    ctx.payload = facts.payload",
+        "    ctx._memo = None",
+        "    names = None",
+    ]
+    checked: set[int] = set()
+    may_fail = False
+    for i, step in enumerate(steps):
+        row = step.row
+        ns[f"STEP{i}"], ns[f"T{i}"], ns[f"ROW{i}"], ns[f"GS{i}"] = step, row.t, row.id, row.guards
+        if (staff or row.inputs) and id(row.check_inputs) not in checked:
+            checked.add(id(row.check_inputs))
+            ns[f"CHECK{i}"] = row.check_inputs
+            out += [
+                f"    bad = CHECK{i}(facts.payload, settings, STAFF)",
+                "    if bad:",
+                f"        return reject(gov, inst, event, 'invalid_input', bad[1], ROW{i}, field=bad[0])",
+            ]
+        out += [f"    ctx.row = T{i}", "    try:"]
+        if row.guards:
+            may_fail = True
+            out.append("        while True:")
+            for j, g in enumerate(row.guards):
+                ns[f"G{i}_{j}"], ns[f"M{i}_{j}"] = g[1], g[3]
+                out += [
+                    "            try:",
+                    f"                if not G{i}_{j}(ctx):",
+                    f"                    j = {j}",
+                    f"                    message = M{i}_{j}",
+                    "                    break",
+                    "            except GuardFailed as failure:",
+                    f"                j = {j}",
+                    "                message = failure.message",
+                    "                break",
+                ]
+            out.append(f"            return STEP{i}.build(comp, inst, facts, settings, ctx)")
+        else:
+            out.append(f"        return STEP{i}.build(comp, inst, facts, settings, ctx)")
+        out += [
+            "    except NeedsInput as missing:",
+            f"        return needs_input(gov, inst, event, missing, ROW{i})",
+        ]
+        if not row.guards:
+            break  # a row without guards always decides: later rows are never reached
+        # Every earlier row failed one guard (or returned): the first failure is row 0's.
+        if i == 0:
+            out.append("    first = (ROW0, GS0[j], message)")
+        elif i == 1:
+            out.append("    names = [first[1][0], GS1[j][0]]")
+        else:
+            out.append(f"    names.append(GS{i}[j][0])")
+    else:
+        if may_fail:
+            out.append("    return refuse(gov, inst, event, first, names)")
+    exec("\n".join(out) + "\n", ns)
+    run: Run = ns["run"]
+    return run
+
+
+def _needs_input(gov: Governor, inst: Instance, event: str, missing: NeedsInput, row_id: str) -> Rejection:
+    """The rejection of an event whose guard (or updater) needed a payload value it was not given."""
+    return _reject(
+        gov,
+        inst,
+        event,
+        "invalid_input",
+        f"{missing.name.replace('_', ' ')} is required",
+        row_id,
+        field=missing.name,
+    )
+
+
+def _refuse(
+    gov: Governor,
+    inst: Instance,
+    event: str,
+    first: tuple[str, _Guard, str],
+    names: list[str] | None,
+) -> Rejection:
+    """The rejection when every candidate row failed a guard: the first failure's code, message and
+    row; its details name every failed guard when there are several (``names``)."""
+    row_id, spec, message = first
+    details = spec[4] if names is None else frozen_map({"guard": spec[0], "failed": tuple(names)})
+    return new_rejection(spec[2], message, gov.name, event, inst.state, row_id, details)
 
 
 class _Overlay(Mapping[str, Any]):
