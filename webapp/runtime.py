@@ -7,6 +7,7 @@ import time. Web views reach it through ``current_app.extensions["runtime"]``; j
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,3 +35,18 @@ class Runtime:
     def close(self) -> None:
         """Release connections."""
         self.db.dispose()
+
+
+def freeze_startup_objects() -> None:
+    """Take everything a process has built by now out of the garbage collector's sight.
+
+    Called once a process is ready to work (a gunicorn worker with its app, ``marketplace worker``
+    before it forks work horses): the definitions, the compiled engine, ORM mappers, compiled SQL
+    and templates live as long as the process. The transition service allocates thousands of
+    short-lived objects per event, so young collections run often, and each older collection
+    walked all of those long-lived objects too (about 6 % of an event's CPU); a forked child's
+    collections no longer touch (and so copy) the pages it shares with its parent either. Objects
+    created afterwards are collected as usual. Not for tests that build many apps in one process.
+    """
+    gc.collect()
+    gc.freeze()

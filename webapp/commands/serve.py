@@ -158,5 +158,8 @@ class ConsoleServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         from webapp import create_app
+        from webapp.runtime import freeze_startup_objects
 
-        return create_app(Config.from_env())
+        app = create_app(Config.from_env())
+        freeze_startup_objects()
+        return app

@@ -32,7 +32,7 @@ def register(main: click.Group) -> None:
             relay_outbox,
             schedule_periodic,
         )
-        from webapp.runtime import Runtime
+        from webapp.runtime import Runtime, freeze_startup_objects
 
         try:
             config = Config.from_env()
@@ -66,6 +66,7 @@ def register(main: click.Group) -> None:
             from rq import Worker
 
             _warm_up()
+            freeze_startup_objects()
             queue = get_queue(rt, connection)
             relayed = relay_outbox(rt)
             if relayed.error:
