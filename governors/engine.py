@@ -36,7 +36,6 @@ from governors.outcomes import (
     Rejection,
     TimerOp,
     new_emit,
-    new_rejection,
     new_timer_op,
 )
 from governors.rules.base import GUARDS, UPDATERS, GuardFn, UpdateFn
@@ -304,12 +303,13 @@ _CHECKS: dict[str, Callable[[_Input, Any, Settings], str | None]] = {
 """How a present value of each input kind is validated (an absent one is handled by ``_check_inputs``)."""
 
 
-_REASON_LIMITS: list[tuple[Settings, int, int, Any]] = []
+_REASON_LIMITS: list[tuple[Settings | None, int, int, Any]] = [(None, 0, 0, None)]
+"""One entry: ``_reason_limits`` of the last settings seen (replaced whole, never empty)."""
 
 
-def _reason_limits(settings: Settings) -> tuple[Settings, int, int, Any]:
+def _reason_limits(settings: Settings) -> tuple[Settings | None, int, int, Any]:
     """(settings, min reason length, max text length, max as written), kept for the last settings seen."""
-    if _REASON_LIMITS and _REASON_LIMITS[0][0] is settings:
+    if _REASON_LIMITS[0][0] is settings:
         return _REASON_LIMITS[0]
     raw = settings["engine.max_text_length"]
     hit = (settings, int(settings["engine.min_reason_length"]), int(raw), raw)
@@ -319,8 +319,7 @@ def _reason_limits(settings: Settings) -> tuple[Settings, int, int, Any]:
 
 def _check_reason(payload: Mapping[str, Any], settings: Settings) -> tuple[str, str] | None:
     """("reason", message) when a staff event's reason is missing, too short or too long (§0.2)."""
-    limits = _REASON_LIMITS[0] if _REASON_LIMITS and _REASON_LIMITS[0][0] is settings else None
-    _, minimum, maximum, written = limits or _reason_limits(settings)
+    _, minimum, maximum, written = _reason_limits(settings)
     reason = payload.get("reason")
     if not isinstance(reason, str) or len(reason.strip()) < minimum:
         return "reason", f"give a reason of at least {minimum} characters"
@@ -333,8 +332,8 @@ InputCheck = Callable[[Mapping[str, Any], Settings, bool], "tuple[str, str] | No
 """``(payload, settings, staff) -> (field, message)`` for the first invalid input of a row, or None."""
 
 
-_LIMITS = "RL[0] if RL and RL[0][0] is settings else reason_limits(settings)"
-"""Generated code: ``_reason_limits(settings)`` with its cache checked inline."""
+_LIMITS = "(rl if rl[0] is settings else reason_limits(settings))"
+"""Generated code: ``_reason_limits(settings)``, with ``rl`` the cached entry checked inline."""
 
 
 def _fast_accept(inp: _Input, index: int, namespace: dict[str, Any]) -> str | None:
@@ -348,7 +347,7 @@ def _fast_accept(inp: _Input, index: int, namespace: dict[str, Any]) -> str | No
         if inp.choices:
             namespace[f"ch{index}"] = frozenset(inp.choices)
             parts.append(f"v in ch{index}")
-        parts.append(f"len(v) <= {inp.max!r}" if inp.max is not None else f"len(v) <= ({_LIMITS})[2]")
+        parts.append(f"len(v) <= {inp.max!r}" if inp.max is not None else f"len(v) <= {_LIMITS}[2]")
         if inp.min is not None:
             parts.append(f"len(v.strip()) >= {inp.min!r}")
         return " and ".join(parts)
@@ -385,8 +384,10 @@ def _compile_inputs(inputs: tuple[_Input, ...]) -> InputCheck:
     accepts = [_fast_accept(inp, index, namespace) for index, inp in enumerate(inputs)]
     lines = [
         "def check_inputs(payload, settings, staff):",
+        "    rl = RL[0]",
         "    if staff:",
-        f"        rl = {_LIMITS}",
+        "        if rl[0] is not settings:",
+        "            rl = reason_limits(settings)",
     ]
     lines += [
         "        reason = payload.get('reason')",
@@ -893,8 +894,7 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     comp = _BY_NAME.get(governor) if type(governor) is str else None
     if comp is None:
         comp = _compiled(governor)
-    gov = comp.gov
-    inst = instance if type(instance) is Instance else _instance(gov, instance)
+    inst = instance if type(instance) is Instance else _instance(comp.gov, instance)
     state = inst.state
     slot = comp.slots.get(state, _NO_SLOTS).get(event)
     if slot is None:
@@ -904,18 +904,17 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
         return Rejection(
             "stale_timer",
             "the timer belongs to an earlier entry into this state and is ignored",
-            gov.name,
+            comp.gov.name,
             event,
             state,
             None,
             _EMPTY,
         )
-    staff = role in _STAFF
-    if staff and slot.timer_only:
+    if slot.timer_only and role in _STAFF:
         return Rejection(
             "role_not_allowed",
             f"'{event}' is fired by the {state} timer, not by staff",
-            gov.name,
+            comp.gov.name,
             event,
             state,
             slot.first_id,
@@ -924,7 +923,7 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     run = slot.runs.get(role)
     if run is None:
         return _reject(
-            gov,
+            comp.gov,
             inst,
             event,
             "role_not_allowed",
@@ -1072,8 +1071,15 @@ def _refuse(
     """The rejection when every candidate row failed a guard: the first failure's code, message and
     row; its details name every failed guard when there are several (``names``)."""
     row_id, spec, message = first
-    details = spec[4] if names is None else frozen_map({"guard": spec[0], "failed": tuple(names)})
-    return new_rejection(spec[2], message, gov.name, event, inst.state, row_id, details)
+    rejection = _new(Rejection)  # Rejection(code, message, ...) in field order, inline
+    rejection.code = spec[2]
+    rejection.message = message
+    rejection.governor = gov.name
+    rejection.event = event
+    rejection.state = inst.state
+    rejection.row_id = row_id
+    rejection.details = spec[4] if names is None else frozen_map({"guard": spec[0], "failed": tuple(names)})
+    return rejection
 
 
 class _Overlay(Mapping[str, Any]):

@@ -97,7 +97,6 @@ Outcome = Decision | Rejection
 # Positional constructors of the per-event outcomes for the engine (every field given, in order).
 new_timer_op = positional_maker(TimerOp)
 new_emit = positional_maker(CascadeEmit)
-new_rejection = positional_maker(Rejection)
 
 
 @dataclass(frozen=True)

@@ -265,3 +265,27 @@ def test_outcomes_built_on_the_fast_path_have_every_field_and_equal_their_class_
     fired = decide(GOV, busy, "finish", facts())
     assert isinstance(fired, Decision) and [op.op for op in fired.timer_ops] == ["cancel"]
     assert fired.timer_ops[0] == TimerOp("cancel", out.timer_ops[0].timer)
+
+
+def test_rejections_built_on_the_fast_path_have_every_field_and_name_every_failed_guard() -> None:
+    guarded = Governor(
+        name="compiled_guarded",
+        title="Guarded",
+        description="two rows of one event, each with a guard",
+        instance_of="customer",
+        states=(State("idle", "idle"), State("busy", "busy")),
+        transitions=(
+            T("G01", ("create",), (), "idle", ("sys",)),
+            T("G02", ("go",), ("idle",), "busy", ("sys",), guards=("cmp_counted",)),
+            T("G03", ("go",), ("idle",), SAME, ("sys",), guards=("cmp_flag_cleared",)),
+        ),
+    )
+    idle = Instance("compiled_guarded", "g-1", state="idle", data=frozen_map({"flag": True}))
+    both = decide(guarded, idle, "go", facts())
+    assert isinstance(both, Rejection)
+    assert (both.code, both.message, both.row_id) == ("guard_failed", "not counted yet", "G02")
+    assert dict(both.details) == {"guard": "cmp_counted", "failed": ("cmp_counted", "cmp_flag_cleared")}
+    counted = Instance("compiled_guarded", "g-1", state="idle", data=frozen_map({"flag": True, "count": 1}))
+    assert isinstance(decide(guarded, counted, "go", facts()), Decision)
+    copy = Rejection(**{f.name: getattr(both, f.name) for f in fields(Rejection)})
+    assert copy == both and repr(copy) == repr(both)
