@@ -8,6 +8,7 @@ lives only in its definition (data) and in the named guards and updaters of ``go
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -674,9 +675,6 @@ class _Step:
         self.state = state
         self.event = event
         self.governor = governor
-        # The decision of this row in this state, generated on first use (``_compile_build``); rows
-        # whose target is read per event are built by ``_build``.
-        self.build: Build = self._first_build
         to = row.dst if row.dst_mode == 0 else state if row.dst_mode == 1 else None
         self.info = entering.get(to) if to is not None else None
         self.to = to if self.info is not None else None
@@ -692,12 +690,9 @@ class _Step:
             for f in timers
             if f.plain and f.name not in row.rearm
         }
-
-    def _first_build(
-        self, comp: _Compiled, inst: Instance, facts: Facts, settings: Settings, ctx: Context
-    ) -> Outcome:
-        self.build = _compile_build(self) if self.to is not None else partial(_build, step=self)
-        return self.build(comp, inst, facts, settings, ctx)
+        # The decision of a row whose target is read per event is worked out by ``_build``; the
+        # others are generated into the code that tries the rows (``_build_source``).
+        self.build: Build | None = partial(_build, step=self) if self.to is None else None
 
 
 class _Slot:
@@ -943,7 +938,7 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
     One context serves every row (views derived with ``ctx.cached`` are computed once). Row by row,
     in definition order: the row's input check, with the staff reason rule (skipped when an earlier
     row ran the same check: they share it when their inputs are equal), then its guards in order;
-    the first row whose guards all pass decides (``_Step.build``). A guard fails by returning a
+    the first row whose guards all pass decides (``_decision_source``). A guard fails by returning a
     false value (its registered message) or raising ``GuardFailed`` (its own message); a
     ``NeedsInput`` from a guard or from building the decision refuses the event as invalid input.
     When every row fails, the rejection is the first failure's, and names every failed guard when
@@ -962,20 +957,20 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
                     message = failure.message
                     break
                 ...  # g1 alike
-                return STEP1.build(comp, inst, facts, settings, ctx)
+                ...  # the row's decision, ending in "return decision" (``_decision_source``)
         except NeedsInput as missing:
             return needs_input(comp.gov, inst, event, missing, ROW1)
         names = [first[1][0], GS1[j][0]]  # the failure is noted (row 0's is the first)
     """
     ns: dict[str, Any] = {
-        "new": _new,
+        **_BUILD_HELPERS,
         "Context": Context,
         "GuardFailed": GuardFailed,
         "NeedsInput": NeedsInput,
         "reject": _reject,
         "needs_input": _needs_input,
         "refuse": _refuse,
-        "STAFF": staff,
+        "BY_STAFF": staff,
     }
     out = [
         "def run(comp, inst, event, facts, settings):",
@@ -1003,7 +998,7 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
             checked.add(id(row.check_inputs))
             ns[f"CHECK{i}"] = row.check_inputs
             out += [
-                f"    bad = CHECK{i}(facts.payload, settings, STAFF)",
+                f"    bad = CHECK{i}(facts.payload, settings, BY_STAFF)",
                 "    if bad:",
                 f"        return reject(gov, inst, event, 'invalid_input', bad[1], ROW{i}, field=bad[0])",
             ]
@@ -1024,9 +1019,9 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
                     "                message = failure.message",
                     "                break",
                 ]
-            out.append(f"            return STEP{i}.build(comp, inst, facts, settings, ctx)")
+            out += _decision_source(step, i, ns, "        ")
         else:
-            out.append(f"        return STEP{i}.build(comp, inst, facts, settings, ctx)")
+            out += _decision_source(step, i, ns, "    ")
         out += [
             "    except NeedsInput as missing:",
             f"        return needs_input(gov, inst, event, missing, ROW{i})",
@@ -1046,6 +1041,19 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
     exec("\n".join(out) + "\n", ns)
     run: Run = ns["run"]
     return run
+
+
+def _decision_source(step: _Step, i: int, ns: dict[str, Any], indent: str) -> list[str]:
+    """The code deciding with row ``i`` of a run once its guards passed: ``_build_source`` with its
+    constants renamed for the row (``TO`` becomes ``S1_TO``), or a call of ``_build`` when the
+    target is read per event."""
+    if step.build is not None:
+        ns[f"STEP{i}"] = step
+        return [f"{indent}    return STEP{i}.build(comp, inst, facts, settings, ctx)"]
+    lines, consts = _build_source(step)
+    names = re.compile(r"\b(" + "|".join(sorted(consts, key=len, reverse=True)) + r")\b")
+    ns.update((f"S{i}_{name}", value) for name, value in consts.items())
+    return [indent + names.sub(lambda m: f"S{i}_{m.group(1)}", line) for line in lines]
 
 
 def _needs_input(gov: Governor, inst: Instance, event: str, missing: NeedsInput, row_id: str) -> Rejection:
@@ -1135,7 +1143,7 @@ def _build(
     ctx: Context,
     step: _Step,
 ) -> Outcome:
-    """The decision of ``step`` worked out as it goes (``_compile_build`` generates one per step)."""
+    """The decision of ``step`` worked out as it goes (``_build_source`` generates the others)."""
     event = step.event
     row = step.row
     state = inst.state
@@ -1304,40 +1312,26 @@ def _build(
     return decision
 
 
-def _compile_build(step: _Step) -> Build:
-    """The decision of one row in one state, generated once (as ``dataclasses`` generates ``__init__``).
+_BUILD_HELPERS: dict[str, Any] = {}
+"""Names the generated decision code uses besides its own constants (filled in below ``_arm``)."""
+
+
+def _build_source(step: _Step) -> tuple[list[str], dict[str, Any]]:
+    """The decision of one row in one state as generated code: the body of a function of
+    ``(comp, inst, facts, settings, ctx)`` that returns the Decision, and the constants it names.
 
     It does what ``_build`` does for that row and state, with everything that does not depend on the
     event settled at generation: the target, whether the state is entered, literal changes, updaters
     called one by one, four-eyes only where the row has it, timers armed inline (or through ``_arm``),
     held timers through ``_held_timer_ops``, shared cascade emits and effects as constants, the
-    attention and the Decision's constant fields. Values are bound as constants of its namespace.
+    attention and the Decision's constant fields. The constants have upper-case names (``ROW``,
+    ``TO``, ``T0``...) and the code has no other string literals than its own, so that
+    ``_compile_run`` can give each row's constants their own names.
     """
     row, info = step.row, step.info
     assert info is not None and step.to is not None
-    ns: dict[str, Any] = {
-        "new": _new,
-        "Decision": Decision,
-        "TimerOp": TimerOp,
-        "TimerState": TimerState,
-        "Overlay": _Overlay,
-        "MPT": MappingProxyType,
-        "EMPTY": _EMPTY,
-        "STAFF": _STAFF,
-        "GuardFailed": GuardFailed,
-        "NeedsInput": NeedsInput,
-        "arm": _arm,
-        "held_ops": _held_timer_ops,
-        "passes": _passes,
-        "emit": _emit_cascade,
-        "new_effect": new_effect,
-        "tuple": tuple,
-        "bool": bool,
-        "ROW": row,
-        "STEP": step,
-        "INFO": info,
-    }
-    out = ["def build(comp, inst, facts, settings, ctx):"]
+    ns: dict[str, Any] = {"ROW": row, "INFO": info}
+    out: list[str] = []
 
     def put(*lines: str, indent: int = 1) -> None:
         out.extend("    " * indent + line for line in lines)
@@ -1391,7 +1385,7 @@ def _compile_build(step: _Step) -> Build:
             if t.simple:
                 put(f"bound = T{index}.bound", "if bound[0] is not settings:")
                 put(f"bound = T{index}.bound = (settings, settings.duration(T{index}.after))", indent=2)
-                put("armed = new(TimerState)", f"armed.name = {t.name!r}", f"armed.event = {t.event!r}")
+                put("armed = new(TimerState)", f"armed.name = T{index}.name", f"armed.event = T{index}.event")
                 put("armed.state_seq = seq", "armed.due_at = facts.now + bound[1]", "armed.remaining = None")
                 put(f"armed.payload = T{index}.payload")
                 put("op = new(TimerOp)", 'op.op = "arm"', "op.timer = armed", "ops.append(op)")
@@ -1475,9 +1469,7 @@ def _compile_build(step: _Step) -> Build:
         "decision.attention_reason = reason",
         "return decision",
     )
-    exec("\n".join(out) + "\n", ns)
-    build: Build = ns["build"]
-    return build
+    return out, ns
 
 
 def _emit_cascade(c: _Cascade, after: Context, emits: list[CascadeEmit]) -> None:
@@ -1607,6 +1599,25 @@ def _held_timer_ops(
                 )
             )
     return tuple(ops)
+
+
+_BUILD_HELPERS.update(
+    new=_new,
+    Decision=Decision,
+    TimerOp=TimerOp,
+    TimerState=TimerState,
+    Overlay=_Overlay,
+    MPT=MappingProxyType,
+    EMPTY=_EMPTY,
+    STAFF=_STAFF,
+    GuardFailed=GuardFailed,
+    NeedsInput=NeedsInput,
+    arm=_arm,
+    held_ops=_held_timer_ops,
+    passes=_passes,
+    emit=_emit_cascade,
+    new_effect=new_effect,
+)
 
 
 # --------------------------------------------------------------------------- apply
