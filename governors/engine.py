@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -301,7 +302,7 @@ _CHECKS: dict[str, Callable[[_Input, Any, Settings], str | None]] = {
     "list": _check_list,
     "mapping": _check_mapping,
 }
-"""How a present value of each input kind is validated (an absent one is handled by ``_check_inputs``)."""
+"""How a present value of each input kind is validated (an absent one is handled by ``_inputs_source``)."""
 
 
 _REASON_LIMITS: list[tuple[Settings | None, int, int, Any]] = [(None, 0, 0, None)]
@@ -329,26 +330,23 @@ def _check_reason(payload: Mapping[str, Any], settings: Settings) -> tuple[str, 
     return None
 
 
-InputCheck = Callable[[Mapping[str, Any], Settings, bool], "tuple[str, str] | None"]
-"""``(payload, settings, staff) -> (field, message)`` for the first invalid input of a row, or None."""
+_LIMITS = "(RL[0] if RL[0][0] is settings else reason_limits(settings))"
+"""Generated code: ``_reason_limits(settings)``, its cached entry checked inline."""
 
 
-_LIMITS = "(rl if rl[0] is settings else reason_limits(settings))"
-"""Generated code: ``_reason_limits(settings)``, with ``rl`` the cached entry checked inline."""
-
-
-def _fast_accept(inp: _Input, index: int, namespace: dict[str, Any]) -> str | None:
+def _fast_accept(inp: _Input, key: str, namespace: dict[str, Any], max_text: str) -> str | None:
     """A condition on ``v`` under which the kind check of ``inp`` surely returns None, or None.
 
     Only the common exact types are covered (str, int, an aware datetime); anything else, and every
-    failure, goes to the kind check itself, so the messages are the check's own.
+    failure, goes to the kind check itself, so the messages are the check's own. ``max_text`` is the
+    code for the settings' longest text; choices are bound as ``ch{key}``.
     """
     if inp.check is _check_text:
         parts = ["type(v) is str"]
         if inp.choices:
-            namespace[f"ch{index}"] = frozenset(inp.choices)
-            parts.append(f"v in ch{index}")
-        parts.append(f"len(v) <= {inp.max!r}" if inp.max is not None else f"len(v) <= {_LIMITS}[2]")
+            namespace[f"ch{key}"] = frozenset(inp.choices)
+            parts.append(f"v in ch{key}")
+        parts.append(f"len(v) <= {inp.max!r}" if inp.max is not None else f"len(v) <= {max_text}")
         if inp.min is not None:
             parts.append(f"len(v.strip()) >= {inp.min!r}")
         return " and ".join(parts)
@@ -364,71 +362,66 @@ def _fast_accept(inp: _Input, index: int, namespace: dict[str, Any]) -> str | No
     return None
 
 
-def _compile_inputs(inputs: tuple[_Input, ...]) -> InputCheck:
-    """The input check of one row, generated once (as ``_compile_mapping``): the staff reason rule,
-    then each input in order, with its name, label, requirement and kind check bound as constants.
+def _inputs_source(inputs: tuple[_Input, ...], staff: bool, i: int, ns: dict[str, Any]) -> list[str]:
+    """The input check of row ``i`` of a run (see ``_compile_run``), as generated code: the staff
+    reason rule, then each input in order, with its name, label, requirement and kind check bound as
+    constants (named ``I{i}_...``). A failure returns the ``invalid_input`` rejection naming the field.
 
-    For ``Input("metrics", "mapping")`` the body is ``v = get(n0)``, then ``if type(v) not in t0:``
-    (values of a type that needs no check pass at once) the absent case (``if v is None or v == ""``:
-    ``return n0, r0``) or ``m = c0(i0, v, settings)``, returning ``(n0, m)`` when it gives a message.
-    Values that plainly pass (``_fast_accept``: a short enough str, an int within bounds, an aware
-    datetime) skip the call; the reason rule likewise calls ``_check_reason`` only when it fails.
+    For ``Input("metrics", "mapping")`` the code is ``v = get(I1_n0)``, then ``if type(v) not in
+    I1_t0:`` (values of a type that needs no check pass at once) the absent case (``if v is None or
+    v == ""``: refused as required) or ``m = I1_c0(I1_i0, v, settings)``, refusing with ``m`` when it
+    is a message. Values that plainly pass (``_fast_accept``: a short enough str, an int within
+    bounds, an aware datetime) skip the call; the reason rule calls ``_check_reason`` only when the
+    reason plainly fails, for its message.
     """
-    namespace: dict[str, Any] = {
-        "check_reason": _check_reason,
-        "reason_limits": _reason_limits,
-        "RL": _REASON_LIMITS,
-        "type": type,
-        "len": len,
-        "datetime": datetime,
-    }
-    accepts = [_fast_accept(inp, index, namespace) for index, inp in enumerate(inputs)]
-    lines = [
-        "def check_inputs(payload, settings, staff):",
-        "    rl = RL[0]",
-        "    if staff:",
-        "        if rl[0] is not settings:",
-        "            rl = reason_limits(settings)",
-    ]
-    lines += [
-        "        reason = payload.get('reason')",
-        "        if type(reason) is not str or len(reason.strip()) < rl[1] or len(reason) > rl[2]:",
-        "            bad = check_reason(payload, settings)",
-        "            if bad:",
-        "                return bad",
-    ]
+    p = f"I{i}_"
+
+    def refuse(field: str, message: str) -> str:
+        return f"return reject(gov, inst, event, 'invalid_input', {message}, ROW{i}, field={field})"
+
+    lines: list[str] = []
+    if staff:
+        lines += [
+            "rl = RL[0]",
+            "if rl[0] is not settings:",
+            "    rl = reason_limits(settings)",
+            "reason = facts.payload.get('reason')",
+            "if type(reason) is not str or len(reason.strip()) < rl[1] or len(reason) > rl[2]:",
+            "    bad = check_reason(facts.payload, settings)",
+            "    if bad:",
+            "        " + refuse("bad[0]", "bad[1]"),
+        ]
     if inputs:
-        lines.append("    get = payload.get")
+        lines.append("get = facts.payload.get")
     for index, inp in enumerate(inputs):
-        namespace[f"n{index}"] = inp.name
-        namespace[f"i{index}"] = inp
-        namespace[f"t{index}"] = inp.valid_types
-        namespace[f"c{index}"] = inp.check
-        namespace[f"r{index}"] = f"{inp.label} is required"
-        indent = "        " if inp.valid_types else "    "
-        lines.append(f"    v = get(n{index})")
+        n, t, c, r, k = (f"{p}{x}{index}" for x in "ntcri")
+        ns[n], ns[t], ns[c], ns[r], ns[k] = (
+            inp.name,
+            inp.valid_types,
+            inp.check,
+            f"{inp.label} is required",
+            inp,
+        )
+        accept = _fast_accept(inp, p + str(index), ns, "rl[2]" if staff else _LIMITS + "[2]")
+        indent = "    " if inp.valid_types else ""
+        lines.append(f"v = get({n})")
         if inp.valid_types:
-            lines.append(f"    if type(v) not in t{index}:")
+            lines.append(f"if type(v) not in {t}:")
         # Most inputs are optional notes that are absent: decided here without a call.
         lines.append(f"{indent}if v is None or v == '':")
-        if inp.required:
-            lines.append(f"{indent}    return n{index}, r{index}")
-        elif inp.staff_required:
-            lines.append(f"{indent}    if staff:")
-            lines.append(f"{indent}        return n{index}, r{index}")
+        if inp.required or (inp.staff_required and staff):
+            lines.append(f"{indent}    " + refuse(n, r))
         else:
             lines.append(f"{indent}    pass")
-        if accepts[index] is not None:
-            lines.append(f"{indent}elif {accepts[index]}:")
-            lines.append(f"{indent}    pass")
-        lines.append(f"{indent}else:")
-        lines.append(f"{indent}    m = c{index}(i{index}, v, settings)")
-        lines.append(f"{indent}    if m:")
-        lines.append(f"{indent}        return n{index}, m")
-    lines.append("    return None")
-    exec("\n".join(lines) + "\n", namespace)
-    check: InputCheck = namespace["check_inputs"]
-    return check
+        if accept is not None:
+            lines += [f"{indent}elif {accept}:", f"{indent}    pass"]
+        lines += [
+            f"{indent}else:",
+            f"{indent}    m = {c}({k}, v, settings)",
+            f"{indent}    if m:",
+            f"{indent}        " + refuse(n, "m"),
+        ]
+    return ["    " + line for line in lines]
 
 
 # --------------------------------------------------------------------------- compiled definitions
@@ -546,7 +539,6 @@ class _Row:
 
     __slots__ = (
         "cascades",
-        "check_inputs",
         "dst",
         "dst_choices",
         "dst_mode",
@@ -571,7 +563,10 @@ class _Row:
     )
 
     def __init__(
-        self, t: Transition, cascades: Iterable[Cascade], checks: dict[tuple[Input, ...], InputCheck]
+        self,
+        t: Transition,
+        cascades: Iterable[Cascade],
+        inputs: dict[tuple[Input, ...], tuple[_Input, ...]],
     ) -> None:
         self.t = t
         self.id = t.id
@@ -582,15 +577,16 @@ class _Row:
         self.four_eyes_when = (
             _guard_fn(t.four_eyes.when) if t.four_eyes is not None and t.four_eyes.when is not None else None
         )
-        self.inputs = tuple(_Input(inp) for inp in t.inputs)
-        # Rows with equal inputs share one check, so that ``decide`` runs it once for all of them.
+        # Rows with equal inputs share them (one object), so that their check runs once per event.
         try:
-            check = checks.get(t.inputs)
+            shared = inputs.get(t.inputs)
         except TypeError:  # an input with unhashable parts: checked on its own
-            check = _compile_inputs(self.inputs)
-        if check is None:
-            check = checks[t.inputs] = _compile_inputs(self.inputs)
-        self.check_inputs = check
+            shared = None
+        if shared is None:
+            shared = tuple(_Input(inp) for inp in t.inputs)
+            with suppress(TypeError):
+                inputs[t.inputs] = shared
+        self.inputs = shared
         self.guards: tuple[_Guard, ...] = tuple(
             (
                 name,
@@ -779,8 +775,8 @@ def compile_governor(gov: Governor) -> _Compiled:
         comp.possible[state] = ", ".join(sorted({e for (s, e) in comp.rows if s == state}))
     for key, rows in comp.rows.items():
         comp.roles[key] = sorted({x for r in rows for x in r.by + r.requesters})
-    checks: dict[tuple[Input, ...], InputCheck] = {}
-    compiled = {id(t): _Row(t, comp.cascades.get(t.id, ()), checks) for t in gov.transitions}
+    inputs: dict[tuple[Input, ...], tuple[_Input, ...]] = {}
+    compiled = {id(t): _Row(t, comp.cascades.get(t.id, ()), inputs) for t in gov.transitions}
     comp.entering = {s.name: _StateInfo(s) for s in gov.states}
     for event, rows in comp.creation.items():
         comp.slots.setdefault(None, {})[event] = _Slot(
@@ -970,7 +966,10 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
         "reject": _reject,
         "needs_input": _needs_input,
         "refuse": _refuse,
-        "BY_STAFF": staff,
+        "check_reason": _check_reason,
+        "reason_limits": _reason_limits,
+        "RL": _REASON_LIMITS,
+        "datetime": datetime,
     }
     out = [
         "def run(comp, inst, event, facts, settings):",
@@ -994,14 +993,9 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
     for i, step in enumerate(steps):
         row = step.row
         ns[f"STEP{i}"], ns[f"T{i}"], ns[f"ROW{i}"], ns[f"GS{i}"] = step, row.t, row.id, row.guards
-        if (staff or row.inputs) and id(row.check_inputs) not in checked:
-            checked.add(id(row.check_inputs))
-            ns[f"CHECK{i}"] = row.check_inputs
-            out += [
-                f"    bad = CHECK{i}(facts.payload, settings, BY_STAFF)",
-                "    if bad:",
-                f"        return reject(gov, inst, event, 'invalid_input', bad[1], ROW{i}, field=bad[0])",
-            ]
+        if (staff or row.inputs) and id(row.inputs) not in checked:
+            checked.add(id(row.inputs))
+            out += _inputs_source(row.inputs, staff, i, ns)
         out += [f"    ctx.row = T{i}", "    try:"]
         if row.guards:
             may_fail = True
