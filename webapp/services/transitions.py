@@ -176,9 +176,14 @@ def _new_id(governor: str) -> str:
 
 
 def decision_json(
-    step_index: int, d: Decision, instance_id: str, cascade: str | None, cause: int | None
+    step_index: int,
+    d: Decision,
+    instance_id: str,
+    cascade: str | None,
+    cause: int | None,
+    changes: Any = None,
 ) -> dict[str, Any]:
-    """A decision as the API returns it."""
+    """A decision as the API returns it (``changes``: ``jsonable(d.changes)`` if already made)."""
     return {
         "step": step_index,
         "governor": d.governor,
@@ -188,7 +193,7 @@ def decision_json(
         "from_state": d.from_state,
         "to_state": d.to_state,
         "self_transition": d.self_transition,
-        "changes": jsonable(d.changes),
+        "changes": jsonable(d.changes) if changes is None else changes,
         "effects": [{"name": e.name, "args": jsonable(e.args)} for e in d.effects],
         "timers": [
             {
@@ -206,14 +211,20 @@ def decision_json(
     }
 
 
-def plan_json(result: Plan, ids: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The whole plan (applied steps, ignored cascades, alerts) for previews and responses."""
+def plan_json(
+    result: Plan, ids: Mapping[str, str] | None = None, changes: Mapping[int, Any] | None = None
+) -> dict[str, Any]:
+    """The whole plan (applied steps, ignored cascades, alerts) for previews and responses.
+
+    ``changes``: step index → its decision's changes as JSON, where the caller has them already.
+    """
     ids = ids or {}
+    changes = changes or {}
     steps: list[dict[str, Any]] = []
     for s in result.steps:
         real = ids.get(s.instance_id, s.instance_id)
         if isinstance(s.outcome, Decision):
-            item = decision_json(s.index, s.outcome, real, s.cascade, s.cause)
+            item = decision_json(s.index, s.outcome, real, s.cascade, s.cause, changes.get(s.index))
         else:
             item = {
                 "step": s.index,
@@ -702,9 +713,9 @@ def _fire_event(
         expiry = (settings or default_settings()).duration("engine.approval_expiry")
         return _request_approval(session, req, actor, now, target, fingerprint, result, expiry)
 
-    def respond(ids: Mapping[str, str]) -> dict[str, Any]:
+    def respond(ids: Mapping[str, str], changes: Mapping[int, Any]) -> dict[str, Any]:
         return {
-            "decisions": list(plan_json(result, ids)["steps"]),
+            "decisions": list(plan_json(result, ids, changes)["steps"]),
             "alerts": list(result.alerts),
             "instance_id": ids.get(target.id, target.id),
         }
@@ -921,15 +932,16 @@ def _execute(
     result: Plan,
     snapshot: Mapping[str, Instance],
     tenants: Mapping[str, str],
-    respond: Callable[[Mapping[str, str]], dict[str, Any]],
+    respond: Callable[[Mapping[str, str], Mapping[int, Any]], dict[str, Any]],
     fingerprint: str,
 ) -> tuple[dict[str, Any], list[int], dict[str, Instance]]:
     """Write every applied step: rows, history, audit, timers, outbox, and the idempotency record.
 
-    The whole plan is worked out in memory first; then each table gets one statement (instances:
-    one UPDATE per row), all sent as one batch, so an event costs a fixed handful of round trips
-    however far its cascades reach. ``respond`` makes the response body from the plan's ids (plan
-    id → real id); returns (body, outbox ids, the instances as the plan leaves them).
+    The whole plan is worked out in memory first; then the store writes it (the database: one
+    statement for every table), so an event costs a fixed handful of round trips however far its
+    cascades reach. ``respond`` makes the response body from the plan's ids (plan id → real id)
+    and the steps' changes as JSON; returns (body, outbox ids, the instances as the plan leaves
+    them).
     """
     root_event_id = _event_id(req, now)
     reason = req.payload.get("reason") if isinstance(req.payload.get("reason"), str) else None
@@ -1022,6 +1034,7 @@ def _execute(
     snapshots: list[dict[str, Any]] = []
     timer_rows: dict[tuple[str, str], dict[str, Any] | None] = {}
     outbox: list[dict[str, Any]] = []
+    changes: dict[int, Any] = {}  # step index → its changes as JSON (history row and response)
     for step in result.steps:
         applied = steps.get(step.index)
         if applied is None:
@@ -1062,8 +1075,8 @@ def _execute(
                 "role": d.role,
                 "reason": reason if step.cause is None else None,
                 "payload": jsonable({k: v for k, v in d.payload.items() if k != "reason"}),
-                "changes": jsonable(d.changes),
-                "timers": jsonable({op.timer.name: op.op for op in d.timer_ops}),
+                "changes": changes.setdefault(step.index, jsonable(d.changes)),
+                "timers": {op.timer.name: op.op for op in d.timer_ops},
                 "cause_id": cause_id,
                 "cascade_id": step.cascade,
                 "approval_id": approval_id,
@@ -1134,7 +1147,7 @@ def _execute(
     assert len(outbox) == len(outbox_ids)
     for message, outbox_id in zip(outbox, outbox_ids, strict=True):
         message["id"] = outbox_id
-    body = respond(ids)
+    body = respond(ids, changes)
     record = _record(req, fingerprint, 200, body, now)
     # Everything read is read: the audit heads are locked (by _allocate_ids), so the entries can be
     # chained here and every write sent at once.
