@@ -956,7 +956,7 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
                 ...  # the row's decision, ending in "return decision" (``_decision_source``)
         except NeedsInput as missing:
             return needs_input(comp.gov, inst, event, missing, ROW1)
-        names = [first[1][0], GS1[j][0]]  # the failure is noted (row 0's is the first)
+        names = [spec[0], GS1[j][0]]  # the failure is noted (row 0's is the first: spec, first)
     """
     ns: dict[str, Any] = {
         **_BUILD_HELPERS,
@@ -965,7 +965,8 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
         "NeedsInput": NeedsInput,
         "reject": _reject,
         "needs_input": _needs_input,
-        "refuse": _refuse,
+        "Rejection": Rejection,
+        "frozen_map": frozen_map,
         "check_reason": _check_reason,
         "reason_limits": _reason_limits,
         "RL": _REASON_LIMITS,
@@ -986,10 +987,8 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
         "    ctx.now = facts.now",
         "    ctx.payload = facts.payload",
         "    ctx._memo = None",
-        "    names = None",
     ]
     checked: set[int] = set()
-    may_fail = False
     for i, step in enumerate(steps):
         row = step.row
         ns[f"STEP{i}"], ns[f"T{i}"], ns[f"ROW{i}"], ns[f"GS{i}"] = step, row.t, row.id, row.guards
@@ -998,7 +997,6 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
             out += _inputs_source(row.inputs, staff, i, ns)
         out += [f"    ctx.row = T{i}", "    try:"]
         if row.guards:
-            may_fail = True
             out.append("        while True:")
             for j, g in enumerate(row.guards):
                 ns[f"G{i}_{j}"], ns[f"M{i}_{j}"] = g[1], g[3]
@@ -1024,14 +1022,25 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
             break  # a row without guards always decides: later rows are never reached
         # Every earlier row failed one guard (or returned): the first failure is row 0's.
         if i == 0:
-            out.append("    first = (ROW0, GS0[j], message)")
+            out += ["    spec = GS0[j]", "    first = message"]
         elif i == 1:
-            out.append("    names = [first[1][0], GS1[j][0]]")
+            out.append("    names = [spec[0], GS1[j][0]]")
         else:
             out.append(f"    names.append(GS{i}[j][0])")
     else:
-        if may_fail:
-            out.append("    return refuse(gov, inst, event, first, names)")
+        # Every row failed: the first failure's rejection, naming every failed guard past one row.
+        details = "spec[4]" if len(steps) == 1 else 'frozen_map({"guard": spec[0], "failed": tuple(names)})'
+        out += [
+            "    rejection = new(Rejection)  # Rejection(code, message, ...) in field order, inline",
+            "    rejection.code = spec[2]",
+            "    rejection.message = first",
+            "    rejection.governor = gov.name",
+            "    rejection.event = event",
+            "    rejection.state = inst.state",
+            "    rejection.row_id = ROW0",
+            f"    rejection.details = {details}",
+            "    return rejection",
+        ]
     exec("\n".join(out) + "\n", ns)
     run: Run = ns["run"]
     return run
@@ -1061,27 +1070,6 @@ def _needs_input(gov: Governor, inst: Instance, event: str, missing: NeedsInput,
         row_id,
         field=missing.name,
     )
-
-
-def _refuse(
-    gov: Governor,
-    inst: Instance,
-    event: str,
-    first: tuple[str, _Guard, str],
-    names: list[str] | None,
-) -> Rejection:
-    """The rejection when every candidate row failed a guard: the first failure's code, message and
-    row; its details name every failed guard when there are several (``names``)."""
-    row_id, spec, message = first
-    rejection = _new(Rejection)  # Rejection(code, message, ...) in field order, inline
-    rejection.code = spec[2]
-    rejection.message = message
-    rejection.governor = gov.name
-    rejection.event = event
-    rejection.state = inst.state
-    rejection.row_id = row_id
-    rejection.details = spec[4] if names is None else frozen_map({"guard": spec[0], "failed": tuple(names)})
-    return rejection
 
 
 class _Overlay(Mapping[str, Any]):
@@ -1376,6 +1364,7 @@ def _build_source(step: _Step) -> tuple[list[str], dict[str, Any]]:
         put("op = new(TimerOp)", 'op.op = "cancel"', "op.timer = ts", "ops.append(op)", indent=3)
         for index, t in enumerate(info.timers):
             ns[f"T{index}"] = t
+            # _arm(t, seq, ctx, settings), inline unless the payload is resolved per event.
             if t.simple:
                 put(f"bound = T{index}.bound", "if bound[0] is not settings:")
                 put(f"bound = T{index}.bound = (settings, settings.duration(T{index}.after))", indent=2)
@@ -1383,6 +1372,35 @@ def _build_source(step: _Step) -> tuple[list[str], dict[str, Any]]:
                 put("armed.state_seq = seq", "armed.due_at = facts.now + bound[1]", "armed.remaining = None")
                 put(f"armed.payload = T{index}.payload")
                 put("op = new(TimerOp)", 'op.op = "arm"', "op.timer = armed", "ops.append(op)")
+            elif t.payload_fn is None and (t.after or (t.after is None and t.at is not None)):
+                # Due ``after`` from now, or ``before`` the datetime in ``at``; paused when ``when`` fails.
+                put(f"bound = T{index}.bound", "if bound[0] is not settings:")
+                key = "after" if t.after else "before"
+                put(
+                    f"bound = T{index}.bound = (settings, "
+                    f"settings.duration(T{index}.{key}) if T{index}.{key} else ZERO)",
+                    indent=2,
+                )
+                indent = 1
+                if t.after:
+                    put("due = facts.now + bound[1]")
+                else:
+                    put(f"anchor = ctx.data.get(T{index}.at)", "if type(anchor) is not datetime:")
+                    put("    anchor = as_datetime(anchor)", "if anchor is not None:")
+                    put("due = anchor - bound[1]", indent=2)
+                    indent = 2
+                put("armed = new(TimerState)", f"armed.name = T{index}.name", indent=indent)
+                put(f"armed.event = T{index}.event", "armed.state_seq = seq", indent=indent)
+                put(f"armed.payload = T{index}.payload", indent=indent)
+                if t.when_fn is None:
+                    put("armed.due_at = due", "armed.remaining = None", indent=indent)
+                else:
+                    put("try:", f"    running = bool(T{index}.when_fn(ctx))", indent=indent)
+                    put("except (GuardFailed, NeedsInput):", "    running = False", indent=indent)
+                    put("if running:", "    armed.due_at = due", "    armed.remaining = None", indent=indent)
+                    put("else:", "    armed.due_at = None", indent=indent)
+                    put("    armed.remaining = max(ZERO, due - facts.now)", indent=indent)
+                put("op = new(TimerOp)", 'op.op = "arm"', "op.timer = armed", "ops.append(op)", indent=indent)
             else:
                 put(f"armed = arm(T{index}, seq, ctx, settings)", "if armed is not None:")
                 put("op = new(TimerOp)", 'op.op = "arm"', "op.timer = armed", "ops.append(op)", indent=2)
@@ -1413,6 +1431,17 @@ def _build_source(step: _Step) -> tuple[list[str], dict[str, Any]]:
                 indent = 2
             if c.emit is not None:
                 put(f"emits.append(C{index}.emit)", indent=indent)
+            elif c.fan_out is None:  # CascadeEmit(c.id, ..., MPT(c.payload_fn(ctx)), ...), inline
+                put(
+                    "e = new(CascadeEmit)",
+                    f"e.id = C{index}.id",
+                    f"e.target = C{index}.target",
+                    indent=indent,
+                )
+                put(f"e.event = C{index}.event", f"e.payload = MPT(C{index}.payload_fn(ctx))", indent=indent)
+                put(f"e.select = C{index}.select", f"e.where = C{index}.where", indent=indent)
+                put(f"e.must = C{index}.must", f"e.create_event = C{index}.create_event", indent=indent)
+                put("emits.append(e)", indent=indent)
             else:
                 put(f"emit(C{index}, ctx, emits)", indent=indent)
         put("cascades = tuple(emits)")
@@ -1436,7 +1465,10 @@ def _build_source(step: _Step) -> tuple[list[str], dict[str, Any]]:
                 parts.append(f"E{index}")
             else:
                 ns[f"F{index}"] = fn
-                parts.append(f"new_effect(E{index}.name, MPT(F{index}(ctx)))")
+                # Effect(e.name, MPT(fn(ctx))), inline (a frozen dataclass: fields in __dict__)
+                put(f"effect{index} = new(Effect)", f"fields = effect{index}.__dict__")
+                put(f'fields["name"] = E{index}.name', f'fields["args"] = MPT(F{index}(ctx))')
+                parts.append(f"effect{index}")
         put(f"effects = ({', '.join(parts)},)")
     # The decision, in field order.
     ns["GOVERNOR"], ns["EVENT"], ns["ROW_ID"], ns["STATE"] = step.governor, step.event, row.id, step.state
@@ -1597,6 +1629,10 @@ def _held_timer_ops(
 
 _BUILD_HELPERS.update(
     new=_new,
+    CascadeEmit=CascadeEmit,
+    ZERO=_ZERO,
+    datetime=datetime,
+    as_datetime=as_datetime,
     Decision=Decision,
     TimerOp=TimerOp,
     TimerState=TimerState,
@@ -1610,7 +1646,7 @@ _BUILD_HELPERS.update(
     held_ops=_held_timer_ops,
     passes=_passes,
     emit=_emit_cascade,
-    new_effect=new_effect,
+    Effect=Effect,
 )
 
 
