@@ -133,13 +133,21 @@ def execute_many(connection: Connection, statement: Executable, rows: Sequence[M
     driver = connection.connection.driver_connection
     assert driver is not None
     cursor = driver.cursor()
+    if len(params) == 1:
+        _run(connection, cursor, sql, params[0])
+    else:
+        _run(connection, cursor, sql, params, many=True)
+
+
+def _run(connection: Connection, cursor: Any, sql: str, params: Any, *, many: bool = False) -> None:
+    """Execute on a driver cursor as ``connection.execute`` would: listeners told, errors wrapped."""
     if connection._has_events or connection.engine._has_events:
-        connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, True)
+        connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, many)
     try:
-        if len(params) == 1:
-            cursor.execute(sql, params[0])
-        else:
+        if many:
             cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
     except connection.dialect.loaded_dbapi.Error as exc:
         raise DBAPIError.instance(
             sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
@@ -273,14 +281,7 @@ def raw_execute(connection: Connection, sql: str, params: Sequence[Any]) -> Any:
     driver = connection.connection.driver_connection
     assert driver is not None
     cursor = RawCursor(driver)
-    if connection._has_events or connection.engine._has_events:
-        connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
-    try:
-        cursor.execute(sql, params)
-    except connection.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
-        ) from exc
+    _run(connection, cursor, sql, params)
     return cursor
 
 

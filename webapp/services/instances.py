@@ -109,6 +109,11 @@ def timers_from_json(raw: Mapping[str, Any]) -> dict[str, TimerState]:
 
 def to_instance(row: GovernorInstance | Row[Any]) -> Instance:
     """The engine's view of a row (an ORM object or a plain row with the same columns)."""
+    return _instance(row, row.data, row.timers)
+
+
+def _instance(row: Any, data: Mapping[str, Any] | None, timers: Mapping[str, Any] | None) -> Instance:
+    """An Instance of ``row``'s columns with its data and timers (as JSON values) decoded."""
     return Instance(
         governor=row.governor,
         id=row.id,
@@ -118,8 +123,8 @@ def to_instance(row: GovernorInstance | Row[Any]) -> Instance:
         entered_at=row.entered_at,
         customer_id=row.customer_id,
         subject_id=row.subject_id,
-        data=frozen_map(revive(dict(row.data or {}))),
-        timers=frozen_map(timers_from_json(row.timers or {})),
+        data=frozen_map(revive(dict(data or {}))),
+        timers=frozen_map(timers_from_json(timers or {})),
     )
 
 
@@ -160,18 +165,7 @@ def instance_from_row(row: Row[Any]) -> Instance:
     found = _DECODED.get(key)
     if found is not None:
         return found
-    instance = Instance(
-        governor=row.governor,
-        id=row.id,
-        state=row.state,
-        state_seq=row.state_seq,
-        version=row.version,
-        entered_at=row.entered_at,
-        customer_id=row.customer_id,
-        subject_id=row.subject_id,
-        data=frozen_map(revive(json.loads(data) or {})),
-        timers=frozen_map(timers_from_json(json.loads(timers) or {})),
-    )
+    instance = _instance(row, json.loads(data), json.loads(timers))
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
     _DECODED[key] = instance

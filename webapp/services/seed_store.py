@@ -31,7 +31,7 @@ from governors.spec import frozen_map
 from webapp import audit
 from webapp.db import raw_execute
 from webapp.services.instances import revive, timers_from_json
-from webapp.services.transitions import EventRequest, Loaded, SqlStore, _write
+from webapp.services.transitions import EventRequest, Loaded, SqlStore, write_rows
 
 ID_BLOCK = 512
 """History and outbox ids reserved from the sequences at a time."""
@@ -138,7 +138,7 @@ class BulkStore(SqlStore):
         the transaction's locks); a store lives for one transaction, as its locks do."""
         if not (self._created or self._updated or self._timers or any(self._rows.values())):
             return
-        _write(
+        write_rows(
             session.connection(),
             {
                 "creations": list(self._created.values()),

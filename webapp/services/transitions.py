@@ -546,7 +546,7 @@ class SqlStore:
         return audit.chain_rows(session, entries)
 
     def write(self, session: Session, rows: dict[str, list[dict[str, Any]]]) -> None:
-        _write(session.connection(), rows)
+        write_rows(session.connection(), rows)
 
     def sync(self, session: Session) -> None:
         return None
@@ -1219,7 +1219,7 @@ _WRITES = JsonBatch(
 """A plan's whole write set as one PostgreSQL statement (``webapp.db.JsonBatch``)."""
 
 
-def _write(connection: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
+def write_rows(connection: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
     """Send a plan's writes: one statement on PostgreSQL; elsewhere (SQLite) a statement per table."""
     if connection.dialect.name == "postgresql":
         _WRITES.execute(connection, rows)
