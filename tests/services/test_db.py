@@ -110,3 +110,92 @@ def test_execute_many_writes_what_sqlalchemy_writes_and_raises_its_errors(db: Da
         execute_many(s.connection(), statement, [{**row, "id": 9005, "job_id": "db-1"}])  # job_id is unique
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(outbox)) == 4
+
+
+def test_a_json_batch_inserts_updates_upserts_and_deletes_in_one_statement(db: Database) -> None:
+    """webapp.db.JsonBatch: each write over its part of one jsonb document, types from the table,
+    a re-armed (upserted) row replaced with a new id, listeners told once, errors SQLAlchemy's."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import Table, event, select
+    from sqlalchemy.exc import IntegrityError
+
+    from webapp.db import JsonBatch, JsonWrite
+    from webapp.models import DueTimer, Tenant
+
+    due: Table = DueTimer.__table__  # type: ignore[assignment]
+    tenants: Table = Tenant.__table__  # type: ignore[assignment]
+    keys = (
+        "tenant_id",
+        "customer_id",
+        "instance_id",
+        "governor",
+        "name",
+        "event",
+        "state_seq",
+        "due_at",
+        "payload",
+    )
+    batch = JsonBatch(
+        [
+            JsonWrite("armed", due, "upsert", keys, match=("instance_id", "name"), renew=("id",)),
+            JsonWrite("gone", due, "delete", ("instance_id", "name"), match=("instance_id", "name")),
+            JsonWrite(
+                "moved", due, "update", ("instance_id", "name", "event"), match=("instance_id", "name")
+            ),
+        ]
+    )
+    at = datetime(2026, 3, 2, 9, 30, 15, 123456, tzinfo=UTC)
+
+    def timer(name: str, when: datetime) -> dict[str, object]:
+        return {
+            "tenant_id": "t",
+            "customer_id": None,
+            "instance_id": "inst-1",
+            "governor": "billing",
+            "name": name,
+            "event": "retry_due",
+            "state_seq": 3,
+            "due_at": when,
+            "payload": {"attempt": 1, "codes": ["card_declined"]},
+        }
+
+    def rows() -> dict[str, tuple[object, ...]]:
+        with db.session() as s:
+            found = s.execute(select(due.c.name, due.c.id, due.c.due_at, due.c.payload, due.c.event)).all()
+        return {r[0]: tuple(r[1:]) for r in found}
+
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    with db.session() as s:
+        batch.execute(s.connection(), {"armed": [timer("a", at), timer("b", at)], "gone": [], "moved": []})
+    first = rows()
+    assert set(first) == {"a", "b"} and first["a"][1:] == (
+        at,
+        {"attempt": 1, "codes": ["card_declined"]},
+        "retry_due",
+    )
+    assert len([sql for sql in seen if "jsonb_to_recordset" in sql]) == 1
+
+    later = at + timedelta(hours=1)
+    with db.session() as s:
+        batch.execute(
+            s.connection(),
+            {
+                "armed": [timer("a", later)],
+                "gone": [{"instance_id": "inst-1", "name": "b"}],
+                "moved": [{"instance_id": "inst-1", "name": "c", "event": "nothing here"}],
+            },
+        )
+    second = rows()
+    assert set(second) == {"a"} and second["a"][1] == later
+    assert second["a"][0] != first["a"][0], "re-armed: replaced as a delete and an insert would"
+
+    naive = at.replace(tzinfo=None)
+    with pytest.raises(ValueError, match="naive"), db.session() as s:
+        batch.execute(s.connection(), {"armed": [timer("n", naive)]})
+    duplicate = JsonBatch([JsonWrite("t", tenants, "insert", ("id", "name", "pool_id", "created_at"))])
+    row = {"id": "dup", "name": "Dup", "pool_id": "pool-1", "created_at": at}
+    with pytest.raises(IntegrityError, match="pk_tenants"), db.session() as s:
+        duplicate.execute(s.connection(), {"t": [row, row]})
+    assert set(rows()) == {"a"}
