@@ -694,23 +694,28 @@ class _Step:
 class _Slot:
     """The candidate rows of one (state, event), by the role that sends the event."""
 
-    __slots__ = ("by_role", "first_id", "roles", "runs", "timer_only")
+    __slots__ = ("by_role", "event", "first_id", "roles", "state", "timer_only")
 
     def __init__(
         self, rows: list[_Row], timer_only: bool, state: str | None, event: str, comp: _Compiled
     ) -> None:
+        self.state = state
+        self.event = event
         self.first_id = rows[0].id
         self.timer_only = timer_only
         self.roles = sorted({x for r in rows for x in r.t.by + r.t.requesters})
         steps = [_Step(r, state, event, comp.gov.name, comp.entering) for r in rows]
         self.by_role = {role: tuple(s for s in steps if role in s.row.roles) for role in self.roles}
-        # How each role's event is decided over its candidate rows, generated on first use.
-        self.runs: dict[str, Run] = {role: partial(self._first_run, role) for role in self.roles}
+        # How each role that may send the event has it decided (``comp.runs``), generated on first use.
+        for role in self.roles:
+            if not (timer_only and role in _STAFF):
+                comp.runs[(state, event, role)] = partial(self._first_run, role)
 
     def _first_run(
         self, role: str, comp: _Compiled, inst: Instance, event: str, facts: Facts, settings: Settings
     ) -> Outcome:
-        run = self.runs[role] = _compile_run(comp, self.by_role[role], role in _STAFF)
+        run = _compile_run(comp, self.by_role[role], role in _STAFF)
+        comp.runs[(self.state, self.event, role)] = run
         return run(comp, inst, event, facts, settings)
 
 
@@ -732,6 +737,8 @@ class _Compiled:
     states: dict[str, Any] = field(default_factory=dict)
     # state -> event -> candidate rows, for non-terminal states; state None holds the creation rows.
     slots: dict[str | None, dict[str, _Slot]] = field(default_factory=dict)
+    # (state, event, role) -> how the event is decided, for each role that may send it there.
+    runs: dict[tuple[str | None, str, str], Run] = field(default_factory=dict)
     entering: dict[str, _StateInfo] = field(default_factory=dict)
 
 
@@ -886,21 +893,41 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     if comp is None:
         comp = _compiled(governor)
     inst = instance if type(instance) is Instance else _instance(comp.gov, instance)
+    role = facts.role
+    run = comp.runs.get((inst.state, event, role))
+    if run is None:
+        return _refused(comp, inst, event, facts)
+    if role == "timer" and facts.timer_seq is not None and facts.timer_seq != inst.state_seq:
+        return _stale(comp, inst, event)
+    settings = facts.settings
+    if settings is None:
+        settings = default_settings()
+    return run(comp, inst, event, facts, settings)
+
+
+def _stale(comp: _Compiled, inst: Instance, event: str) -> Rejection:
+    """A timer of an earlier entry into the state fired: ignored."""
+    return Rejection(
+        "stale_timer",
+        "the timer belongs to an earlier entry into this state and is ignored",
+        comp.gov.name,
+        event,
+        inst.state,
+        None,
+        _EMPTY,
+    )
+
+
+def _refused(comp: _Compiled, inst: Instance, event: str, facts: Facts) -> Rejection:
+    """Why ``decide`` has no candidate rows for the role: no row of the state takes the event, a
+    stale timer, a staff role for a timer's event, or a role no row allows (checked in that order)."""
     state = inst.state
     slot = comp.slots.get(state, _NO_SLOTS).get(event)
     if slot is None:
         return _no_rows(comp, inst, event)
     role = facts.role
     if role == "timer" and facts.timer_seq is not None and facts.timer_seq != inst.state_seq:
-        return Rejection(
-            "stale_timer",
-            "the timer belongs to an earlier entry into this state and is ignored",
-            comp.gov.name,
-            event,
-            state,
-            None,
-            _EMPTY,
-        )
+        return _stale(comp, inst, event)
     if slot.timer_only and role in _STAFF:
         return Rejection(
             "role_not_allowed",
@@ -911,21 +938,15 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
             slot.first_id,
             _EMPTY,
         )
-    run = slot.runs.get(role)
-    if run is None:
-        return _reject(
-            comp.gov,
-            inst,
-            event,
-            "role_not_allowed",
-            f"'{event}' needs {_roles_text(slot.roles)}; you have {role}",
-            slot.first_id,
-            allowed_roles=slot.roles,
-        )
-    settings = facts.settings
-    if settings is None:
-        settings = default_settings()
-    return run(comp, inst, event, facts, settings)
+    return _reject(
+        comp.gov,
+        inst,
+        event,
+        "role_not_allowed",
+        f"'{event}' needs {_roles_text(slot.roles)}; you have {role}",
+        slot.first_id,
+        allowed_roles=slot.roles,
+    )
 
 
 def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
@@ -975,18 +996,6 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
     out = [
         "def run(comp, inst, event, facts, settings):",
         "    gov = comp.gov",
-        "    ctx = new(Context)  # Context(gov, inst, event, facts, settings, inst.data), inline",
-        "    ctx.governor = gov",
-        "    ctx.instance = inst",
-        "    ctx.event = event",
-        "    ctx.facts = facts",
-        "    ctx.settings = settings",
-        "    ctx.data = inst.data",
-        "    ctx.row = None",
-        "    ctx.target = None",
-        "    ctx.now = facts.now",
-        "    ctx.payload = facts.payload",
-        "    ctx._memo = None",
     ]
     checked: set[int] = set()
     for i, step in enumerate(steps):
@@ -995,7 +1004,24 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
         if (staff or row.inputs) and id(row.inputs) not in checked:
             checked.add(id(row.inputs))
             out += _inputs_source(row.inputs, staff, i, ns)
-        out += [f"    ctx.row = T{i}", "    try:"]
+        if i == 0:  # the context, made once the first row's inputs passed
+            out += [
+                "    ctx = new(Context)  # Context(gov, inst, event, facts, settings, inst.data), inline",
+                "    ctx.governor = gov",
+                "    ctx.instance = inst",
+                "    ctx.event = event",
+                "    ctx.facts = facts",
+                "    ctx.settings = settings",
+                "    ctx.data = inst.data",
+                "    ctx.row = T0",
+                "    ctx.target = None",
+                "    ctx.now = facts.now",
+                "    ctx.payload = facts.payload",
+                "    ctx._memo = None",
+            ]
+        else:
+            out.append(f"    ctx.row = T{i}")
+        out.append("    try:")
         if row.guards:
             out.append("        while True:")
             for j, g in enumerate(row.guards):
