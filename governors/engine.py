@@ -634,8 +634,8 @@ def _updater_fn(name: str) -> UpdateFn:
 Build = Callable[["_Compiled", Instance, Facts, Settings, Context], Outcome]
 """``(comp, instance, facts, settings, context) -> outcome`` of one candidate row that passed."""
 
-Run = Callable[["_Compiled", Instance, str, Facts, Settings], Outcome]
-"""``(comp, instance, event, facts, settings) -> outcome`` over one role's candidate rows of a slot."""
+Run = Callable[[Instance, str, Facts, Settings], Outcome]
+"""``(instance, event, facts, settings) -> outcome`` over one role's candidate rows of a slot."""
 
 
 class _Step:
@@ -709,14 +709,16 @@ class _Slot:
         # How each role that may send the event has it decided (``comp.runs``), generated on first use.
         for role in self.roles:
             if not (timer_only and role in _STAFF):
-                comp.runs[(state, event, role)] = partial(self._first_run, role)
+                comp.runs[(state, event, role)] = partial(self._first_run, comp, role)
 
     def _first_run(
-        self, role: str, comp: _Compiled, inst: Instance, event: str, facts: Facts, settings: Settings
+        self, comp: _Compiled, role: str, inst: Instance, event: str, facts: Facts, settings: Settings
     ) -> Outcome:
         run = _compile_run(comp, self.by_role[role], role in _STAFF)
         comp.runs[(self.state, self.event, role)] = run
-        return run(comp, inst, event, facts, settings)
+        if comp.name is not None:
+            _RUNS[(comp.name, self.state, self.event, role)] = run
+        return run(inst, event, facts, settings)
 
 
 @dataclass
@@ -739,6 +741,8 @@ class _Compiled:
     slots: dict[str | None, dict[str, _Slot]] = field(default_factory=dict)
     # (state, event, role) -> how the event is decided, for each role that may send it there.
     runs: dict[tuple[str | None, str, str], Run] = field(default_factory=dict)
+    # The registry name the definition is looked up by, once it was (its runs are in ``_RUNS``).
+    name: str | None = None
     entering: dict[str, _StateInfo] = field(default_factory=dict)
 
 
@@ -800,7 +804,9 @@ def compile_governor(gov: Governor) -> _Compiled:
 
 _REGISTRY: dict[str, Governor] = {}
 _BY_NAME: dict[str, _Compiled] = {}
-"""Compiled registry governors by name: the one look-up ``decide`` makes for a governor name."""
+"""Compiled registry governors by name."""
+_RUNS: dict[tuple[str, str | None, str, str], Run] = {}
+"""(governor name, state, event, role) -> run, for registry governors: ``decide``'s one look-up."""
 
 
 def _governor(governor: Governor | str) -> Governor:
@@ -824,6 +830,8 @@ def _compiled(governor: Governor | str) -> _Compiled:
     comp = compile_governor(gov)
     if type(governor) is str and _REGISTRY.get(governor) is gov:
         _BY_NAME[governor] = comp
+        comp.name = governor
+        _RUNS.update(((governor, *key), run) for key, run in comp.runs.items())
     return comp
 
 
@@ -889,6 +897,22 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
 
     ``instance`` may be a bare state name for quick questions. Never mutates anything.
     """
+    role = facts.role
+    if type(governor) is str and type(instance) is Instance:
+        # A registry governor by name, with rows for the role in the instance's state.
+        run = _RUNS.get((governor, instance.state, event, role))
+        if run is not None:
+            if role == "timer" and facts.timer_seq is not None and facts.timer_seq != instance.state_seq:
+                return _stale(_BY_NAME[governor], instance, event)
+            settings = facts.settings
+            if settings is None:
+                settings = default_settings()
+            return run(instance, event, facts, settings)
+    return _decide(governor, instance, event, facts)
+
+
+def _decide(governor: Governor | str, instance: Instance | str | None, event: str, facts: Facts) -> Outcome:
+    """``decide`` for a definition object, a bare state name, or a miss of ``_RUNS``."""
     comp = _BY_NAME.get(governor) if type(governor) is str else None
     if comp is None:
         comp = _compiled(governor)
@@ -902,7 +926,7 @@ def decide(governor: Governor | str, instance: Instance | str | None, event: str
     settings = facts.settings
     if settings is None:
         settings = default_settings()
-    return run(comp, inst, event, facts, settings)
+    return run(inst, event, facts, settings)
 
 
 def _stale(comp: _Compiled, inst: Instance, event: str) -> Rejection:
@@ -976,7 +1000,7 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
                 ...  # g1 alike
                 ...  # the row's decision, ending in "return decision" (``_decision_source``)
         except NeedsInput as missing:
-            return needs_input(comp.gov, inst, event, missing, ROW1)
+            return needs_input(gov, inst, event, missing, ROW1)
         names = [spec[0], GS1[j][0]]  # the failure is noted (row 0's is the first: spec, first)
     """
     ns: dict[str, Any] = {
@@ -988,14 +1012,16 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
         "needs_input": _needs_input,
         "Rejection": Rejection,
         "frozen_map": frozen_map,
+        "GOV": comp.gov,
+        "COMP": comp,
         "check_reason": _check_reason,
         "reason_limits": _reason_limits,
         "RL": _REASON_LIMITS,
         "datetime": datetime,
     }
     out = [
-        "def run(comp, inst, event, facts, settings):",
-        "    gov = comp.gov",
+        "def run(inst, event, facts, settings):",
+        "    gov = GOV",
     ]
     checked: set[int] = set()
     for i, step in enumerate(steps):
@@ -1078,7 +1104,7 @@ def _decision_source(step: _Step, i: int, ns: dict[str, Any], indent: str) -> li
     target is read per event."""
     if step.build is not None:
         ns[f"STEP{i}"] = step
-        return [f"{indent}    return STEP{i}.build(comp, inst, facts, settings, ctx)"]
+        return [f"{indent}    return STEP{i}.build(COMP, inst, facts, settings, ctx)"]
     lines, consts = _build_source(step)
     names = re.compile(r"\b(" + "|".join(sorted(consts, key=len, reverse=True)) + r")\b")
     ns.update((f"S{i}_{name}", value) for name, value in consts.items())
