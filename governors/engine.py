@@ -8,6 +8,7 @@ lives only in its definition (data) and in the named guards and updaters of ``go
 
 from __future__ import annotations
 
+import linecache
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -429,8 +430,12 @@ def _inputs_source(inputs: tuple[_Input, ...], staff: bool, i: int, ns: dict[str
 # A definition is compiled once (per Governor object) into tables keyed by (state, event): the
 # candidate rows per role, each with its guard callables, target, data changes, effects and cascades
 # resolved ahead of time, so deciding is a few look-ups and calls with no per-event string work.
-# Settings are not compiled in: they are read per event from ``facts.settings`` (durations are
-# parsed once per Settings object by ``Settings.duration``), so overrides apply immediately.
+# On first use, each (state, event, role) gets a generated function (``_compile_run``, the way
+# ``dataclasses`` generates ``__init__``) that checks the inputs, calls the guards of each candidate
+# row in turn and builds the decision with everything constant for that row and state settled
+# (``_build_source``); ``_build`` is the same decision worked out as it goes, for targets read per
+# event. Settings are not compiled in: they are read per event from ``facts.settings`` (durations
+# are parsed once per Settings object by ``Settings.duration``), so overrides apply immediately.
 
 
 class _Timer:
@@ -714,7 +719,7 @@ class _Slot:
     def _first_run(
         self, comp: _Compiled, role: str, inst: Instance, event: str, facts: Facts, settings: Settings
     ) -> Outcome:
-        run = _compile_run(comp, self.by_role[role], role in _STAFF)
+        run = _compile_run(comp, self.by_role[role], role)
         comp.runs[(self.state, self.event, role)] = run
         if comp.name is not None:
             _RUNS[(comp.name, self.state, self.event, role)] = run
@@ -973,7 +978,7 @@ def _refused(comp: _Compiled, inst: Instance, event: str, facts: Facts) -> Rejec
     )
 
 
-def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
+def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], role: str) -> Run:
     """Decide an event over one role's candidate rows, generated once per (state, event, role).
 
     One context serves every row (views derived with ``ctx.cached`` are computed once). Row by row,
@@ -1003,6 +1008,7 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
             return needs_input(gov, inst, event, missing, ROW1)
         names = [spec[0], GS1[j][0]]  # the failure is noted (row 0's is the first: spec, first)
     """
+    staff = role in _STAFF
     ns: dict[str, Any] = {
         **_BUILD_HELPERS,
         "Context": Context,
@@ -1093,7 +1099,12 @@ def _compile_run(comp: _Compiled, steps: tuple[_Step, ...], staff: bool) -> Run:
             f"    rejection.details = {details}",
             "    return rejection",
         ]
-    exec("\n".join(out) + "\n", ns)
+    # Named for tracebacks, with its source where they look for it (as ``dataclasses`` does not).
+    step = steps[0]
+    filename = f"<decide {step.governor} {step.state} {step.event} by {role}>"
+    source = "\n".join(out) + "\n"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), ns)
     run: Run = ns["run"]
     return run
 
