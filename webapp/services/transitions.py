@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
@@ -57,7 +58,7 @@ from governors import (
     get_governor,
     plan,
 )
-from governors.spec import STAFF_ROLES, frozen_map
+from governors.spec import ANY, STAFF_ROLES, frozen_map
 from webapp import audit
 from webapp.db import JsonBatch, JsonWrite, execute_many, fetch_pipelined, raw_execute
 from webapp.models import (
@@ -525,7 +526,7 @@ class SqlStore:
         _add_rows(snapshot, tenants, catalog)
         if target_row is not None:
             _add_rows(snapshot, tenants, [target_row])
-            if target_row.governor == "catalog":
+            if target_row.governor == "catalog" and _may_cascade("catalog", target_row.state, req.event):
                 _add_rows(snapshot, tenants, _sku_holders(session, target_row.subject_id))
         return Loaded(
             snapshot,
@@ -727,31 +728,42 @@ def _fire_event(
 
 
 def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
+    """The live entitlements of a SKU and their customers' subscriptions (a catalog plan's peers)."""
     if sku_id is None:
         return []
-    connection = session.connection()
-    entitlements = list(
-        connection.execute(
-            _LOAD.where(
-                _INSTANCES.c.governor == "entitlement",
-                _INSTANCES.c.subject_id == sku_id,
-                _INSTANCES.c.state != "archived",
-            ).order_by(_INSTANCES.c.id)
-        )
+    holders = select(_INSTANCES.c.customer_id).where(
+        _INSTANCES.c.governor == "entitlement",
+        _INSTANCES.c.subject_id == sku_id,
+        _INSTANCES.c.state != "archived",
     )
-    customers = {e.customer_id for e in entitlements if e.customer_id}
-    subscriptions = (
-        list(
-            connection.execute(
-                _LOAD.where(
-                    _INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(customers)
-                ).order_by(_INSTANCES.c.id)
-            )
-        )
-        if customers
-        else []
+    connection = session.connection()
+    entitlements = connection.execute(
+        _LOAD.where(
+            _INSTANCES.c.governor == "entitlement",
+            _INSTANCES.c.subject_id == sku_id,
+            _INSTANCES.c.state != "archived",
+        ).order_by(_INSTANCES.c.id)
+    )
+    # The customers as a subquery, not a list of parameters: a popular SKU has more holders than a
+    # statement may carry parameters (65,535; seen with a 100,000-customer seed).
+    subscriptions = connection.execute(
+        _LOAD.where(
+            _INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(holders.scalar_subquery())
+        ).order_by(_INSTANCES.c.id)
     )
     return [*entitlements, *subscriptions]
+
+
+@lru_cache(maxsize=4096)
+def _may_cascade(governor: str, state: str | None, event: str) -> bool:
+    """Whether a row that ``event`` may take from ``state`` sends a cascade (to other governors' rows).
+
+    A catalog event only needs the SKU's holders in its snapshot when it can cascade to them: a
+    popular SKU has hundreds of thousands, and its periodic checks (timers) reach none of them.
+    """
+    gov = get_governor(governor)
+    rows = {t.id for t in gov.transitions if event in t.events and (state in t.src or ANY in t.src)}
+    return any(rows.intersection(c.on) for c in gov.cascades)
 
 
 def _remember(
