@@ -609,7 +609,8 @@ def _fire_event(
     store: Store | None = None,
 ) -> EventResult:
     """Apply ``req`` (see ``fire_event``)."""
-    fingerprint = req.fingerprint()
+    # What an idempotency key is bound to; without a key nothing is stored, so nothing to hash.
+    fingerprint = req.fingerprint() if req.idempotency_key else ""
     if req.idempotency_key:
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
         if replay is not None:
