@@ -840,6 +840,26 @@ def _compiled(governor: Governor | str) -> _Compiled:
     return comp
 
 
+def prepare(governor: Governor | str) -> int:
+    """Generate every decision function of a governor now instead of on first use; returns how many.
+
+    For processes that fork workers (RQ forks a work horse per job): what the parent generated,
+    each child inherits, instead of generating it again for the first decisions of every job.
+    """
+    comp = _compiled(governor)
+    made = 0
+    for state, slots in comp.slots.items():
+        for event, slot in slots.items():
+            for role in slot.roles:
+                run = comp.runs.get((state, event, role))
+                if isinstance(run, partial) and run.func == slot._first_run:
+                    made += 1
+                    generated = comp.runs[(state, event, role)] = _compile_run(comp, slot.by_role[role], role)
+                    if comp.name is not None:
+                        _RUNS[(comp.name, state, event, role)] = generated
+    return made
+
+
 def _instance(gov: Governor, instance: Instance | str | None) -> Instance:
     if isinstance(instance, Instance):
         return instance

@@ -289,3 +289,30 @@ def test_rejections_built_on_the_fast_path_have_every_field_and_name_every_faile
     assert isinstance(decide(guarded, counted, "go", facts()), Decision)
     copy = Rejection(**{f.name: getattr(both, f.name) for f in fields(Rejection)})
     assert copy == both and repr(copy) == repr(both)
+
+
+def test_prepare_generates_every_decision_function_ahead_and_changes_no_outcome() -> None:
+    """``prepare`` (a forking worker's warm-up) leaves nothing to generate on first use; decisions made
+    through the prepared functions equal those of a fresh definition generating on first use."""
+    from functools import partial
+
+    from governors.engine import _compiled, prepare
+    from governors.registry import GOVERNORS
+
+    account = GOVERNORS["customer_account"]
+    fresh = Governor(**{f.name: getattr(account, f.name) for f in fields(Governor)})  # not yet compiled
+    made = prepare("customer_account")
+    assert prepare("customer_account") == 0, "a second call has nothing left to generate"
+    runs = _compiled("customer_account").runs
+    assert made <= len(runs) and not [k for k, r in runs.items() if isinstance(r, partial)]
+    when = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    for state in ("onboarding", "active", "locked", "suspended"):
+        inst = Instance("customer_account", "acc-1", state=state, state_seq=3, entered_at=when)
+        for event, payload in (
+            ("lock", {"reason_code": "compromised_account", "reason": "reported takeover"}),
+            ("email_verified", {}),
+            ("close_account", {"customer_confirmation_ref": "conf-1", "reason": "asked to"}),
+        ):
+            for role in ("support", "sys", "compliance"):
+                at = Facts(now=when, role=role, actor="x", payload=frozen_map(payload))
+                assert decide("customer_account", inst, event, at) == decide(fresh, inst, event, at)

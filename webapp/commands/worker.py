@@ -80,13 +80,13 @@ def register(main: click.Group) -> None:
 
 
 def _warm_up() -> None:
-    """Compile every governor and configure the ORM once: RQ forks a work horse per job, and each
-    horse inherits these instead of rebuilding them."""
+    """Compile every governor (with all its generated decision code) and configure the ORM once: RQ
+    forks a work horse per job, and each horse inherits these instead of rebuilding them."""
     from sqlalchemy.orm import configure_mappers
 
-    from governors.engine import compile_governor
+    from governors.engine import prepare
     from governors.registry import GOVERNORS
 
-    for governor in GOVERNORS.values():
-        compile_governor(governor)
+    for name in GOVERNORS:
+        prepare(name)  # every decision function generated here, not in each work horse
     configure_mappers()
