@@ -1317,28 +1317,8 @@ def _build(
                 continue
             if c.emit is not None:
                 emits.append(c.emit)
-                continue
-            if c.fan_out is None:
-                body = MappingProxyType(c.payload_fn(after))
-                emits.append(
-                    new_emit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event)
-                )
-                continue
-            payload = c.payload_fn(after)
-            listed = c.fan_out(after)
-            for item in list(listed) if isinstance(listed, list | tuple) else ():
-                emits.append(
-                    new_emit(
-                        c.id,
-                        c.target,
-                        c.event,
-                        MappingProxyType(payload if item is None else {**payload, "item": item}),
-                        c.select,
-                        c.where,
-                        c.must,
-                        c.create_event,
-                    )
-                )
+            else:
+                _emit_cascade(c, after, emits)
         cascades = tuple(emits)
 
     attention = info.attention
@@ -1582,7 +1562,8 @@ def _build_source(step: _Step) -> tuple[list[str], dict[str, Any]]:
 
 
 def _emit_cascade(c: _Cascade, after: Context, emits: list[CascadeEmit]) -> None:
-    """Append the emits of a cascade whose payload (or fan-out) depends on the event, as ``_build``."""
+    """Append the emits of a cascade whose payload (or fan-out) depends on the event (``_build`` and
+    the generated decision code both use it)."""
     if c.fan_out is None:
         body = MappingProxyType(c.payload_fn(after))
         emits.append(new_emit(c.id, c.target, c.event, body, c.select, c.where, c.must, c.create_event))
