@@ -22,15 +22,9 @@ from webapp.services.setup import PLATFORM_TENANT, ensure_catalog, ensure_tenant
 from webapp.services.transitions import SYSTEM, Actor, EventRequest, EventResult, fire_event
 
 from .conftest import NOW
+from .test_transitions import LOCK, SUPPORT, UNLOCK
 
 TENANT = "bulk-t"
-SUPPORT = Actor("bulk-support", "support")
-LOCK = {"reason_code": "compromised_account", "reason": "customer reports an account takeover"}
-UNLOCK = {
-    "verification_method": ["document", "phone"],
-    "verifier_id": "bulk-compliance",
-    "reason": "identity confirmed by document and phone",
-}
 
 
 def _store(db: Database) -> BulkStore:
