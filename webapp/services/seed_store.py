@@ -33,8 +33,9 @@ from webapp.db import raw_execute
 from webapp.services.instances import revive, timers_from_json
 from webapp.services.transitions import EventRequest, Loaded, SqlStore, write_rows
 
-ID_BLOCK = 512
-"""History and outbox ids reserved from the sequences at a time."""
+ID_BLOCKS = (64, 1024)
+"""Ids reserved from the sequences at a time: the first block, doubling up to the last. A store lives
+for one batch of customers; what it reserved and did not use is a gap in the ids, kept small."""
 
 _RESERVE = (
     "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, (SELECT CAST($1 AS int)))),"
@@ -55,6 +56,7 @@ class BulkStore(SqlStore):
         self._heads: dict[str, audit.Head] = {}
         self._history: list[int] = []
         self._outbox: list[int] = []
+        self._block = ID_BLOCKS[0]
         self._clear()
 
     def _clear(self) -> None:
@@ -85,8 +87,10 @@ class BulkStore(SqlStore):
         self, session: Session, history: int, outbox: int, chains: Iterable[str]
     ) -> tuple[list[int], list[int]]:
         if history > len(self._history) or outbox > len(self._outbox):
+            block = self._block
+            self._block = min(block * 2, ID_BLOCKS[1])
             (row,) = raw_execute(
-                session.connection(), _RESERVE, (max(ID_BLOCK, history), max(ID_BLOCK, outbox))
+                session.connection(), _RESERVE, (max(block, history), max(block, outbox))
             ).fetchall()
             self._history.extend(row[0])
             self._outbox.extend(row[1])
