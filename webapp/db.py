@@ -268,19 +268,21 @@ class JsonBatch:
         )
 
 
-def raw_execute(connection: Connection, sql: str, params: Sequence[Any]) -> Any:
+def raw_execute(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:
     """Run PostgreSQL ``sql`` with ``$1``-style ``params`` on the connection's psycopg connection.
 
     For the hot path's fixed statements: no SQLAlchemy execution context and no client-side
     rewriting of the query text (a raw cursor sends it as written, and psycopg prepares it once
-    it has seen it a few times). Returns the cursor, its rows as plain tuples; errors are raised as
-    SQLAlchemy's (IntegrityError, ...), and ``before_cursor_execute`` listeners see the statement.
+    it has seen it a few times). Returns the cursor, its rows as plain tuples (``named``: named
+    tuples); errors are raised as SQLAlchemy's (IntegrityError, ...), and ``before_cursor_execute``
+    listeners see the statement.
     """
     from psycopg import RawCursor
+    from psycopg.rows import namedtuple_row
 
     driver = connection.connection.driver_connection
     assert driver is not None
-    cursor = RawCursor(driver)
+    cursor = RawCursor(driver, row_factory=namedtuple_row) if named else RawCursor(driver)
     _run(connection, cursor, sql, params)
     return cursor
 

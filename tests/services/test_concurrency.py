@@ -232,3 +232,47 @@ def test_timer_and_staff_action_race_always_end_in_a_legal_serial_outcome(
         if final == "cancelled":
             assert timer_result.body["error"]["code"] in ("stale_timer", "invalid_transition")
     assert outcomes, "the race ran"
+
+
+def test_an_event_waiting_for_the_customer_sees_the_instances_the_lock_holder_created(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    """The load locks the customer, then reads its instances with a fresh snapshot: an instance
+    created by the transaction that held the customer lock (committed while the event waited) is in
+    the plan's snapshot, not missed because the event's first statement started earlier."""
+    from sqlalchemy import text
+
+    from webapp.services.transitions import SQL_STORE
+
+    customer = make_customer("c-9", active=True)
+    with db.session() as s:
+        account = s.scalars(
+            select(GovernorInstance.id).where(
+                GovernorInstance.customer_id == customer, GovernorInstance.governor == "customer_account"
+            )
+        ).one()
+    holder = db.sessions()
+    holder.execute(text("SELECT id FROM customers WHERE id = :c FOR UPDATE"), {"c": customer})
+    holder.execute(
+        text(
+            "INSERT INTO governor_instances (id, tenant_id, customer_id, governor, state, state_seq, version,"
+            " entered_at, attention, attention_reason, data, timers, created_at, updated_at)"
+            " VALUES ('bill-created-while-locked', 't-1', :c, 'billing', 'awaiting_invoice', 1, 1, :t,"
+            " false, '', '{}', '{}', :t, :t)"
+        ),
+        {"c": customer, "t": NOW},
+    )
+    seen: list[set[str]] = []
+
+    def load() -> None:
+        with db.session() as s:
+            seen.append(set(SQL_STORE.load(s, EventRequest("t-1", "lock", account)).snapshot))
+
+    waiter = threading.Thread(target=load)
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive(), "the load waits for the customer lock"
+    holder.commit()
+    holder.close()
+    waiter.join(timeout=30)
+    assert seen and "bill-created-while-locked" in seen[0] and account in seen[0]

@@ -26,7 +26,6 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     Connection,
-    Dialect,
     Row,
     Select,
     Table,
@@ -60,7 +59,7 @@ from governors import (
 )
 from governors.spec import ANY, STAFF_ROLES, frozen_map
 from webapp import audit
-from webapp.db import JsonBatch, JsonWrite, execute_many, fetch_pipelined, raw_execute
+from webapp.db import JsonBatch, JsonWrite, execute_many, raw_execute
 from webapp.models import (
     Approval,
     Customer,
@@ -308,20 +307,6 @@ _LOCK_INSTANCES = (
     .order_by(_INSTANCES.c.id)
     .with_for_update(of=_INSTANCES)
 )
-# The same, for the customer of the target ``instance_id`` (in ``tenant_id``), so that it can be sent
-# in one batch right after _TARGET_AND_CATALOG_LOCKING_OWNER (which takes the customer lock first).
-_TARGET = _INSTANCES.alias("target")
-_TARGETS_CUSTOMER = (
-    select(_TARGET.c.customer_id)
-    .where(_TARGET.c.id == bindparam("instance_id"), _TARGET.c.tenant_id == bindparam("tenant_id"))
-    .scalar_subquery()
-)
-_LOCK_TARGETS_INSTANCES = (
-    _LOAD.add_columns(legal_hold_exists(_TARGETS_CUSTOMER).label("on_hold"))
-    .where(_INSTANCES.c.customer_id == _TARGETS_CUSTOMER)
-    .order_by(_INSTANCES.c.id)
-    .with_for_update(of=_INSTANCES)
-)
 _LOCK_INSTANCE = select(_INSTANCES.c.id).where(_INSTANCES.c.id == bindparam("instance_id")).with_for_update()
 _STORED = select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code, _IDEMPOTENCY.c.response).where(
     _IDEMPOTENCY.c.tenant_id == bindparam("tenant_id"), _IDEMPOTENCY.c.key == bindparam("key")
@@ -377,46 +362,32 @@ def _load_target(
     return row, [r for r in rows if r.governor == "catalog"], locked
 
 
-_PG_LOAD_AND_LOCK: tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]] | None = None
-
-
-def _pg_load_and_lock(dialect: Dialect) -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
-    """The two statements of ``_load_and_lock`` as PostgreSQL SQL, with their fixed parameters."""
-    global _PG_LOAD_AND_LOCK
-    if _PG_LOAD_AND_LOCK is None:
-        compiled = [
-            stmt.compile(dialect=dialect)
-            for stmt in (_TARGET_AND_CATALOG_LOCKING_OWNER, _LOCK_TARGETS_INSTANCES)
-        ]
-        first, second = ((str(c), dict(c.params)) for c in compiled)
-        _PG_LOAD_AND_LOCK = first, second
-    return _PG_LOAD_AND_LOCK
+_EVENT_ROWS = "SELECT * FROM governor_event_rows($1, $2)"
+"""The target, the catalog and the customer's instances, locked customer first (migration 0013)."""
 
 
 def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None, list[Any], list[Any]]:
     """The target row, the catalog rows and the customer's instances, locked (customer first).
 
-    On PostgreSQL, for an event on an existing instance, the customer lock (with the target and the
-    catalog) and the instances' lock go in one batch: the server starts the second statement once
-    the first holds the customer lock, as when they are sent one by one.
+    On PostgreSQL, for an event on an existing instance, one call of ``governor_event_rows`` does
+    both steps server-side: it locks the customer, then reads the instances with a statement of
+    their own (its snapshot taken once the lock is held, so instances a transaction that held the
+    lock has just created are seen), as two statements sent one after the other would.
     """
     connection = _connection(session)
     if req.instance_id is None or connection.dialect.name != "postgresql":
         target_row, catalog, owner_locked = _load_target(session, req, lock_owner=True)
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
         return target_row, catalog, _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
-    (first, fixed1), (second, fixed2) = _pg_load_and_lock(connection.dialect)
-    params = {"instance_id": req.instance_id, "tenant_id": req.tenant_id}
-    loaded, instances = fetch_pipelined(
-        connection, [(first, {**fixed1, **params}), (second, {**fixed2, **params})]
-    )
-    row = next((r for r in loaded if r.id == req.instance_id), None)
+    rows = raw_execute(connection, _EVENT_ROWS, (req.instance_id, req.tenant_id), named=True).fetchall()
+    row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
-    catalog = [r for r in loaded if r.governor == "catalog"]
+    catalog = [r for r in rows if r.kind != "i" and r.governor == "catalog"]
     if row.customer_id is None:
         return row, catalog, []
-    if row.locked_customer != row.customer_id:
+    instances = [r for r in rows if r.kind == "i"]
+    if not instances:  # the customer was not found in the tenant
         instances = _lock_customer(session, req.tenant_id, row.customer_id)  # 404: no such customer
     return row, catalog, instances
 
