@@ -7,7 +7,7 @@ Nothing here imports Flask, SQLAlchemy, Redis or RQ, reads a clock or performs I
 
 from __future__ import annotations
 
-from governors.engine import allowed_events, apply, decide, manual_actions, plan, timer_facts
+from governors.engine import allowed_events, apply, decide, manual_actions, may_cascade, plan, timer_facts
 from governors.facts import Context, Facts, Instance, TimerState
 from governors.outcomes import AllowedEvent, CascadeEmit, Decision, Plan, PlanStep, Rejection, TimerOp
 from governors.registry import GOVERNORS, InvalidGovernor, get_governor, transition_table, validate
@@ -35,6 +35,7 @@ __all__ = [
     "get_governor",
     "load_settings",
     "manual_actions",
+    "may_cascade",
     "plan",
     "timer_facts",
     "transition_table",

@@ -840,6 +840,17 @@ def _compiled(governor: Governor | str) -> _Compiled:
     return comp
 
 
+def may_cascade(governor: Governor | str, state: str | None, event: str) -> bool:
+    """Whether a row that ``event`` can take from ``state`` (None: a creation) sends cascades.
+
+    For a caller that loads a plan's peers: an event none of whose rows cascade reaches no other
+    instance (a catalog event needs the SKU's holders only when it can cascade to them).
+    """
+    comp = _compiled(governor)
+    rows = comp.creation.get(event, []) if state is None else comp.rows.get((state, event), [])
+    return any(row.id in comp.cascades for row in rows)
+
+
 def prepare(governor: Governor | str) -> int:
     """Generate every decision function of a governor now instead of on first use; returns how many.
 

@@ -155,8 +155,8 @@ def append_many(session: Session, entries: Sequence[tuple[str, NewEntry]]) -> li
     rows, moves = chain_rows(session, entries)
     if rows:
         connection = session.connection()
-        execute_many(connection, _INSERT_ENTRIES, rows)
-        execute_many(connection, _MOVE_HEAD, moves)
+        execute_many(connection, INSERT_ENTRIES, rows)
+        execute_many(connection, MOVE_HEAD, moves)
     return rows
 
 
@@ -219,15 +219,15 @@ def chain_onto(
     return rows, [{"t": t, "s": heads[t].seq, "h": heads[t].hash} for t in tenants]
 
 
-ENTRIES = _ENTRIES = cast(Table, AuditEntry.__table__)
-HEADS = _HEADS = cast(Table, AuditHead.__table__)
-ENTRY_COLUMNS = tuple(c.name for c in _ENTRIES.c)
+ENTRIES = cast(Table, AuditEntry.__table__)
+HEADS = cast(Table, AuditHead.__table__)
+ENTRY_COLUMNS = tuple(c.name for c in ENTRIES.c)
 """The keys of an entry row as ``chain_rows`` makes it (every column)."""
 # Inline: no implicit RETURNING, so the insert can be part of a pipelined batch.
-INSERT_ENTRIES = _INSERT_ENTRIES = insert(_ENTRIES).inline()
-_LOCK_HEAD = select(_HEADS.c.seq, _HEADS.c.hash).where(_HEADS.c.tenant_id == bindparam("t")).with_for_update()
-MOVE_HEAD = _MOVE_HEAD = (
-    update(_HEADS).where(_HEADS.c.tenant_id == bindparam("t")).values(seq=bindparam("s"), hash=bindparam("h"))
+INSERT_ENTRIES = insert(ENTRIES).inline()
+_LOCK_HEAD = select(HEADS.c.seq, HEADS.c.hash).where(HEADS.c.tenant_id == bindparam("t")).with_for_update()
+MOVE_HEAD = (
+    update(HEADS).where(HEADS.c.tenant_id == bindparam("t")).values(seq=bindparam("s"), hash=bindparam("h"))
 )
 
 

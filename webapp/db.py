@@ -54,55 +54,6 @@ def _ping_when_idle(engine: Engine) -> None:
     event.listen(engine, "checkout", checkout)
 
 
-@contextmanager
-def pipelined(connection: Connection) -> Iterator[None]:
-    """Send the statements run inside as one batch where the driver can (psycopg's pipeline mode).
-
-    Only for statements that return no rows: UPDATE, DELETE and ``insert(...).inline()`` (a plain
-    single-row INSERT asks for its generated key with RETURNING, which cannot be read back inside the
-    batch). Errors surface as SQLAlchemy errors, from a statement or at the end of the block.
-    Elsewhere (SQLite) the statements simply run one by one.
-    """
-    driver = connection.connection.driver_connection
-    pipeline = getattr(driver, "pipeline", None)
-    if connection.dialect.name != "postgresql" or pipeline is None:
-        yield
-        return
-    dbapi_error = connection.dialect.loaded_dbapi.Error
-    try:
-        with pipeline():
-            yield
-    except dbapi_error as exc:
-        # An error the driver reports only when the batch ends skipped SQLAlchemy's wrapping: give it
-        # the same type a statement run on its own would raise (IntegrityError, ...).
-        raise DBAPIError.instance(None, None, exc, dbapi_error, dialect=connection.dialect) from exc
-
-
-def fetch_pipelined(
-    connection: Connection, queries: Sequence[tuple[str, Mapping[str, Any]]]
-) -> list[list[Any]]:
-    """Run read statements (PostgreSQL SQL with ``%(name)s`` parameters) as one batch, in order, on the
-    connection's psycopg connection; return each one's rows (named tuples).
-
-    The server runs them one after the other, each with its own snapshot, as if sent one by one;
-    only the round trips between them are saved (and the transaction's BEGIN travels with them).
-    SQLAlchemy's ``before_cursor_execute`` listeners still see each statement.
-    """
-    from psycopg.rows import namedtuple_row
-
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    cursors = []
-    with pipelined(connection):
-        for sql, params in queries:
-            cursor = driver.cursor(row_factory=namedtuple_row)
-            if connection._has_events or connection.engine._has_events:
-                connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, False)
-            cursor.execute(sql, params)
-            cursors.append(cursor)
-    return [cursor.fetchall() for cursor in cursors]
-
-
 _RAW: dict[tuple[Executable, tuple[str, ...]], tuple[str, dict[str, Any]] | None] = {}
 """Compiled SQL per (statement, parameter keys); the statements are module-level constants."""
 

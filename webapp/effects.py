@@ -835,23 +835,8 @@ def _raise_alert(runtime: Runtime, call: EffectCall, now: datetime) -> Execution
     message = str(call.args.get("message") or "alert")
     try:
         with runtime.db.session() as session:
-            session.add(
-                EffectRun(
-                    job_id=call.job_id,
-                    outbox_id=call.outbox_id,
-                    tenant_id=call.tenant_id,
-                    customer_id=call.customer_id,
-                    instance_id=call.instance_id,
-                    governor=call.governor,
-                    effect="raise_alert",
-                    family="alert",
-                    status="done",
-                    summary=message,
-                    detail={"level": level},
-                    attempts=1,
-                    finished_at=now,
-                )
-            )
+            # A raise_alert row names no effect of its own: the call's effect is the job, "raise_alert".
+            session.add(call.run_record("alert", "done", message, {"level": level}, 1, now))
             session.flush()
             session.add(
                 Alert(

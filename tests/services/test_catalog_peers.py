@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy import event, select
 
+from governors import may_cascade
 from webapp.db import Database
 from webapp.models import GovernorInstance
-from webapp.services.transitions import Actor, EventRequest, _may_cascade, fire_event
+from webapp.services.transitions import Actor, EventRequest, fire_event
 
 from .conftest import NOW
 
@@ -18,10 +19,10 @@ ADMIN = Actor("admin-1", "admin")
 
 
 def test_only_the_catalog_rows_that_send_cascades_need_the_holders() -> None:
-    assert _may_cascade("catalog", "published", "deprecate")  # X36: sku_withdrawn to every holder
-    assert _may_cascade("catalog", "update_approved", "propagation_succeeded")  # X37: price_changed
-    assert not _may_cascade("catalog", "published", "compliance_check")  # the periodic timer
-    assert not _may_cascade("catalog", "published", "feature_request")
+    assert may_cascade("catalog", "published", "deprecate")  # X36: sku_withdrawn to every holder
+    assert may_cascade("catalog", "update_approved", "propagation_succeeded")  # X37: price_changed
+    assert not may_cascade("catalog", "published", "compliance_check")  # the periodic timer
+    assert not may_cascade("catalog", "published", "feature_request")
 
 
 def test_deprecating_a_sku_reaches_every_holder_found_by_a_subquery(

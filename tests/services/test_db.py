@@ -58,7 +58,7 @@ def test_execute_many_writes_what_sqlalchemy_writes_and_raises_its_errors(db: Da
     from sqlalchemy import Table, event, insert, select
     from sqlalchemy.exc import IntegrityError
 
-    from webapp.db import execute_many, fetch_pipelined
+    from webapp.db import execute_many, raw_execute
     from webapp.models import OutboxMessage
 
     outbox = OutboxMessage.__table__
@@ -94,9 +94,8 @@ def test_execute_many_writes_what_sqlalchemy_writes_and_raises_its_errors(db: Da
             # No delivered_at/attempts: their defaults are SQLAlchemy's to fill in.
             short = {k: v for k, v in row.items() if k not in ("delivered_at", "attempts")}
             execute_many(connection, statement, [{**short, "id": 9004, "job_id": "db-4"}])
-            (rows,) = fetch_pipelined(
-                connection, [("SELECT id, args, created_at, attempts FROM outbox ORDER BY id", {})]
-            )
+            sql = "SELECT id, args, created_at, attempts FROM outbox ORDER BY id"
+            rows = raw_execute(connection, sql, (), named=True).fetchall()
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
     assert sum("INSERT INTO outbox" in sql for sql in seen) == 3 and any("SELECT id" in q for q in seen)

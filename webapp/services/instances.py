@@ -109,11 +109,12 @@ def timers_from_json(raw: Mapping[str, Any]) -> dict[str, TimerState]:
 
 def to_instance(row: GovernorInstance | Row[Any]) -> Instance:
     """The engine's view of a row (an ORM object or a plain row with the same columns)."""
-    return _instance(row, row.data, row.timers)
+    return decoded_instance(row, row.data, row.timers)
 
 
-def _instance(row: Any, data: Mapping[str, Any] | None, timers: Mapping[str, Any] | None) -> Instance:
-    """An Instance of ``row``'s columns with its data and timers (as JSON values) decoded."""
+def decoded_instance(row: Any, data: Mapping[str, Any] | None, timers: Mapping[str, Any] | None) -> Instance:
+    """An Instance of ``row``'s columns (attributes) with its data and timers, stored as JSON, decoded
+    (datetimes revived; the JSON containers copied)."""
     return Instance(
         governor=row.governor,
         id=row.id,
@@ -165,7 +166,7 @@ def instance_from_row(row: Row[Any]) -> Instance:
     found = _DECODED.get(key)
     if found is not None:
         return found
-    instance = _instance(row, json.loads(data), json.loads(timers))
+    instance = decoded_instance(row, json.loads(data), json.loads(timers))
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
     _DECODED[key] = instance

@@ -22,15 +22,15 @@ refused timers).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from governors import Instance
-from governors.spec import frozen_map
 from webapp import audit
 from webapp.db import raw_execute
-from webapp.services.instances import revive, timers_from_json
+from webapp.services.instances import decoded_instance
 from webapp.services.transitions import EventRequest, Loaded, SqlStore, write_rows
 
 ID_BLOCKS = (64, 1024)
@@ -188,32 +188,14 @@ class BulkStore(SqlStore):
             if before is None:  # loaded from the database, not one of ours: nothing to keep
                 return
             governor, customer = before.governor, before.customer_id
-        instance = Instance(
-            governor=governor,
-            id=iid,
-            state=row["state"],
-            state_seq=row["state_seq"],
-            version=row["version"],
-            entered_at=row["entered_at"],
-            customer_id=customer,
-            subject_id=row["subject_id"],
-            data=frozen_map(revive(_copy_json(row["data"]))),
-            timers=frozen_map(timers_from_json(row["timers"])),
-        )
+        # revive copies the JSON containers, so the instance shares nothing with the buffered row.
+        stored = SimpleNamespace(**{**row, "governor": governor, "customer_id": customer})
+        instance = decoded_instance(stored, row["data"], row["timers"])
         if iid in self._catalog:
             self._catalog[iid] = instance
         else:
             self._customers.setdefault(customer or "", {})[iid] = instance
             self._owner[iid] = customer or ""
-
-
-def _copy_json(value: Any) -> Any:
-    """A deep copy of JSON-ready data (so the stored instance shares nothing with the buffered row)."""
-    if type(value) is dict:
-        return {k: _copy_json(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_copy_json(v) for v in value]
-    return value
 
 
 __all__ = ["BulkStore"]

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import (
@@ -55,9 +54,10 @@ from governors import (
     apply,
     default_settings,
     get_governor,
+    may_cascade,
     plan,
 )
-from governors.spec import ANY, STAFF_ROLES, frozen_map
+from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
 from webapp.db import JsonBatch, JsonWrite, execute_many, raw_execute
 from webapp.models import (
@@ -158,8 +158,6 @@ class EventResult:
     replayed: bool = False
     plan: Plan | None = None
     outbox_ids: tuple[int, ...] = ()
-    instances: Mapping[str, Instance] = field(default_factory=dict)
-    """The instances the event changed or created, as it left them (id → instance)."""
 
     @property
     def ok(self) -> bool:
@@ -497,7 +495,7 @@ class SqlStore:
         _add_rows(snapshot, tenants, catalog)
         if target_row is not None:
             _add_rows(snapshot, tenants, [target_row])
-            if target_row.governor == "catalog" and _may_cascade("catalog", target_row.state, req.event):
+            if target_row.governor == "catalog" and may_cascade("catalog", target_row.state, req.event):
                 _add_rows(snapshot, tenants, _sku_holders(session, target_row.subject_id))
         return Loaded(
             snapshot,
@@ -693,10 +691,8 @@ def _fire_event(
             "instance_id": ids.get(target.id, target.id),
         }
 
-    body, outbox_ids, after = _execute(
-        session, store, req, now, result, snapshot, tenants, respond, fingerprint
-    )
-    return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids), instances=after)
+    body, outbox_ids = _execute(session, store, req, now, result, snapshot, tenants, respond, fingerprint)
+    return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids))
 
 
 def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
@@ -724,18 +720,6 @@ def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
         ).order_by(_INSTANCES.c.id)
     )
     return [*entitlements, *subscriptions]
-
-
-@lru_cache(maxsize=4096)
-def _may_cascade(governor: str, state: str | None, event: str) -> bool:
-    """Whether a row that ``event`` may take from ``state`` sends a cascade (to other governors' rows).
-
-    A catalog event only needs the SKU's holders in its snapshot when it can cascade to them: a
-    popular SKU has hundreds of thousands, and its periodic checks (timers) reach none of them.
-    """
-    gov = get_governor(governor)
-    rows = {t.id for t in gov.transitions if event in t.events and (state in t.src or ANY in t.src)}
-    return any(rows.intersection(c.on) for c in gov.cascades)
 
 
 def _remember(
@@ -918,14 +902,13 @@ def _execute(
     tenants: Mapping[str, str],
     respond: Callable[[Mapping[str, str], Mapping[int, Any]], dict[str, Any]],
     fingerprint: str,
-) -> tuple[dict[str, Any], list[int], dict[str, Instance]]:
+) -> tuple[dict[str, Any], list[int]]:
     """Write every applied step: rows, history, audit, timers, outbox, and the idempotency record.
 
     The whole plan is worked out in memory first; then the store writes it (the database: one
     statement for every table), so an event costs a fixed handful of round trips however far its
     cascades reach. ``respond`` makes the response body from the plan's ids (plan id → real id)
-    and the steps' changes as JSON; returns (body, outbox ids, the instances as the plan leaves
-    them).
+    and the steps' changes as JSON; returns (body, outbox ids).
     """
     root_event_id = _event_id(req, now)
     reason = req.payload.get("reason") if isinstance(req.payload.get("reason"), str) else None
@@ -1152,7 +1135,7 @@ def _execute(
         },
     )
     _expire(session, current)
-    return body, outbox_ids, current
+    return body, outbox_ids
 
 
 _INSTANCE_VALUES = (
