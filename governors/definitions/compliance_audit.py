@@ -9,7 +9,7 @@ Data kept by the rows: frameworks, next_verification_at, verification_attempts, 
 verification_overdue, fraud_score, indicators, flagged_at, fraud_tx_ids, investigation, violations[]
 (framework, control, severity, deadline), non_compliant_cause, remediation_plan, remediation_deadline,
 deadline_warned, breach_incidents[] (incident_id, phase, discovered_at, regulator_notice_due),
-security_events[], retention_until, legal_hold.
+security_events[] (the latest, with security_event_count), retention_until, legal_hold.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ SETTINGS: dict[str, object] = {
     "compliance_audit.retention_years": {"GDPR": 7},
     "compliance_audit.retention_years_default": 7,
     "compliance_audit.default_frameworks": ["GDPR"],
+    # [I] Cx2: the compliance record keeps the latest security events (all are in the history and
+    # the audit chain) and counts them all; see compliance_record_security_event.
+    "compliance_audit.security_events_kept": 20,
 }
 
 STATES: Final = (

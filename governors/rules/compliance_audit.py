@@ -432,10 +432,19 @@ def compliance_start_retention(ctx: Context) -> Mapping[str, Any]:
 
 @updater("compliance_record_security_event")
 def compliance_record_security_event(ctx: Context) -> Mapping[str, Any]:
-    """Cx2 (X12): append the security event to the record."""
+    """Cx2 (X12): append the security event to the record.
+
+    The record keeps the latest ``compliance_audit.security_events_kept`` events and a count of them
+    all: the instance row is live state, rewritten by every event of the governor, and a list that
+    grew with every lock would make each later event of an old customer slower. Every event stays in
+    the transition history and the audit chain, which are the full record.
+    """
     events = _records(ctx.data.get("security_events"))
     events.append({"kind": ctx.payload.get("kind") or "security_event", "at": ctx.now})
-    return {"security_events": events}
+    kept = max(1, int(ctx.setting("compliance_audit.security_events_kept")))
+    count = ctx.data.get("security_event_count")
+    total = (int(count) if isinstance(count, int) else len(events) - 1) + 1
+    return {"security_events": events[-kept:], "security_event_count": total}
 
 
 @guard("compliance_breach_phase_advances", "a breach incident only moves forward through its phases")

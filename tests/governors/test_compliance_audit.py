@@ -601,6 +601,34 @@ def test_enroll_sets_frameworks_and_first_verification() -> None:
     assert out.changes["violations"] == []
 
 
+def test_security_events_keep_the_latest_and_count_them_all() -> None:
+    def recorded(data: dict[str, Any], kept: int | None = None) -> Mapping[str, Any]:
+        case = Case(
+            "Cx2",
+            "compliant",
+            "security_event",
+            "cascade",
+            "compliant",
+            data=data,
+            payload={"kind": "account_locked"},
+        )
+        settings = (
+            SETTINGS if kept is None else SETTINGS.override({"compliance_audit.security_events_kept": kept})
+        )
+        return decided(case, settings=settings).changes
+
+    first = recorded({})
+    assert first["security_event_count"] == 1
+    assert first["security_events"] == [{"kind": "account_locked", "at": NOW}]
+    old = [{"kind": "account_locked", "at": ago(days=d)} for d in range(30, 0, -1)]
+    # A record from before the count was kept starts counting from its list.
+    assert recorded({"security_events": old[:5]})["security_event_count"] == 6
+    full = recorded({"security_events": old[-20:], "security_event_count": 57})
+    assert full["security_event_count"] == 58
+    assert full["security_events"] == [*old[-19:], {"kind": "account_locked", "at": NOW}]
+    assert len(recorded({"security_events": old}, kept=3)["security_events"]) == 3
+
+
 def test_verification_passed_sets_next_verification_in_365_days() -> None:
     out = decided(
         Case(
