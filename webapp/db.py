@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -189,12 +189,13 @@ class JsonBatch:
     """Several tables' writes sent to PostgreSQL as ONE statement with ONE ``jsonb`` parameter.
 
     Each write is a data-modifying CTE over ``jsonb_to_recordset`` of its part of the document, so a
-    transaction's whole write set costs one round trip and one parameter to encode (a C-speed
-    ``json.dumps``) instead of a statement and a parameter adaptation per row and column: on the
-    transition service's hot path the driver's per-parameter work cost more than PostgreSQL's. The
-    column types come from the tables, so the SQL follows the models. All CTEs see the same snapshot
-    and run to completion; a table may appear in several writes only on disjoint rows. The statement
-    text is fixed (missing or empty parts write nothing), so the server prepares it once.
+    transaction's whole write set costs one round trip and one parameter to encode (``orjson``, some
+    ten times faster than ``json.dumps`` on such a document) instead of a statement and a parameter
+    adaptation per row and column: on the transition service's hot path the driver's per-parameter
+    work cost more than PostgreSQL's. The column types come from the tables, so the SQL follows the
+    models. All CTEs see the same snapshot and run to completion; a table may appear in several
+    writes only on disjoint rows. The statement text is fixed (missing or empty parts write nothing),
+    so the server prepares it once.
     """
 
     def __init__(self, writes: Sequence[JsonWrite]) -> None:
@@ -212,11 +213,14 @@ class JsonBatch:
 
     def execute(self, connection: Connection, doc: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Write ``doc`` (write key → rows) in one statement on ``connection`` (PostgreSQL only)."""
-        raw_execute(
-            connection,
-            self.sql(connection.dialect),
-            (json.dumps(doc, default=_json_default, separators=(",", ":")),),
-        )
+        # Datetimes pass through to _json_default, which refuses naive ones as json.dumps did.
+        try:
+            text = orjson.dumps(doc, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+        except orjson.JSONEncodeError as exc:
+            if isinstance(exc.__cause__, ValueError):  # orjson wraps what the default raised
+                raise exc.__cause__ from None
+            raise
+        raw_execute(connection, self.sql(connection.dialect), (text,))
 
 
 def raw_execute(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:

@@ -6,13 +6,13 @@ datetimes so guards see the same values whether an instance came from memory or 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 from sqlalchemy import Row
 
 from governors import Instance, TimerState
@@ -166,7 +166,7 @@ def instance_from_row(row: Row[Any]) -> Instance:
     found = _DECODED.get(key)
     if found is not None:
         return found
-    instance = decoded_instance(row, json.loads(data), json.loads(timers))
+    instance = decoded_instance(row, orjson.loads(data), orjson.loads(timers))
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
     _DECODED[key] = instance
