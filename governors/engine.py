@@ -1742,14 +1742,17 @@ def apply(instance: Instance, decision: Decision) -> Instance:
             timers.pop(op.timer.name, None)
         else:
             timers[op.timer.name] = op.timer
-    return replace(
-        instance,
-        state=decision.to_state,
-        state_seq=decision.state_seq,
-        version=instance.version + 1,
-        entered_at=instance.entered_at if decision.self_transition else decision.at,
-        data=frozen_map(data),
-        timers=frozen_map(timers),
+    return Instance(  # every field named (dataclasses.replace walks the fields on each call)
+        instance.governor,
+        instance.id,
+        decision.to_state,
+        decision.state_seq,
+        instance.version + 1,
+        instance.entered_at if decision.self_transition else decision.at,
+        instance.customer_id,
+        instance.subject_id,
+        frozen_map(data),
+        frozen_map(timers),
     )
 
 
@@ -1946,7 +1949,19 @@ def plan(
             )
             alerts.append(f"cascade depth over {max_depth} at {item.event} on {item.instance_id}")
             continue
-        step_facts = replace(item.facts, peers=_peers(working, item.instance_id))
+        f = item.facts
+        step_facts = Facts(  # every field named, as in apply
+            f.now,
+            f.role,
+            f.actor,
+            f.payload,
+            _peers(working, item.instance_id),
+            f.extra,
+            f.settings,
+            f.approved_by,
+            f.timer,
+            f.timer_seq,
+        )
         if trace is not None:
             trace(target.governor, target, item.event, step_facts)
         outcome = decide(target.governor, target, item.event, step_facts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -200,27 +200,36 @@ class JsonBatch:
 
     def __init__(self, writes: Sequence[JsonWrite]) -> None:
         self.writes = tuple(writes)
-        self._sql: str | None = None
+        self._sql: dict[frozenset[str], str] = {}
 
-    def sql(self, dialect: Any) -> str:
-        """The statement's PostgreSQL text (``$1`` is the document)."""
-        if self._sql is None:
+    def sql(self, dialect: Any, keys: Iterable[str] | None = None) -> str:
+        """The statement's PostgreSQL text (``$1`` is the document) for the writes named by ``keys``
+        (default: all of them), in their declared order."""
+        wanted = frozenset(w.key for w in self.writes) if keys is None else frozenset(keys)
+        text = self._sql.get(wanted)
+        if text is None:
             parts = ["d AS (SELECT CAST($1 AS jsonb) AS doc)"]
             for n, w in enumerate(self.writes):
-                parts.append(f"w{n} AS ({_write_sql(w, dialect)})")
-            self._sql = "WITH " + ",\n".join(parts) + "\nSELECT 1"
-        return self._sql
+                if w.key in wanted:
+                    parts.append(f"w{n} AS ({_write_sql(w, dialect)})")
+            text = self._sql[wanted] = "WITH " + ",\n".join(parts) + "\nSELECT 1"
+        return text
 
     def execute(self, connection: Connection, doc: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Write ``doc`` (write key → rows) in one statement on ``connection`` (PostgreSQL only)."""
+        present = {key: rows for key, rows in doc.items() if rows}
+        if not present:
+            return
         # Datetimes pass through to _json_default, which refuses naive ones as json.dumps did.
         try:
-            text = orjson.dumps(doc, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+            text = orjson.dumps(
+                present, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+            ).decode()
         except orjson.JSONEncodeError as exc:
             if isinstance(exc.__cause__, ValueError):  # orjson wraps what the default raised
                 raise exc.__cause__ from None
             raise
-        raw_execute(connection, self.sql(connection.dialect), (text,))
+        raw_execute(connection, self.sql(connection.dialect, present), (text,))
 
 
 def raw_execute(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:

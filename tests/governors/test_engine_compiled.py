@@ -8,14 +8,14 @@ settings overrides that apply at once, shared emits that cannot be changed, and 
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from governors import Decision, Facts, Instance, Rejection, decide
+from governors import Decision, Facts, Instance, Rejection, apply, decide
 from governors.engine import compile_value
 from governors.facts import Context
 from governors.outcomes import TimerOp
@@ -265,6 +265,33 @@ def test_outcomes_built_on_the_fast_path_have_every_field_and_equal_their_class_
     fired = decide(GOV, busy, "finish", facts())
     assert isinstance(fired, Decision) and [op.op for op in fired.timer_ops] == ["cancel"]
     assert fired.timer_ops[0] == TimerOp("cancel", out.timer_ops[0].timer)
+
+
+def test_apply_and_plan_name_the_fields_of_instance_and_facts_in_their_declared_order() -> None:
+    # apply() and plan() build Instance and Facts positionally (dataclasses.replace is slow on the hot
+    # path); a field added or moved must be added there too.
+    assert [f.name for f in fields(Instance)] == [
+        "governor", "id", "state", "state_seq", "version", "entered_at", "customer_id", "subject_id",
+        "data", "timers",
+    ]  # fmt: skip
+    assert [f.name for f in fields(Facts)] == [
+        "now", "role", "actor", "payload", "peers", "extra", "settings", "approved_by", "timer", "timer_seq",
+    ]  # fmt: skip
+    before = replace(IDLE, version=4, customer_id="cust-1", subject_id="sub-1")
+    out = decide(GOV, before, "start", facts(note="hello"))
+    assert isinstance(out, Decision)
+    after = apply(before, out)
+    assert after == replace(
+        before,
+        state=out.to_state,
+        state_seq=out.state_seq,
+        version=5,
+        entered_at=out.at,
+        data=frozen_map(
+            {k: v for k, v in {**before.data, **out.changes}.items() if v is not None}  # None: removed
+        ),
+        timers=frozen_map({op.timer.name: op.timer for op in out.timer_ops}),
+    )
 
 
 def test_rejections_built_on_the_fast_path_have_every_field_and_name_every_failed_guard() -> None:
