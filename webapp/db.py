@@ -251,6 +251,48 @@ def raw_execute(connection: Connection, sql: str, params: Sequence[Any], *, name
     return cursor
 
 
+def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:
+    """Begin the connection's transaction with ``sql`` (a statement with ``%s`` parameters): one round
+    trip for both, where psycopg would send its ``BEGIN`` and wait for it first.
+
+    On a busy service every round trip costs the calling thread CPU (driver work, a wake-up, the GIL
+    taken back) and the server a statement: measured with four threads, each extra round trip of an
+    event cost about 0.2 ms of Python and 0.1 ms of PostgreSQL. Here ``BEGIN`` (with the isolation
+    level, read-only and deferrable settings psycopg would give it) and the statement go out as one
+    simple-protocol query, the parameters quoted by psycopg on the client. Returns the cursor on the
+    statement's rows, or None when the transaction is already open (the caller then runs the
+    statement as usual).
+
+    psycopg sends ``BEGIN`` itself before the first statement unless the connection is in
+    autocommit; its flag is set for the one call (an internal attribute: should psycopg rename it,
+    psycopg sends its ``BEGIN`` first again and the server ignores the second one with a warning,
+    so the result is the same, one round trip slower).
+    """
+    from psycopg import ClientCursor, IsolationLevel
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import namedtuple_row
+
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    if driver.autocommit or driver.pgconn.transaction_status != TransactionStatus.IDLE:
+        return None
+    begin = ["BEGIN"]
+    if driver.isolation_level is not None:
+        begin.append("ISOLATION LEVEL " + IsolationLevel(driver.isolation_level).name.replace("_", " "))
+    if driver.read_only is not None:
+        begin.append("READ ONLY" if driver.read_only else "READ WRITE")
+    if driver.deferrable is not None:
+        begin.append("DEFERRABLE" if driver.deferrable else "NOT DEFERRABLE")
+    cursor = ClientCursor(driver, row_factory=namedtuple_row) if named else ClientCursor(driver)
+    driver._autocommit = True  # see above
+    try:
+        _run(connection, cursor, " ".join(begin) + "; " + sql, params)
+    finally:
+        driver._autocommit = False
+    cursor.nextset()  # past BEGIN's result, to the statement's
+    return cursor
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:

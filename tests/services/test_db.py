@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from sqlalchemy import func, text
+from sqlalchemy import event, func, text
 
 import webapp.db
 from webapp.db import Database
@@ -198,3 +200,59 @@ def test_a_json_batch_inserts_updates_upserts_and_deletes_in_one_statement(db: D
     with pytest.raises(IntegrityError, match="pk_tenants"), db.session() as s:
         duplicate.execute(s.connection(), {"t": [row, row]})
     assert set(rows()) == {"a"}
+
+
+def test_begin_with_sends_begin_and_the_statement_in_one_round_trip(db: Database, tmp_path: Path) -> None:
+    from psycopg import pq
+
+    from webapp.db import begin_with
+
+    trace = tmp_path / "libpq.trace"
+    seen: list[str] = []
+
+    def told(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", told)
+    try:
+        with db.session() as s, open(trace, "w") as out:
+            connection = s.connection()
+            driver = connection.connection.driver_connection
+            assert driver is not None
+            driver.pgconn.trace(out.fileno())
+            driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            try:
+                cursor = begin_with(
+                    connection, "SELECT %s::int + 1 AS n, %s AS quoted", (41, "it's"), named=True
+                )
+                assert cursor is not None
+                assert [(r.n, r.quoted) for r in cursor.fetchall()] == [(42, "it's")]
+                assert driver.pgconn.transaction_status == pq.TransactionStatus.INTRANS
+                # The transaction is open now: a second call leaves the statement to the caller.
+                assert begin_with(connection, "SELECT 1", ()) is None
+            finally:
+                driver.pgconn.untrace()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", told)
+    sent = [line for line in trace.read_text().splitlines() if line.startswith("F") and "\tQuery\t" in line]
+    assert len(sent) == 1 and "BEGIN; SELECT 41::int + 1" in sent[0], sent  # no BEGIN of its own
+    assert [sql for sql in seen if "BEGIN" in sql] == ["BEGIN; SELECT %s::int + 1 AS n, %s AS quoted"]
+
+
+def test_begin_with_keeps_the_transaction_settings_and_raises_sqlalchemy_errors(db: Database) -> None:
+    from sqlalchemy.exc import DataError
+
+    from webapp.db import begin_with
+
+    with db.engine.connect().execution_options(isolation_level="REPEATABLE READ") as connection:
+        cursor = begin_with(connection, "SELECT current_setting(%s)", ("transaction_isolation",))
+        assert cursor is not None and cursor.fetchall() == [("repeatable read",)]
+    with db.session() as s:
+        cursor = begin_with(s.connection(), "SELECT current_setting(%s)", ("transaction_isolation",))
+        assert cursor is not None and cursor.fetchall() == [("read committed",)]  # reset on return
+    with db.session() as s:
+        with pytest.raises(DataError, match="division by zero"):
+            begin_with(s.connection(), "SELECT 1 / %s", (0,))
+        s.rollback()
+        cursor = begin_with(s.connection(), "SELECT %s", (7,))  # the session is usable again
+        assert cursor is not None and cursor.fetchall() == [(7,)]

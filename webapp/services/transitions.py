@@ -59,7 +59,7 @@ from governors import (
 )
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
-from webapp.db import JsonBatch, JsonWrite, execute_many, raw_execute
+from webapp.db import JsonBatch, JsonWrite, begin_with, execute_many, raw_execute
 from webapp.models import (
     Approval,
     Customer,
@@ -362,6 +362,8 @@ def _load_target(
 
 _EVENT_ROWS = "SELECT * FROM governor_event_rows($1, $2)"
 """The target, the catalog and the customer's instances, locked customer first (migration 0013)."""
+_BEGIN_EVENT_ROWS = "SELECT * FROM governor_event_rows(%s, %s)"
+"""The same, sent with the transaction's BEGIN (``webapp.db.begin_with``)."""
 
 
 def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None, list[Any], list[Any]]:
@@ -377,7 +379,11 @@ def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None
         target_row, catalog, owner_locked = _load_target(session, req, lock_owner=True)
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
         return target_row, catalog, _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
-    rows = raw_execute(connection, _EVENT_ROWS, (req.instance_id, req.tenant_id), named=True).fetchall()
+    params = (req.instance_id, req.tenant_id)
+    cursor = begin_with(connection, _BEGIN_EVENT_ROWS, params, named=True)
+    if cursor is None:  # the caller's transaction is already open
+        cursor = raw_execute(connection, _EVENT_ROWS, params, named=True)
+    rows = cursor.fetchall()
     row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
