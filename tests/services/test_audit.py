@@ -62,8 +62,19 @@ def _superuser(db: Database) -> Iterator[Connection]:
 
 
 def _verify(db: Database, anchors: list[dict[str, Any]] | None = None) -> audit.VerifyResult:
+    """Verify by one process, and check that three processes (on ranges 1-10, 11-20, 21-... of a
+    30-entry chain) come to the same result, whatever the tampering."""
     with db.session() as s:
-        return audit.verify_tenant(s, TENANT, anchors or [])
+        serial = audit.verify_tenant(s, TENANT, anchors or [])
+    with db.session() as s:
+        limit = audit.PARALLEL_MIN_ENTRIES
+        audit.PARALLEL_MIN_ENTRIES = 1
+        try:
+            parallel = audit.verify_tenant(s, TENANT, anchors or [], jobs=3)
+        finally:
+            audit.PARALLEL_MIN_ENTRIES = limit
+    assert parallel == serial
+    return serial
 
 
 def _row(conn: Connection, seq: int) -> dict[str, Any]:
@@ -161,6 +172,31 @@ def test_a_deleted_middle_row_is_caught_at_its_seq(db: Database) -> None:
         conn.execute(text("DELETE FROM audit_entries WHERE tenant_id = :t AND seq = 12"), {"t": TENANT})
     result = _verify(db)
     assert (result.ok, result.first_broken_seq, result.problem) == (False, 12, "missing entry")
+
+
+@pytest.mark.parametrize("seq", [1, 10, 11, 20, 21, 30])
+@pytest.mark.parametrize("tamper", ["byte", "delete", "prev_hash"])
+def test_parallel_verification_names_the_same_first_broken_seq_at_range_edges(
+    db: Database, seq: int, tamper: str
+) -> None:
+    _append(db, 30)
+    with _superuser(db) as conn:
+        where = {"t": TENANT, "s": seq}
+        if tamper == "byte":
+            conn.execute(
+                text("UPDATE audit_entries SET role = role || 'x' WHERE tenant_id = :t AND seq = :s"), where
+            )
+        elif tamper == "delete":
+            conn.execute(text("DELETE FROM audit_entries WHERE tenant_id = :t AND seq = :s"), where)
+        else:
+            conn.execute(
+                text(
+                    "UPDATE audit_entries SET prev_hash = repeat('f', 64) WHERE tenant_id = :t AND seq = :s"
+                ),
+                where,
+            )
+    result = _verify(db)  # compares three processes with one
+    assert not result.ok and result.first_broken_seq == seq and result.checked == seq - 1
 
 
 def test_two_swapped_rows_are_caught_at_the_first_of_them(db: Database) -> None:
@@ -311,7 +347,9 @@ def _actions(db: Database, tenant: str = TENANT) -> list[str]:
         )
 
 
-def test_cli_verify_exit_codes_and_the_verification_is_audited(db: Database, cli_env: dict[str, str]) -> None:
+def test_cli_verify_exit_codes_and_the_verification_is_audited(
+    db: Database, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _append(db, 10)
     first = _cli(cli_env, "verify")
     assert first.exit_code == 0, first.output
@@ -335,6 +373,9 @@ def test_cli_verify_exit_codes_and_the_verification_is_audited(db: Database, cli
             s.scalars(select(AuditEntry.payload).where(AuditEntry.tenant_id == "platform")).one()
         )
     assert payload["tenants"]["t-1"]["first_broken_seq"] == 4
+    monkeypatch.setattr(audit, "PARALLEL_MIN_ENTRIES", 1)  # three processes, as for a long chain
+    by_three = _cli(cli_env, "verify", "--jobs", "3")
+    assert by_three.exit_code == 1 and "t-1: BROKEN at seq 4: missing entry" in by_three.output
 
 
 def test_cli_anchor_then_verify_catches_a_rewound_tail(db: Database, cli_env: dict[str, str]) -> None:
