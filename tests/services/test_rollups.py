@@ -6,7 +6,7 @@ rollups), with known timestamps, so every number below is computed by hand in th
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -403,3 +403,44 @@ def test_the_background_runners_refresh_the_rollups(db: Database, pg_url: str) -
     finally:
         rt.close()
     assert sum(_counts(db).values()) == 13
+
+
+def test_transition_counts_are_summed_into_the_buckets_their_hours_fall_in(db: Database) -> None:
+    edges = [datetime(2026, 1, 5, tzinfo=UTC) + timedelta(weeks=i) for i in range(4)]
+    until = edges[-1] + timedelta(days=3)
+    hours = {
+        edges[0] - timedelta(hours=1): None,  # before the first edge: not counted
+        edges[0]: 0,  # on an edge: the bucket it starts
+        edges[1] - timedelta(hours=1): 0,
+        edges[1]: 1,
+        edges[2] + timedelta(hours=5): 2,
+        edges[3]: 3,
+        until - timedelta(hours=1): 3,  # the last bucket runs up to ``until``
+        until: None,
+    }
+    with db.session() as s:
+        for n, hour in enumerate(hours, 1):
+            s.add(
+                RollupTransitionHour(
+                    governor="billing", hour=hour, event="pay", from_state="a", to_state="b", count=n
+                )
+            )
+        s.add(
+            RollupTransitionHour(
+                governor="billing", hour=edges[1], event="fail", from_state="a", to_state="c", count=7
+            )
+        )
+        s.add(
+            RollupTransitionHour(
+                governor="entitlement", hour=edges[1], event="pay", from_state="a", to_state="b", count=9
+            )
+        )
+    expected: dict[tuple[int, str], int] = {}
+    for n, bucket in enumerate(hours.values(), 1):
+        if bucket is not None:
+            expected[(bucket, "pay")] = expected.get((bucket, "pay"), 0) + n
+    expected[(1, "fail")] = 7
+    with db.session() as s:
+        rows = rollups.transition_counts_by_bucket(s, "billing", edges, until)
+    assert {(b, e): n for b, e, _f, _t, n in rows} == expected
+    assert [b for b, *_ in rows] == sorted(b for b, *_ in rows)
