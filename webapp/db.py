@@ -194,8 +194,9 @@ class JsonBatch:
     adaptation per row and column: on the transition service's hot path the driver's per-parameter
     work cost more than PostgreSQL's. The column types come from the tables, so the SQL follows the
     models. All CTEs see the same snapshot and run to completion; a table may appear in several
-    writes only on disjoint rows. The statement text is fixed (missing or empty parts write nothing),
-    so the server prepares it once.
+    writes only on disjoint rows. Only the writes that have rows are in the statement (the server
+    opens every table and index a statement names, rows or not); the text of each combination is
+    made once, and the server prepares each once (an event writes one of a handful).
     """
 
     def __init__(self, writes: Sequence[JsonWrite]) -> None:
