@@ -38,6 +38,7 @@ from governors.outcomes import (
     PlanStep,
     Rejection,
     TimerOp,
+    new_decision,
     new_emit,
     new_timer_op,
 )
@@ -1271,46 +1272,14 @@ def _build(
     # timers, cascades, effects and attention do not read it skip making that data.
     after = ctx
     if step.after or (step.to is None and info.reads_after):
-        if made:
-            overlay = _new(_Overlay)  # _Overlay(made, inst.data) without type.__call__
-            overlay._changes = made
-            overlay._base = inst.data
-            ctx.data = overlay
-        else:
-            ctx.data = inst.data
-        ctx.target = to  # ctx.moved_on(data, to), inline
-        ctx._memo = None
+        ctx.moved_on(_Overlay(made, inst.data) if made else inst.data, to)
     timer_ops: tuple[TimerOp, ...] = ()
     if entering:
-        timers = inst.timers
-        if timers or info.timers:
-            ops: list[TimerOp] = []
-            for ts in timers.values():
-                op = _new(TimerOp)  # TimerOp("cancel", ts), inline
-                op.op = "cancel"
-                op.timer = ts
-                ops.append(op)
-            for t in info.timers:
-                if t.simple:  # _arm(t, seq, after, settings), inline
-                    bound = t.bound
-                    if bound[0] is not settings:
-                        bound = t.bound = (settings, settings.duration(t.after))  # type: ignore[arg-type]
-                    armed = _new(TimerState)
-                    armed.name = t.name
-                    armed.event = t.event
-                    armed.state_seq = seq
-                    armed.due_at = facts.now + bound[1]
-                    armed.remaining = None
-                    armed.payload = t.payload
-                else:
-                    armed = _arm(t, seq, after, settings)  # type: ignore[assignment]
-                    if armed is None:
-                        continue
-                op = _new(TimerOp)
-                op.op = "arm"
-                op.timer = armed
-                ops.append(op)
-            timer_ops = tuple(ops)
+        timer_ops = tuple(new_timer_op("cancel", ts) for ts in inst.timers.values())
+        for t in info.timers:
+            armed = _arm(t, seq, after, settings)
+            if armed is not None:
+                timer_ops += (new_timer_op("arm", armed),)
     elif info.timers:
         held = info.timers
         if step.to is not None:
@@ -1332,40 +1301,33 @@ def _build(
                 _emit_cascade(c, after, emits)
         cascades = tuple(emits)
 
-    attention = info.attention
-    if attention is None:
-        try:  # _passes(info.attention_fn, after), inline
-            attention = bool(info.attention_fn(after))  # type: ignore[misc]
-        except (GuardFailed, NeedsInput):
-            attention = False
+    attention = info.attention if info.attention is not None else _passes(info.attention_fn, after)
     effects = row.effects
     if row.effect_fns is not None:
-        built: list[Effect] = []
-        for e, fn in row.effect_fns:
-            built.append(e if fn is None else new_effect(e.name, MappingProxyType(fn(after))))
-        effects = tuple(built)
-    # Decision(gov.name, inst.id, event, ...) in field order, without type.__call__ (inline).
-    decision = _new(Decision)
-    decision.governor = comp.gov.name
-    decision.instance_id = inst.id
-    decision.event = event
-    decision.row_id = row.id
-    decision.from_state = state
-    decision.to_state = to
-    decision.state_seq = seq
-    decision.self_transition = not entering
-    decision.actor = facts.actor
-    decision.role = facts.role
-    decision.at = facts.now
-    decision.payload = facts.payload
-    decision.changes = changes
-    decision.effects = effects
-    decision.timer_ops = timer_ops
-    decision.cascades = cascades
-    decision.needs_approval = needs
-    decision.attention = attention
-    decision.attention_reason = info.reason if attention else ""
-    return decision
+        effects = tuple(
+            e if fn is None else new_effect(e.name, MappingProxyType(fn(after))) for e, fn in row.effect_fns
+        )
+    return new_decision(
+        comp.gov.name,
+        inst.id,
+        event,
+        row.id,
+        state,
+        to,
+        seq,
+        not entering,
+        facts.actor,
+        facts.role,
+        facts.now,
+        facts.payload,
+        changes,
+        effects,
+        timer_ops,
+        cascades,
+        needs,
+        attention,
+        info.reason if attention else "",
+    )
 
 
 _BUILD_HELPERS: dict[str, Any] = {}
@@ -1617,14 +1579,7 @@ def _arm(t: _Timer, seq: int, ctx: Context, settings: Settings) -> TimerState | 
     else:
         remaining = max(_ZERO, due - now)
         due = None
-    armed = _new(TimerState)  # TimerState(t.name, t.event, seq, due, remaining, payload), inline
-    armed.name = t.name
-    armed.event = t.event
-    armed.state_seq = seq
-    armed.due_at = due
-    armed.remaining = remaining
-    armed.payload = payload
-    return armed
+    return new_timer_state(t.name, t.event, seq, due, remaining, payload)
 
 
 def _held_timer_ops(

@@ -96,6 +96,7 @@ Outcome = Decision | Rejection
 
 # Positional constructors of the per-event outcomes for the engine (every field given, in order).
 new_timer_op = positional_maker(TimerOp)
+new_decision = positional_maker(Decision)
 new_emit = positional_maker(CascadeEmit)
 
 
