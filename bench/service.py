@@ -38,7 +38,7 @@ from bench.audit import create_database, drop_database
 from webapp import audit
 from webapp.db import Database
 from webapp.models import GovernorInstance
-from webapp.runtime import freeze_startup_objects
+from webapp.runtime import ready_process
 from webapp.services.setup import activate_customer, ensure_catalog, ensure_tenant, signup_customer
 from webapp.services.transitions import Actor, EventRequest, fire_event
 
@@ -216,7 +216,7 @@ def main() -> None:
     db = Database(url, pool_size=THREADS + 2)
     try:
         accounts = setup(db, args.customers)
-        freeze_startup_objects()  # as a serving process does once it is ready (webapp.runtime)
+        ready_process()  # as a serving process does once it is ready (webapp.runtime)
         locked: set[str] = set()
         start_seq = [0] * THREADS
         service_round(db, accounts, 1.0, locked)  # warm-up: caches, prepared statements

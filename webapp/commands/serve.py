@@ -157,13 +157,9 @@ class ConsoleServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from governors.engine import prepare
-        from governors.registry import GOVERNORS
         from webapp import create_app
-        from webapp.runtime import freeze_startup_objects
+        from webapp.runtime import ready_process
 
         app = create_app(Config.from_env())
-        for name in GOVERNORS:
-            prepare(name)  # the decision code now (~0.6 s), not during the first requests
-        freeze_startup_objects()
+        ready_process()
         return app

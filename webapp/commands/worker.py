@@ -32,7 +32,7 @@ def register(main: click.Group) -> None:
             relay_outbox,
             schedule_periodic,
         )
-        from webapp.runtime import Runtime, freeze_startup_objects
+        from webapp.runtime import Runtime, ready_process
 
         try:
             config = Config.from_env()
@@ -65,8 +65,7 @@ def register(main: click.Group) -> None:
 
             from rq import Worker
 
-            _warm_up()
-            freeze_startup_objects()
+            ready_process()  # RQ forks a work horse per job: each inherits what is built here
             queue = get_queue(rt, connection)
             relayed = relay_outbox(rt)
             if relayed.error:
@@ -77,16 +76,3 @@ def register(main: click.Group) -> None:
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
         finally:
             rt.close()
-
-
-def _warm_up() -> None:
-    """Compile every governor (with all its generated decision code) and configure the ORM once: RQ
-    forks a work horse per job, and each horse inherits these instead of rebuilding them."""
-    from sqlalchemy.orm import configure_mappers
-
-    from governors.engine import prepare
-    from governors.registry import GOVERNORS
-
-    for name in GOVERNORS:
-        prepare(name)  # every decision function generated here, not in each work horse
-    configure_mappers()

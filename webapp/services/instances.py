@@ -31,16 +31,9 @@ def revive(value: Any) -> Any:
             return datetime.fromisoformat(value)
         return value
     if kind is dict:
-        # Leaves inline: most values are numbers, flags and short strings, which need no call.
-        return {
-            k: (v if (t := type(v)) in _LEAVES or (t is str and (len(v) < 20 or v[10] != "T")) else revive(v))
-            for k, v in value.items()
-        }
+        return {k: revive(v) for k, v in value.items()}
     if kind is list:
-        return [
-            v if (t := type(v)) in _LEAVES or (t is str and (len(v) < 20 or v[10] != "T")) else revive(v)
-            for v in value
-        ]
+        return [revive(v) for v in value]
     if isinstance(value, str) and _ISO.match(value):
         return datetime.fromisoformat(value)
     if isinstance(value, dict):
@@ -48,10 +41,6 @@ def revive(value: Any) -> Any:
     if isinstance(value, list):
         return [revive(v) for v in value]
     return value
-
-
-_LEAVES = frozenset({int, float, bool, type(None)})
-"""JSON's scalar types other than str, which ``revive`` returns as they are."""
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -360,10 +360,10 @@ def _load_target(
     return row, [r for r in rows if r.governor == "catalog"], locked
 
 
-_EVENT_ROWS = "SELECT * FROM governor_event_rows($1, $2)"
-"""The target, the catalog and the customer's instances, locked customer first (migration 0013)."""
-_BEGIN_EVENT_ROWS = "SELECT * FROM governor_event_rows(%s, %s)"
-"""The same, sent with the transaction's BEGIN (``webapp.db.begin_with``)."""
+_EVENT_ROWS = "SELECT * FROM governor_event_rows({}, {})"
+"""The target, the catalog and the customer's instances, locked customer first (migration 0013);
+sent with the transaction's BEGIN (``webapp.db.begin_with``, ``%s`` parameters) or, in a transaction
+already open, as a prepared statement (``webapp.db.raw_execute``, ``$1`` parameters)."""
 
 
 def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None, list[Any], list[Any]]:
@@ -380,9 +380,9 @@ def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
         return target_row, catalog, _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
     params = (req.instance_id, req.tenant_id)
-    cursor = begin_with(connection, _BEGIN_EVENT_ROWS, params, named=True)
+    cursor = begin_with(connection, _EVENT_ROWS.format("%s", "%s"), params, named=True)
     if cursor is None:  # the caller's transaction is already open
-        cursor = raw_execute(connection, _EVENT_ROWS, params, named=True)
+        cursor = raw_execute(connection, _EVENT_ROWS.format("$1", "$2"), params, named=True)
     rows = cursor.fetchall()
     row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
@@ -705,25 +705,20 @@ def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
     """The live entitlements of a SKU and their customers' subscriptions (a catalog plan's peers)."""
     if sku_id is None:
         return []
-    holders = select(_INSTANCES.c.customer_id).where(
+    live = (
         _INSTANCES.c.governor == "entitlement",
         _INSTANCES.c.subject_id == sku_id,
         _INSTANCES.c.state != "archived",
     )
     connection = session.connection()
-    entitlements = connection.execute(
-        _LOAD.where(
-            _INSTANCES.c.governor == "entitlement",
-            _INSTANCES.c.subject_id == sku_id,
-            _INSTANCES.c.state != "archived",
-        ).order_by(_INSTANCES.c.id)
-    )
+    entitlements = connection.execute(_LOAD.where(*live).order_by(_INSTANCES.c.id))
     # The customers as a subquery, not a list of parameters: a popular SKU has more holders than a
     # statement may carry parameters (65,535; seen with a 100,000-customer seed).
+    holders = select(_INSTANCES.c.customer_id).where(*live).scalar_subquery()
     subscriptions = connection.execute(
-        _LOAD.where(
-            _INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(holders.scalar_subquery())
-        ).order_by(_INSTANCES.c.id)
+        _LOAD.where(_INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(holders)).order_by(
+            _INSTANCES.c.id
+        )
     )
     return [*entitlements, *subscriptions]
 
