@@ -29,18 +29,13 @@ from sqlalchemy.orm import Session
 
 from governors import Instance
 from webapp import audit
-from webapp.db import raw_execute
 from webapp.services.instances import decoded_instance
-from webapp.services.transitions import EventRequest, Loaded, SqlStore, write_rows
+from webapp.services.transitions import EventRequest, Loaded, SqlStore, allocate_ids, write_rows
 
 ID_BLOCKS = (64, 1024)
 """Ids reserved from the sequences at a time: the first block, doubling up to the last. A store lives
 for one batch of customers; what it reserved and did not use is a gap in the ids, kept small."""
 
-_RESERVE = (
-    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, (SELECT CAST($1 AS int)))),"
-    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, (SELECT CAST($2 AS int))))"
-)
 _APPENDED = ("history", "snapshots", "audit", "outbox", "idempotency")
 
 
@@ -89,11 +84,10 @@ class BulkStore(SqlStore):
         if history > len(self._history) or outbox > len(self._outbox):
             block = self._block
             self._block = min(block * 2, ID_BLOCKS[1])
-            (row,) = raw_execute(
-                session.connection(), _RESERVE, (max(block, history), max(block, outbox))
-            ).fetchall()
-            self._history.extend(row[0])
-            self._outbox.extend(row[1])
+            # The service's own allocation, for a block and no audit heads (this store holds its own).
+            history_ids, outbox_ids = allocate_ids(session, max(block, history), max(block, outbox))
+            self._history.extend(history_ids)
+            self._outbox.extend(outbox_ids)
         taken = self._history[:history], self._outbox[:outbox]
         del self._history[:history], self._outbox[:outbox]
         return taken

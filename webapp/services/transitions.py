@@ -514,7 +514,7 @@ class SqlStore:
     def allocate(
         self, session: Session, history: int, outbox: int, chains: Iterable[str]
     ) -> tuple[list[int], list[int]]:
-        return _allocate_ids(session, history, outbox, chains)
+        return allocate_ids(session, history, outbox, chains)
 
     def chain(
         self, session: Session, entries: Sequence[tuple[str, audit.NewEntry]]
@@ -1117,7 +1117,7 @@ def _execute(
         message["id"] = outbox_id
     body = respond(ids, changes)
     record = _record(req, fingerprint, 200, body, now)
-    # Everything read is read: the audit heads are locked (by _allocate_ids), so the entries can be
+    # Everything read is read: the audit heads are locked (by allocate_ids), so the entries can be
     # chained here and every write sent at once.
     audit_rows, head_moves = store.chain(session, entries)
     store.write(
@@ -1217,7 +1217,7 @@ def write_rows(connection: Connection, rows: dict[str, list[dict[str, Any]]]) ->
             execute_many(connection, statement, rows[key])
 
 
-def _allocate_ids(
+def allocate_ids(
     session: Session, history: int, outbox: int, chains: Iterable[str] = ()
 ) -> tuple[list[int], list[int]]:
     """Fresh ids for ``history`` history rows and ``outbox`` outbox rows, known before they are written.
