@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, Executable, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, String, Table, create_engine, event
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -185,6 +185,26 @@ class JsonWrite:
     renew: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class JsonGuard:
+    """The condition of a ``JsonBatch``: rows that must still hold the values the writer read.
+
+    The document's ``key`` lists rows by their ``match`` columns with the ``expect`` columns' values
+    as the writer last read them, unlocked. The statement first locks those rows FOR UPDATE (in
+    ``match`` order, text compared bytewise as Python's ``sorted`` orders it, the order every other
+    locker of such rows uses) and compares; every write of the batch happens only if all of them
+    still match. Either way the rows stay locked until the transaction ends, and the statement
+    returns them as they are now: a writer that read stale values works its rows out again from
+    these (nobody else can move them any more) and writes again. Compare-and-set, for a write set
+    worked out from an unlocked read instead of a locking round trip of its own.
+    """
+
+    key: str
+    table: Table
+    match: tuple[str, ...]
+    expect: tuple[str, ...]
+
+
 class JsonBatch:
     """Several tables' writes sent to PostgreSQL as ONE statement with ONE ``jsonb`` parameter.
 
@@ -196,31 +216,49 @@ class JsonBatch:
     models. All CTEs see the same snapshot and run to completion; a table may appear in several
     writes only on disjoint rows. Only the writes that have rows are in the statement (the server
     opens every table and index a statement names, rows or not); the text of each combination is
-    made once, and the server prepares each once (an event writes one of a handful).
+    made once, and the server prepares each once (an event writes one of a handful). With a
+    ``guard`` (``JsonGuard``) and rows under its key, the writes are conditional on it.
     """
 
-    def __init__(self, writes: Sequence[JsonWrite]) -> None:
+    def __init__(self, writes: Sequence[JsonWrite], guard: JsonGuard | None = None) -> None:
         self.writes = tuple(writes)
+        self.guard = guard
         self._sql: dict[frozenset[str], str] = {}
 
     def sql(self, dialect: Any, keys: Iterable[str] | None = None) -> str:
         """The statement's PostgreSQL text (``$1`` is the document) for the writes named by ``keys``
-        (default: all of them), in their declared order."""
+        (default: all of them, unguarded), in their declared order; the guard's key makes them
+        conditional, and the statement returns the guarded rows (``execute``)."""
         wanted = frozenset(w.key for w in self.writes) if keys is None else frozenset(keys)
         text = self._sql.get(wanted)
         if text is None:
             parts = ["d AS (SELECT CAST($1 AS jsonb) AS doc)"]
+            guard = self.guard if self.guard is not None and self.guard.key in wanted else None
+            if guard is not None:
+                parts.extend(_guard_sql(guard, dialect))
             for n, w in enumerate(self.writes):
                 if w.key in wanted:
-                    parts.append(f"w{n} AS ({_write_sql(w, dialect)})")
-            text = self._sql[wanted] = "WITH " + ",\n".join(parts) + "\nSELECT 1"
+                    parts.append(f"w{n} AS ({_write_sql(w, dialect, guarded=guard is not None)})")
+            result = "SELECT 1"
+            if guard is not None:
+                quote = dialect.identifier_preparer.quote
+                names = ", ".join(quote(c) for c in (*guard.match, *guard.expect))
+                result = f"SELECT {names}, (SELECT ok FROM ok) FROM g"
+            text = self._sql[wanted] = "WITH " + ",\n".join(parts) + "\n" + result
         return text
 
-    def execute(self, connection: Connection, doc: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """Write ``doc`` (write key → rows) in one statement on ``connection`` (PostgreSQL only)."""
+    def execute(
+        self, connection: Connection, doc: Mapping[str, Sequence[Mapping[str, Any]]]
+    ) -> list[tuple[Any, ...]] | None:
+        """Write ``doc`` (write key → rows) in one statement on ``connection`` (PostgreSQL only).
+
+        With rows under the guard's key: returns the guarded rows as they are now, locked, each as
+        its match and expect columns then whether the writes happened (the same on every row), or
+        an empty list if none of them exists (nothing written). Otherwise None.
+        """
         present = {key: rows for key, rows in doc.items() if rows}
         if not present:
-            return
+            return None
         # Datetimes pass through to _json_default, which refuses naive ones as json.dumps did.
         try:
             text = orjson.dumps(
@@ -230,7 +268,10 @@ class JsonBatch:
             if isinstance(exc.__cause__, ValueError):  # orjson wraps what the default raised
                 raise exc.__cause__ from None
             raise
-        raw_execute(connection, self.sql(connection.dialect, present), (text,))
+        cursor = raw_execute(connection, self.sql(connection.dialect, present), (text,))
+        if self.guard is None or self.guard.key not in present:
+            return None
+        return cast(list[tuple[Any, ...]], cursor.fetchall())
 
 
 def raw_execute(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:
@@ -302,30 +343,55 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _write_sql(w: JsonWrite, dialect: Any) -> str:
+def _guard_sql(guard: JsonGuard, dialect: Any) -> list[str]:
+    """The guard's CTEs: ``g`` locks and reads the rows, ``ok`` says whether all still match."""
+    quote = dialect.identifier_preparer.quote
+    table = quote(guard.table.name)
+    columns = (*guard.match, *guard.expect)
+    record = ", ".join(f"{quote(c)} {_type(guard.table, c, dialect)}" for c in columns)
+    matched = " AND ".join(f"t.{quote(c)} = x.{quote(c)}" for c in guard.match)
+    same = " AND ".join(f"t.{quote(c)} IS NOT DISTINCT FROM x.{quote(c)}" for c in guard.expect)
+    order = ", ".join(
+        f"t.{quote(c)}" + (' COLLATE "C"' if isinstance(guard.table.c[c].type, String) else "")
+        for c in guard.match
+    )
+    return [
+        f"g AS MATERIALIZED (SELECT {', '.join(f't.{quote(c)}' for c in columns)}, {same} AS same"
+        f" FROM {table} AS t JOIN (d CROSS JOIN jsonb_to_recordset(d.doc -> '{guard.key}') AS x({record}))"
+        f" ON {matched} ORDER BY {order} FOR UPDATE OF t)",
+        f"ok AS MATERIALIZED (SELECT count(*) FILTER (WHERE same)"
+        f" = (SELECT jsonb_array_length(doc -> '{guard.key}') FROM d) AS ok FROM g)",
+    ]
+
+
+def _type(table: Table, column: str, dialect: Any) -> str:
+    return str(table.c[column].type.dialect_impl(dialect).compile(dialect))
+
+
+def _write_sql(w: JsonWrite, dialect: Any, *, guarded: bool = False) -> str:
     quote = dialect.identifier_preparer.quote
     table = quote(w.table.name)
-    record = ", ".join(
-        f"{quote(c)} {w.table.c[c].type.dialect_impl(dialect).compile(dialect)}" for c in w.columns
-    )
+    record = ", ".join(f"{quote(c)} {_type(w.table, c, dialect)}" for c in w.columns)
     source = f"d, jsonb_to_recordset(d.doc -> '{w.key}') AS x({record})"
+    condition = " AND (SELECT ok FROM ok)" if guarded else ""
+    where = " WHERE (SELECT ok FROM ok)" if guarded else ""
     names = ", ".join(quote(c) for c in w.columns)
     matched = " AND ".join(f"t.{quote(c)} = x.{quote(c)}" for c in w.match)
     rest = [c for c in w.columns if c not in w.match]
     if w.kind == "insert":
-        return f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}"
+        return f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}{where}"
     if w.kind == "upsert":
         sets = ", ".join(
             [f"{quote(c)} = DEFAULT" for c in w.renew] + [f"{quote(c)} = EXCLUDED.{quote(c)}" for c in rest]
         )
         conflict = ", ".join(quote(c) for c in w.match)
         return (
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}"
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}{where}"
             f" ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
         )
     if w.kind == "update":
         sets = ", ".join(f"{quote(c)} = x.{quote(c)}" for c in rest)
-        return f"UPDATE {table} AS t SET {sets} FROM {source} WHERE {matched}"
+        return f"UPDATE {table} AS t SET {sets} FROM {source} WHERE {matched}{condition}"
     if w.kind == "delete":
-        return f"DELETE FROM {table} AS t USING {source} WHERE {matched}"
+        return f"DELETE FROM {table} AS t USING {source} WHERE {matched}{condition}"
     raise ValueError(f"unknown write kind {w.kind!r}")

@@ -256,3 +256,83 @@ def test_begin_with_keeps_the_transaction_settings_and_raises_sqlalchemy_errors(
         s.rollback()
         cursor = begin_with(s.connection(), "SELECT %s", (7,))  # the session is usable again
         assert cursor is not None and cursor.fetchall() == [(7,)]
+
+
+def test_a_guarded_json_batch_writes_only_if_the_rows_read_are_unchanged_and_leaves_them_locked(
+    db: Database,
+) -> None:
+    """webapp.db.JsonGuard: the rows under the guard's key are locked and compared first; every write
+    happens only if all still hold the values given, and the statement returns them as they are."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    from sqlalchemy import Table, select
+
+    from webapp.db import JsonBatch, JsonGuard, JsonWrite
+    from webapp.models import Tenant
+
+    tenants: Table = Tenant.__table__  # type: ignore[assignment]
+    at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    columns = ("id", "name", "pool_id", "created_at")
+    batch = JsonBatch(
+        [
+            JsonWrite("new", tenants, "insert", columns),
+            JsonWrite("renamed", tenants, "update", ("id", "name"), match=("id",)),
+        ],
+        guard=JsonGuard("expect", tenants, ("id",), ("name",)),
+    )
+    with db.session() as s:
+        batch.execute(
+            s.connection(),
+            {"new": [{"id": i, "name": i.upper(), "pool_id": "p", "created_at": at} for i in "ab"]},
+        )
+
+    def names() -> dict[str, str]:
+        with db.session() as s:
+            return {r[0]: r[1] for r in s.execute(select(tenants.c.id, tenants.c.name))}
+
+    def new(tenant: str) -> dict[str, object]:
+        return {"id": tenant, "name": tenant.upper(), "pool_id": "p", "created_at": at}
+
+    # As read: written; the rows come back as they are now (the update of "a" is not in them).
+    with db.session() as s:
+        found = batch.execute(
+            s.connection(),
+            {
+                "new": [new("c")],
+                "renamed": [{"id": "a", "name": "A2"}],
+                "expect": [{"id": "b", "name": "B"}, {"id": "a", "name": "A"}],
+            },
+        )
+    assert found == [("a", "A", True), ("b", "B", True)]  # locked in id order
+    assert names() == {"a": "A2", "b": "B", "c": "C"}
+
+    # One of them moved since: nothing written, and both are locked until the transaction ends.
+    with db.session() as s:
+        found = batch.execute(
+            s.connection(),
+            {
+                "new": [new("d")],
+                "renamed": [{"id": "b", "name": "B2"}],
+                "expect": [{"id": "a", "name": "A"}, {"id": "b", "name": "B"}],
+            },
+        )
+        assert found == [("a", "A2", False), ("b", "B", False)]
+        with (
+            psycopg.connect(
+                db.engine.url.render_as_string(hide_password=False).replace("+psycopg", "")
+            ) as other,
+            pytest.raises(psycopg.errors.LockNotAvailable),
+        ):
+            other.execute("SELECT 1 FROM tenants WHERE id = 'b' FOR UPDATE NOWAIT")
+    assert names() == {"a": "A2", "b": "B", "c": "C"}
+
+    # A row that does not exist cannot hold the value read: nothing written, nothing returned.
+    with db.session() as s:
+        assert (
+            batch.execute(s.connection(), {"new": [new("e")], "expect": [{"id": "zz", "name": "ZZ"}]}) == []
+        )
+    # Without the guard's key the batch writes unconditionally and returns nothing.
+    with db.session() as s:
+        assert batch.execute(s.connection(), {"new": [new("f")]}) is None
+    assert set(names()) == {"a", "b", "c", "f"}

@@ -279,3 +279,132 @@ def test_a_key_another_transaction_stores_meanwhile_fails_the_whole_batch(
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(IdempotencyRecord)) == 1
         assert verify_tenant(s, "t-1").ok
+
+
+def _chain_seqs(db: Database, tenant: str) -> list[int]:
+    with db.session() as s:
+        return list(
+            s.scalars(select(AuditEntry.seq).where(AuditEntry.tenant_id == tenant).order_by(AuditEntry.seq))
+        )
+
+
+def test_once_an_event_name_is_known_its_ids_and_audit_head_come_with_the_load(
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first ``lock`` allocates ids and locks the head in a round trip of its own; the next one
+    reserves ids and reads the head in its load's round trip, and its write is conditional on the
+    head (``webapp.db.JsonGuard``): two statements instead of three, and the same rows."""
+    from webapp.services import transitions
+
+    monkeypatch.setattr(transitions, "_RESERVE_HINTS", {})
+    first = _instance(db, make_customer("c-1", active=True), "customer_account")
+    second = _instance(db, make_customer("c-2", active=True), "customer_account")
+    with db.session() as s:
+        before_ids = set(s.scalars(select(TransitionRecord.id)))
+    seen, stop = _statements(db)
+    try:
+        with db.session() as s:
+            one = fire_event(s, EventRequest("t-1", "lock", first.id, LOCK), SUPPORT, NOW)
+        cold = list(seen)
+        seen.clear()
+        with db.session() as s:
+            two = fire_event(s, EventRequest("t-1", "lock", second.id, LOCK), SUPPORT, NOW)
+        warm = list(seen)
+    finally:
+        stop()
+    assert one.ok and two.ok
+    assert len(cold) == 3 and "FOR UPDATE" in cold[1] and "nextval" not in cold[0], cold
+    assert len(warm) == 2 and "nextval" in warm[0] and "audit_heads" in warm[0], warm
+    assert "FOR UPDATE OF t" in warm[1], warm[1]
+    applied = [d for d in two.body["decisions"] if d["status"] == "applied"]
+    assert transitions._RESERVE_HINTS["lock"][0] == len(applied)
+    with db.session() as s:
+        assert verify_tenant(s, "t-1").ok
+        rows = s.execute(
+            select(TransitionRecord.id, TransitionRecord.event, TransitionRecord.cause_id).where(
+                TransitionRecord.customer_id == "c-2", TransitionRecord.occurred_at == NOW
+            )
+        ).all()
+    written = [r for r in rows if r.id not in before_ids]
+    assert len(written) == len(applied) and written[0].event == "lock"
+    assert all(r.cause_id in {w.id for w in written} for r in written[1:])  # causes name reserved ids
+    assert _chain_seqs(db, "t-1") == list(range(1, len(_chain_seqs(db, "t-1")) + 1))
+
+
+def test_a_chain_that_moved_after_the_load_is_chained_again_onto_its_locked_head(
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another transaction appends to the tenant's chain between the event's load and its write: the
+    conditional write finds the head moved and writes nothing, and the event's entries are chained
+    onto the head that statement locked and written with the next one. Nothing is lost or doubled."""
+    from webapp import audit
+    from webapp.services import transitions
+    from webapp.services.facts import world_facts
+
+    monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (8, 8)})
+    account = _instance(db, make_customer("c-1", active=True), "customer_account")
+    before = _chain_seqs(db, "t-1")
+
+    def meanwhile(session: object, snapshot: object, target: object, event: str) -> object:
+        with db.session() as other:  # commits before the event writes
+            audit.append(
+                other, "t-1", actor="u-auditor", role="compliance", action="audit_read", occurred_at=NOW
+            )
+        return world_facts(session, snapshot, target, event)
+
+    seen, stop = _statements(db)
+    try:
+        with db.session() as s:
+            result = fire_event(
+                s,
+                EventRequest("t-1", "lock", account.id, LOCK),
+                SUPPORT,
+                NOW,
+                facts_hook=meanwhile,
+            )
+    finally:
+        stop()
+    assert result.ok, result.body
+    writes = [sql for sql in seen if "jsonb_to_recordset" in sql and "INSERT INTO" in sql]
+    assert len(writes) == 2 and "FOR UPDATE OF t" in writes[0] and "FOR UPDATE OF t" not in writes[1]
+    after = _chain_seqs(db, "t-1")
+    assert after == list(range(1, len(after) + 1))
+    with db.session() as s:
+        assert verify_tenant(s, "t-1").ok
+        actions = s.execute(
+            select(AuditEntry.seq, AuditEntry.action)
+            .where(AuditEntry.seq > len(before))
+            .order_by(AuditEntry.seq)
+        ).all()
+        history = s.scalar(
+            select(func.count()).select_from(TransitionRecord).where(TransitionRecord.customer_id == "c-1")
+        )
+    assert actions[0].action == "audit_read"  # the other transaction's entry came first
+    applied = [d for d in result.body["decisions"] if d["status"] == "applied"]
+    assert [a.action for a in actions[1:]].count("transition") == len(applied)
+    assert history is not None and history >= len(applied)
+
+
+def test_an_event_needing_more_than_its_reservation_allocates_as_before(
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hint too small for this plan (one history id for a lock's cascade): the reserved ids are
+    left (a gap in the sequence) and the event allocates and locks the head in a round trip of its
+    own; the hint grows to what the plan needed."""
+    from webapp.services import transitions
+
+    monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (1, 0)})
+    account = _instance(db, make_customer("c-1", active=True), "customer_account")
+    seen, stop = _statements(db)
+    try:
+        with db.session() as s:
+            result = fire_event(s, EventRequest("t-1", "lock", account.id, LOCK), SUPPORT, NOW)
+    finally:
+        stop()
+    applied = [d for d in result.body["decisions"] if d["status"] == "applied"]
+    assert result.ok and len(applied) > 1
+    assert len(seen) == 3 and "nextval" in seen[0] and "FOR UPDATE" in seen[1], seen
+    assert "FOR UPDATE OF t" not in seen[2]
+    assert transitions._RESERVE_HINTS["lock"][0] == len(applied)
+    with db.session() as s:
+        assert verify_tenant(s, "t-1").ok

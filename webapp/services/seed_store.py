@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from governors import Instance
 from webapp import audit
 from webapp.services.instances import decoded_instance
-from webapp.services.transitions import EventRequest, Loaded, SqlStore, allocate_ids, write_rows
+from webapp.services.transitions import EventRequest, Loaded, SqlStore, allocate_ids, chained, write_rows
 
 ID_BLOCKS = (64, 1024)
 """Ids reserved from the sequences at a time: the first block, doubling up to the last. A store lives
@@ -79,7 +79,7 @@ class BulkStore(SqlStore):
         return Loaded(snapshot, tenants, req.instance_id, customer, False)
 
     def allocate(
-        self, session: Session, history: int, outbox: int, chains: Iterable[str]
+        self, session: Session, loaded: Loaded, history: int, outbox: int, chains: Iterable[str]
     ) -> tuple[list[int], list[int]]:
         if history > len(self._history) or outbox > len(self._outbox):
             block = self._block
@@ -92,17 +92,20 @@ class BulkStore(SqlStore):
         del self._history[:history], self._outbox[:outbox]
         return taken
 
-    def chain(
-        self, session: Session, entries: Sequence[tuple[str, audit.NewEntry]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def write(
+        self,
+        session: Session,
+        loaded: Loaded,
+        rows: dict[str, list[dict[str, Any]]],
+        entries: Sequence[tuple[str, audit.NewEntry]],
+    ) -> None:
         missing = sorted({t for t, _ in entries} - set(self._heads))
         if missing:
             # Locked for the rest of the transaction; copied, as the session's cache is dropped on flush.
             for tenant, head in audit.lock_heads(session, missing).items():
                 self._heads[tenant] = audit.Head(head.seq, head.hash)
-        return audit.chain_onto(self._heads, entries)
-
-    def write(self, session: Session, rows: dict[str, list[dict[str, Any]]]) -> None:
+        audit_rows, moves = audit.chain_onto(self._heads, entries)
+        rows = {**rows, **chained(audit_rows, moves)}
         for row in rows["creations"]:
             self._created[row["id"]] = dict(row)
             self._tenant_of[row["id"]] = row["tenant_id"]

@@ -59,7 +59,7 @@ from governors import (
 )
 from governors.spec import STAFF_ROLES, frozen_map
 from webapp import audit
-from webapp.db import JsonBatch, JsonWrite, begin_with, execute_many, raw_execute
+from webapp.db import JsonBatch, JsonGuard, JsonWrite, begin_with, execute_many, raw_execute
 from webapp.models import (
     Approval,
     Customer,
@@ -364,10 +364,46 @@ _EVENT_ROWS = "SELECT * FROM governor_event_rows({}, {})"
 """The target, the catalog and the customer's instances, locked customer first (migration 0013);
 sent with the transaction's BEGIN (``webapp.db.begin_with``, ``%s`` parameters) or, in a transaction
 already open, as a prepared statement (``webapp.db.raw_execute``, ``$1`` parameters)."""
+_RESERVE = (
+    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, %s)) AS history,"
+    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, %s)) AS outbox, h.seq, h.hash"
+    " FROM (SELECT 1) AS one LEFT JOIN audit_heads AS h ON h.tenant_id = %s"
+)
+"""A ``Reservation``: ids, and the tenant's audit head as it stands (not locked); sent after the load."""
+
+RESERVE_AT_MOST = 32
+"""The most history or outbox ids a load reserves for an event (an event that needs more allocates)."""
+_RESERVE_HINTS: dict[str, tuple[int, int]] = {}
+"""Event name → the most history and outbox ids an event of that name has needed in this process
+(names of events that were planned only, so the keys are the governors' event names)."""
 
 
-def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None, list[Any], list[Any]]:
-    """The target row, the catalog rows and the customer's instances, locked (customer first).
+@dataclass
+class Reservation:
+    """What an event is expected to need, read in its load's round trip instead of one of its own.
+
+    Ids from the sequences, as many as events of this name have needed before (``_RESERVE_HINTS``),
+    and the audit head of the request's tenant as it stood, unlocked. If the plan's entries all go to
+    that chain and the ids suffice, the plan takes them (``taken``) and chains onto that head, and
+    the write is conditional on the head not having moved (``JsonGuard``): a write that finds it
+    moved writes nothing, and the service chains again onto the head that statement has locked and
+    writes again, so a contended chain costs the round trip the allocation would have cost. Ids not
+    taken are a gap in the sequences, as a rolled-back transaction's are.
+    """
+
+    event: str
+    tenant_id: str
+    history: list[int]
+    outbox: list[int]
+    head: audit.Head | None
+    taken: bool = False
+
+
+def _load_and_lock(
+    session: Session, req: EventRequest
+) -> tuple[Row[Any] | None, list[Any], list[Any], Reservation | None]:
+    """The target row, the catalog rows and the customer's instances, locked (customer first), and
+    a ``Reservation`` when the load went out with the transaction's BEGIN.
 
     On PostgreSQL, for an event on an existing instance, one call of ``governor_event_rows`` does
     both steps server-side: it locks the customer, then reads the instances with a statement of
@@ -378,22 +414,37 @@ def _load_and_lock(session: Session, req: EventRequest) -> tuple[Row[Any] | None
     if req.instance_id is None or connection.dialect.name != "postgresql":
         target_row, catalog, owner_locked = _load_target(session, req, lock_owner=True)
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
-        return target_row, catalog, _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
-    params = (req.instance_id, req.tenant_id)
-    cursor = begin_with(connection, _EVENT_ROWS.format("%s", "%s"), params, named=True)
-    if cursor is None:  # the caller's transaction is already open
-        cursor = raw_execute(connection, _EVENT_ROWS.format("$1", "$2"), params, named=True)
-    rows = cursor.fetchall()
+        locked = _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
+        return target_row, catalog, locked, None
+    params: tuple[Any, ...] = (req.instance_id, req.tenant_id)
+    hint = _RESERVE_HINTS.get(req.event)
+    sql = _EVENT_ROWS.format("%s", "%s")
+    if hint is not None:
+        sql = f"{sql}; {_RESERVE}"
+        params = (*params, *hint, req.tenant_id)
+    cursor = begin_with(connection, sql, params, named=True)
+    reservation = None
+    if cursor is None:  # the caller's transaction is already open: no reservation (see Reservation)
+        cursor = raw_execute(connection, _EVENT_ROWS.format("$1", "$2"), params[:2], named=True)
+        rows = cursor.fetchall()
+    else:
+        rows = cursor.fetchall()
+        reservation = Reservation(req.event, req.tenant_id, [], [], None)
+        if hint is not None:
+            cursor.nextset()
+            history, outbox, seq, digest = cursor.fetchone()
+            reservation.history, reservation.outbox = history, outbox
+            reservation.head = audit.Head(int(seq), str(digest)) if seq is not None else None
     row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
     catalog = [r for r in rows if r.kind != "i" and r.governor == "catalog"]
     if row.customer_id is None:
-        return row, catalog, []
+        return row, catalog, [], None  # a catalog target: its plan may reach other tenants' chains
     instances = [r for r in rows if r.kind == "i"]
     if not instances:  # the customer was not found in the tenant
         instances = _lock_customer(session, req.tenant_id, row.customer_id)  # 404: no such customer
-    return row, catalog, instances
+    return row, catalog, instances, reservation
 
 
 def _lock_customer(
@@ -454,6 +505,8 @@ class Loaded:
     """The target's customer (or the creation event's)."""
     legal_hold: bool | None = None
     """Whether a legal hold stands on the customer, when the load has read it."""
+    reservation: Reservation | None = None
+    """Ids and an audit head read with the load, for the store's ``allocate`` and ``write``."""
 
 
 class Store(Protocol):
@@ -465,19 +518,21 @@ class Store(Protocol):
         ...
 
     def allocate(
-        self, session: Session, history: int, outbox: int, chains: Iterable[str]
+        self, session: Session, loaded: Loaded, history: int, outbox: int, chains: Iterable[str]
     ) -> tuple[list[int], list[int]]:
-        """Ids for new history and outbox rows; lock the audit heads of ``chains``."""
+        """Ids for new history and outbox rows of the plan from ``loaded``; the audit heads of
+        ``chains`` are to be appended to."""
         ...
 
-    def chain(
-        self, session: Session, entries: Sequence[tuple[str, audit.NewEntry]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Audit rows and head moves for ``entries`` (``audit.chain_rows``)."""
-        ...
-
-    def write(self, session: Session, rows: dict[str, list[dict[str, Any]]]) -> None:
-        """Write a plan's rows (keys as ``_WRITES``)."""
+    def write(
+        self,
+        session: Session,
+        loaded: Loaded,
+        rows: dict[str, list[dict[str, Any]]],
+        entries: Sequence[tuple[str, audit.NewEntry]],
+    ) -> None:
+        """Write a plan's rows (keys as ``_WRITES``, but for the audit rows and head moves) and its
+        audit ``entries``, chained."""
         ...
 
     def sync(self, session: Session) -> None:
@@ -490,7 +545,7 @@ class SqlStore:
     """The database as the store: loads lock the customer and its instances (see the module)."""
 
     def load(self, session: Session, req: EventRequest) -> Loaded:
-        target_row, catalog, rows = _load_and_lock(session, req)
+        target_row, catalog, rows, reservation = _load_and_lock(session, req)
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
         if target_row is not None and target_row.governor == "catalog" and customer_id is None:
             session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
@@ -509,26 +564,66 @@ class SqlStore:
             target_row.id if target_row is not None else None,
             customer_id,
             bool(rows[0].on_hold) if rows else None,
+            reservation,
         )
 
     def allocate(
-        self, session: Session, history: int, outbox: int, chains: Iterable[str]
+        self, session: Session, loaded: Loaded, history: int, outbox: int, chains: Iterable[str]
     ) -> tuple[list[int], list[int]]:
+        r = loaded.reservation
+        if r is not None:
+            hint = _RESERVE_HINTS.get(r.event, (0, 0))
+            if history > hint[0] or outbox > hint[1]:  # next time, reserve what this one needed
+                _RESERVE_HINTS[r.event] = (
+                    min(max(hint[0], history), RESERVE_AT_MOST),
+                    min(max(hint[1], outbox), RESERVE_AT_MOST),
+                )
+            tenants = set(chains)
+            if (
+                r.head is not None
+                and history <= len(r.history)
+                and outbox <= len(r.outbox)
+                and tenants <= {r.tenant_id}
+            ):
+                r.taken = True
+                return r.history[:history], r.outbox[:outbox]
         return allocate_ids(session, history, outbox, chains)
 
-    def chain(
-        self, session: Session, entries: Sequence[tuple[str, audit.NewEntry]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return audit.chain_rows(session, entries)
-
-    def write(self, session: Session, rows: dict[str, list[dict[str, Any]]]) -> None:
-        write_rows(session.connection(), rows)
+    def write(
+        self,
+        session: Session,
+        loaded: Loaded,
+        rows: dict[str, list[dict[str, Any]]],
+        entries: Sequence[tuple[str, audit.NewEntry]],
+    ) -> None:
+        connection = session.connection()
+        r = loaded.reservation
+        if r is not None and r.taken and r.head is not None and entries:
+            read = r.head
+            audit_rows, moves = audit.chain_onto({r.tenant_id: audit.Head(read.seq, read.hash)}, entries)
+            expect = [{"tenant_id": r.tenant_id, "seq": read.seq, "hash": read.hash}]
+            found = write_rows(connection, {**rows, **chained(audit_rows, moves), "expect": expect})
+            assert found is not None
+            if found and found[0][-1]:  # written: the head was where it was read, and is locked now
+                audit.adopt_locked_heads(session, [(m["t"], m["s"], m["h"]) for m in moves])
+                return
+            # The chain moved since the load; the statement locked its head: chain onto it, write.
+            audit.adopt_locked_heads(session, [(t, seq, digest) for t, seq, digest, _ in found])
+        write_rows(connection, {**rows, **chained(*audit.chain_rows(session, entries))})
 
     def sync(self, session: Session) -> None:
         return None
 
 
 SQL_STORE: Store = SqlStore()
+
+
+def chained(audit_rows: list[dict[str, Any]], moves: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The audit part of a plan's write set, from ``audit.chain_rows``' entry rows and head moves."""
+    return {
+        "audit": audit_rows,
+        "heads": [{"tenant_id": m["t"], "seq": m["s"], "hash": m["h"]} for m in moves],
+    }
 
 
 # --------------------------------------------------------------------------- the service
@@ -599,7 +694,7 @@ def _fire_event(
         if replay is not None:
             return replay
 
-    snapshot, tenants, customer_id = loaded.snapshot, loaded.tenants, loaded.customer_id
+    snapshot, customer_id = loaded.snapshot, loaded.customer_id
     if loaded.target_id is not None:
         target: Instance = snapshot[loaded.target_id]
     else:
@@ -697,7 +792,7 @@ def _fire_event(
             "instance_id": ids.get(target.id, target.id),
         }
 
-    body, outbox_ids = _execute(session, store, req, now, result, snapshot, tenants, respond, fingerprint)
+    body, outbox_ids = _execute(session, store, req, now, result, loaded, respond, fingerprint)
     return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids))
 
 
@@ -899,8 +994,7 @@ def _execute(
     req: EventRequest,
     now: datetime,
     result: Plan,
-    snapshot: Mapping[str, Instance],
-    tenants: Mapping[str, str],
+    loaded: Loaded,
     respond: Callable[[Mapping[str, str], Mapping[int, Any]], dict[str, Any]],
     fingerprint: str,
 ) -> tuple[dict[str, Any], list[int]]:
@@ -911,6 +1005,7 @@ def _execute(
     cascades reach. ``respond`` makes the response body from the plan's ids (plan id → real id)
     and the steps' changes as JSON; returns (body, outbox ids).
     """
+    snapshot, tenants = loaded.snapshot, loaded.tenants
     root_event_id = _event_id(req, now)
     reason = req.payload.get("reason") if isinstance(req.payload.get("reason"), str) else None
 
@@ -990,7 +1085,7 @@ def _execute(
     )
     chains = {a.tenant_id for a in steps.values()} | ({req.tenant_id} if problems else set())
     history_ids, outbox_ids = store.allocate(
-        session, len(steps), alerts + sum(len(a.decision.effects) for a in steps.values()), chains
+        session, loaded, len(steps), alerts + sum(len(a.decision.effects) for a in steps.values()), chains
     )
     transition_ids = iter(history_ids)
 
@@ -1117,23 +1212,22 @@ def _execute(
         message["id"] = outbox_id
     body = respond(ids, changes)
     record = _record(req, fingerprint, 200, body, now)
-    # Everything read is read: the audit heads are locked (by allocate_ids), so the entries can be
-    # chained here and every write sent at once.
-    audit_rows, head_moves = store.chain(session, entries)
+    # Everything read is read: the store chains the entries (onto heads locked by allocate_ids, or
+    # read with the load and checked by the write) and sends every write at once.
     store.write(
         session,
+        loaded,
         {
             "creations": creations,
             "updates": updates,
             "history": history,
             "snapshots": snapshots,
-            "audit": audit_rows,
-            "heads": [{"tenant_id": m["t"], "seq": m["s"], "hash": m["h"]} for m in head_moves],
             "timers_gone": [{"instance_id": i, "name": n} for (i, n), v in timer_rows.items() if v is None],
             "timers": [v for v in timer_rows.values() if v is not None],
             "outbox": outbox,
             "idempotency": [record] if record is not None else [],
         },
+        entries,
     )
     _expire(session, current)
     return body, outbox_ids
@@ -1182,16 +1276,22 @@ _WRITES = JsonBatch(
         JsonWrite("timers", _DUE, "upsert", _TIMER_COLUMNS, match=("instance_id", "name"), renew=("id",)),
         JsonWrite("outbox", _OUTBOX, "insert", tuple(c.name for c in _OUTBOX.c)),
         JsonWrite("idempotency", _IDEMPOTENCY, "insert", tuple(c.name for c in _IDEMPOTENCY.c)),
-    ]
+    ],
+    guard=JsonGuard("expect", audit.HEADS, ("tenant_id",), ("seq", "hash")),
 )
-"""A plan's whole write set as one PostgreSQL statement (``webapp.db.JsonBatch``)."""
+"""A plan's whole write set as one PostgreSQL statement (``webapp.db.JsonBatch``); with ``expect``
+rows (audit heads as read, see ``Reservation``), conditional on the heads being where they were."""
 
 
-def write_rows(connection: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
-    """Send a plan's writes: one statement on PostgreSQL; elsewhere (SQLite) a statement per table."""
+def write_rows(connection: Connection, rows: dict[str, list[dict[str, Any]]]) -> list[tuple[Any, ...]] | None:
+    """Send a plan's writes: one statement on PostgreSQL; elsewhere (SQLite) a statement per table.
+
+    With ``expect`` rows (PostgreSQL only) returns the heads as they are now, locked, each
+    (tenant_id, seq, hash, written) (``webapp.db.JsonGuard``); otherwise None.
+    """
     if connection.dialect.name == "postgresql":
-        _WRITES.execute(connection, rows)
-        return
+        return _WRITES.execute(connection, rows)
+    assert not rows.get("expect"), "a guarded write is PostgreSQL's"
     if rows["creations"]:
         execute_many(connection, _INSERT_INSTANCES, rows["creations"])
     if rows["updates"]:
@@ -1215,6 +1315,7 @@ def write_rows(connection: Connection, rows: dict[str, list[dict[str, Any]]]) ->
     for statement, key in ((_INSERT_DUE, "timers"), (_INSERT_OUTBOX, "outbox"), (_REMEMBER, "idempotency")):
         if rows[key]:
             execute_many(connection, statement, rows[key])
+    return None
 
 
 def allocate_ids(
