@@ -30,6 +30,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from webapp.db import execute_many
+from webapp.isotime import iso_text
 from webapp.models import AuditEntry, AuditHead
 
 GENESIS = "0" * 64
@@ -72,7 +73,7 @@ def canonical_payload(payload: Mapping[str, Any]) -> str:
 
 
 def _iso(moment: datetime | str) -> str:
-    return moment if isinstance(moment, str) else moment.isoformat()
+    return moment if isinstance(moment, str) else iso_text(moment)
 
 
 def canonical_entry(

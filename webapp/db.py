@@ -15,6 +15,8 @@ from sqlalchemy import Connection, Engine, Executable, String, Table, create_eng
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from webapp.isotime import iso_text
+
 PING_AFTER_IDLE = 5.0
 """Seconds a pooled connection may sit idle before its next checkout pings the server first."""
 
@@ -339,7 +341,7 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.isoformat()
+        return iso_text(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

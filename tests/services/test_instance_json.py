@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -78,3 +78,42 @@ def test_jsonable_round_trips_through_revive() -> None:
     }
     assert revive(as_json) == {**value, "ladder": [at, at + timedelta(days=1)]}
     assert jsonable({"wait": timedelta(hours=2), 3: {"b", "a"}}) == {"wait": 7200, "3": ["a", "b"]}
+
+
+_ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-3)), None])
+
+
+@given(st.datetimes(timezones=_ZONES), st.booleans())
+def test_remembered_iso_text_and_moments_are_what_datetime_gives(value: datetime, twice: bool) -> None:
+    """webapp.isotime: the remembered text is isoformat()'s, the remembered moment fromisoformat()'s
+    (same instant, same tzinfo, same fields), whether first seen printed or parsed, and again."""
+    from webapp import isotime
+
+    for _ in range(2 if twice else 1):
+        text = isotime.iso_text(value)
+        assert text == value.isoformat()
+        if value.tzinfo is not None:
+            parsed = isotime.iso_moment(text)
+            expected = datetime.fromisoformat(text)
+            assert parsed == expected and parsed.tzinfo == expected.tzinfo
+            assert parsed.isoformat() == expected.isoformat()
+            assert revive({"at": [text]}) == {"at": [expected]}
+    # Only UTC itself is remembered: equal instants in other zones print other offsets.
+    remembered = isotime.known_moment(value.isoformat())
+    assert remembered is None or (remembered.tzinfo is UTC and remembered == value)
+
+
+def test_remembered_datetimes_stay_bounded(monkeypatch: Any) -> None:
+    from webapp import isotime
+
+    monkeypatch.setattr(isotime, "REMEMBERED", 5)
+    monkeypatch.setattr(isotime, "_TEXT", {})
+    monkeypatch.setattr(isotime, "_MOMENTS", {})
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    for n in range(12):
+        moment = start + timedelta(seconds=n)
+        assert isotime.iso_text(moment) == moment.isoformat()
+        assert isotime.iso_moment((moment + timedelta(days=1)).isoformat()) == moment + timedelta(days=1)
+        assert len(isotime._TEXT) <= 5 and len(isotime._MOMENTS) <= 5
+    naive = datetime(2026, 3, 2, 9, 0)  # noqa: DTZ001 - a naive one on purpose
+    assert isotime.iso_text(naive) == naive.isoformat() and naive not in isotime._TEXT

@@ -17,6 +17,7 @@ from sqlalchemy import Row
 
 from governors import Instance, TimerState
 from governors.spec import frozen_map
+from webapp.isotime import iso_moment, iso_text, known_moment
 from webapp.models import GovernorInstance
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}:\d{2}|Z)$")
@@ -27,8 +28,12 @@ def revive(value: Any) -> Any:
     kind = type(value)  # exact types first: the common cases skip the isinstance chain and the regex
     if kind is str:
         # A match has the "T" at index 10 and at least 20 characters ("YYYY-MM-DDTHH:MM:SSZ").
-        if len(value) >= 20 and value[10] == "T" and _ISO.match(value):
-            return datetime.fromisoformat(value)
+        if len(value) >= 20 and value[10] == "T":
+            known = known_moment(value)
+            if known is not None:
+                return known
+            if _ISO.match(value):
+                return iso_moment(value)
         return value
     if kind is dict:
         return {k: revive(v) for k, v in value.items()}
@@ -65,7 +70,7 @@ def jsonable(value: Any) -> Any:
         scalars = _SCALARS
         return [v if type(v) in scalars else jsonable(v) for v in value]
     if kind is datetime:
-        return value.isoformat()
+        return iso_text(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -84,7 +89,7 @@ def timers_to_json(timers: Mapping[str, TimerState]) -> dict[str, Any]:
         name: {
             "event": t.event,
             "state_seq": t.state_seq,
-            "due_at": t.due_at.isoformat() if t.due_at else None,
+            "due_at": iso_text(t.due_at) if t.due_at else None,
             "remaining": int(t.remaining.total_seconds()) if t.remaining is not None else None,
             "payload": jsonable(t.payload),
         }
