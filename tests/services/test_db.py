@@ -336,3 +336,26 @@ def test_a_guarded_json_batch_writes_only_if_the_rows_read_are_unchanged_and_lea
     with db.session() as s:
         assert batch.execute(s.connection(), {"new": [new("f")]}) is None
     assert set(names()) == {"a", "b", "c", "f"}
+
+
+def test_the_hot_path_reuses_one_cursor_per_connection_and_kind(db: Database) -> None:
+    """webapp.db.own_cursor: raw_execute and begin_with reuse the cursor kept with the DBAPI
+    connection (per class and row kind); each connection has its own; results are the last call's."""
+    from psycopg import ClientCursor, RawCursor
+
+    from webapp.db import begin_with, own_cursor, raw_execute
+
+    with db.session() as s:
+        connection = s.connection()
+        first = begin_with(connection, "SELECT %s::int AS n", (1,), named=True)
+        assert first is own_cursor(connection, ClientCursor, True) and first.fetchone().n == 1
+        a = raw_execute(connection, "SELECT $1::int", (2,))
+        assert a.fetchall() == [(2,)]
+        b = raw_execute(connection, "SELECT $1::int, $2::text", (3, "x"))
+        assert b is a and b.fetchall() == [(3, "x")]
+        named = raw_execute(connection, "SELECT $1::int AS n", (4,), named=True)
+        assert named is not a and named.fetchone().n == 4
+        assert a is own_cursor(connection, RawCursor, False)
+        with db.session() as other:  # another pooled connection: its own cursor
+            theirs = raw_execute(other.connection(), "SELECT 5", ())
+            assert theirs is not a and theirs.fetchall() == [(5,)]
