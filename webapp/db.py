@@ -92,13 +92,24 @@ def execute_many(connection: Connection, statement: Executable, rows: Sequence[M
         _run(connection, cursor, sql, params, many=True)
 
 
-def _run(connection: Connection, cursor: Any, sql: str, params: Any, *, many: bool = False) -> None:
-    """Execute on a driver cursor as ``connection.execute`` would: listeners told, errors wrapped."""
+def _run(
+    connection: Connection,
+    cursor: Any,
+    sql: str,
+    params: Any,
+    *,
+    many: bool = False,
+    sent: bytes | None = None,
+) -> None:
+    """Execute on a driver cursor as ``connection.execute`` would: listeners told, errors wrapped.
+    ``sent``: the query with its parameters already in it, sent instead of ``sql`` and ``params``."""
     if connection._has_events or connection.engine._has_events:
         connection.dispatch.before_cursor_execute(connection, cursor, sql, params, None, many)
     try:
         if many:
             cursor.executemany(sql, params)
+        elif sent is not None:
+            cursor.execute(sent)
         else:
             cursor.execute(sql, params)
     except connection.dialect.loaded_dbapi.Error as exc:
@@ -331,7 +342,7 @@ def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named
     so the result is the same, one round trip slower).
     """
     from psycopg import ClientCursor, IsolationLevel
-    from psycopg.pq import TransactionStatus
+    from psycopg.pq import Escaping, TransactionStatus
 
     driver = connection.connection.driver_connection
     assert driver is not None
@@ -345,13 +356,32 @@ def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named
     if driver.deferrable is not None:
         begin.append("DEFERRABLE" if driver.deferrable else "NOT DEFERRABLE")
     cursor = own_cursor(connection, ClientCursor, named)
+    text = " ".join(begin) + "; " + sql
+    # Quoted here rather than by the cursor's query conversion (its parse and adapter lookups cost
+    # more than the few ids and counts this is sent with); listeners still see text and params.
+    escaping = Escaping(driver.pgconn)
+    sent = text.encode() % tuple(_literal(driver, escaping, p) for p in params)
     driver._autocommit = True  # see above
     try:
-        _run(connection, cursor, " ".join(begin) + "; " + sql, params)
+        _run(connection, cursor, text, params, sent=sent)
     finally:
         driver._autocommit = False
     cursor.nextset()  # past BEGIN's result, to the statement's
     return cursor
+
+
+def _literal(driver: Any, escaping: Any, value: Any) -> bytes:
+    """``value`` as an SQL literal, as psycopg's client-side binding would quote it."""
+    kind = type(value)
+    if kind is str:
+        return bytes(escaping.escape_literal(value.encode()))
+    if kind is int:
+        return str(value).encode()
+    if value is None:
+        return b"NULL"
+    from psycopg import sql
+
+    return sql.Literal(value).as_bytes(driver)
 
 
 def _json_default(value: Any) -> Any:

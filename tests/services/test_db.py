@@ -359,3 +359,35 @@ def test_the_hot_path_reuses_one_cursor_per_connection_and_kind(db: Database) ->
         with db.session() as other:  # another pooled connection: its own cursor
             theirs = raw_execute(other.connection(), "SELECT 5", ())
             assert theirs is not a and theirs.fetchall() == [(5,)]
+
+
+def test_begin_with_quotes_its_parameters_as_psycopg_would(db: Database) -> None:
+    """begin_with puts the parameters into the query itself: strings with quotes, backslashes and
+    any script come back unchanged, and other values as psycopg's client-side binding sends them."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from webapp.db import begin_with
+
+    values = [
+        "plain",
+        "it's",
+        "back\\slash \\' and \\\\ two",
+        "'; DROP TABLE tenants; --",
+        "ünïcødé ✓ 漢字 \U0001f600",
+        "%s %% $1",
+        "",
+        "line\nbreak\ttab",
+        0,
+        -(2**62),
+        None,
+        True,
+        Decimal("12.50"),
+        datetime(2026, 3, 2, 9, 30, 1, 5, tzinfo=UTC),
+    ]
+    for value in values:
+        with db.session() as s:
+            cursor = begin_with(s.connection(), "SELECT %s AS v, pg_typeof(%s)::text AS t", (value, value))
+            assert cursor is not None
+            got, _type = cursor.fetchone()
+            assert got == value, (value, got)
