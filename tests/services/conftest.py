@@ -32,6 +32,15 @@ def db(database: Database) -> Database:
     return database
 
 
+@pytest.fixture(autouse=True)
+def _uncontended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no tenant marked contended (a mark makes events lock their audit head
+    up front, which would change the statements an earlier test's race leaves behind)."""
+    from webapp.services import transitions
+
+    monkeypatch.setattr(transitions, "_CONTENDED", {})
+
+
 @pytest.fixture
 def make_customer(db: Database) -> Callable[..., str]:
     """Create a tenant (once) and a signed-up customer through the real service; returns the customer id."""

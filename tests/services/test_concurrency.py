@@ -5,6 +5,7 @@ Each contender runs in its own thread with its own connection; a barrier release
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -276,3 +277,83 @@ def test_an_event_waiting_for_the_customer_sees_the_instances_the_lock_holder_cr
     holder.close()
     waiter.join(timeout=30)
     assert seen and "bill-created-while-locked" in seen[0] and account in seen[0]
+
+
+def test_events_of_one_tenant_racing_for_its_audit_chain_lose_and_repeat_nothing(
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four threads lock and unlock four customers of one tenant, each event in its own transaction,
+    with ids and the audit head read by the load (``Reservation``): a write that finds the head moved
+    chains again onto it, and the tenant's later events lock the head up front. Every event applies
+    once, the chain has no gap and verifies, and every transition has exactly one audit entry."""
+    from sqlalchemy import event
+
+    from webapp.services import transitions
+
+    monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (4, 8), "unlock": (4, 8)})
+    monkeypatch.setattr(transitions, "_CONTENDED", {})
+    monkeypatch.setattr(transitions, "CONTENDED_SECONDS", 600.0)
+    accounts = [_one(db, make_customer(f"c-{n}", active=True), "customer_account").id for n in range(4)]
+    with db.session() as s:
+        history_before = s.scalar(select(func.count()).select_from(TransitionRecord)) or 0
+    guarded: list[bool] = []
+
+    def write_seen(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        if "jsonb_to_recordset" in sql:
+            guarded.append("FOR UPDATE OF t" in sql)
+
+    rounds = 12
+    barrier = threading.Barrier(len(accounts))
+    applied: list[int] = []
+    errors: list[BaseException] = []
+    lock = {"reason_code": "compromised_account", "reason": "a race between staff members"}
+    unlock = {
+        "verification_method": ["document", "phone"],
+        "verifier_id": "u-c",
+        "reason": "identity confirmed again",
+    }
+
+    def run(account: str) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for n in range(rounds):
+                name, payload = ("lock", lock) if n % 2 == 0 else ("unlock", unlock)
+                with db.session() as s:
+                    result = fire_event(
+                        s, EventRequest("t-1", name, account, payload), SUPPORT, NOW, approved_by="u-manager"
+                    )
+                assert result.status == 200, result.body
+                applied.append(sum(1 for d in result.body["decisions"] if d["status"] == "applied"))
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    event.listen(db.engine, "before_cursor_execute", write_seen)
+    try:
+        threads = [threading.Thread(target=run, args=(a,)) for a in accounts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", write_seen)
+    assert not errors, errors
+    assert len(applied) == len(accounts) * rounds
+    with db.session() as s:
+        seqs = list(
+            s.scalars(select(AuditEntry.seq).where(AuditEntry.tenant_id == "t-1").order_by(AuditEntry.seq))
+        )
+        history = (s.scalar(select(func.count()).select_from(TransitionRecord)) or 0) - history_before
+        audited = [
+            json.loads(p)["transition_id"]
+            for p in s.scalars(select(AuditEntry.payload).where(AuditEntry.action == "transition"))
+        ]
+        history_ids = set(s.scalars(select(TransitionRecord.id)))
+        assert verify_tenant(s, "t-1").ok
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert history == sum(applied)
+    assert sorted(audited) == sorted(history_ids)  # each transition audited once, none twice
+    # Once a write has found the head moved, the tenant's next events lock it up front (unguarded
+    # writes): only the events already under way then write twice.
+    repeated = len(guarded) - len(applied)
+    assert 0 < repeated <= len(accounts) and guarded.count(True) <= 2 * len(accounts), guarded
+    assert transitions._CONTENDED.get("t-1", 0) > 0

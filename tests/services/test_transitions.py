@@ -380,6 +380,15 @@ def test_a_chain_that_moved_after_the_load_is_chained_again_onto_its_locked_head
             select(func.count()).select_from(TransitionRecord).where(TransitionRecord.customer_id == "c-1")
         )
     assert actions[0].action == "audit_read"  # the other transaction's entry came first
+    # The tenant is marked contended: its next event locks the head up front instead of reserving.
+    other = _instance(db, make_customer("c-2", active=True), "customer_account")
+    seen, stop = _statements(db)
+    try:
+        with db.session() as s:
+            assert fire_event(s, EventRequest("t-1", "lock", other.id, LOCK), SUPPORT, NOW).ok
+    finally:
+        stop()
+    assert len(seen) == 3 and "nextval" not in seen[0] and "FOR UPDATE" in seen[1], seen
     applied = [d for d in result.body["decisions"] if d["status"] == "applied"]
     assert [a.action for a in actions[1:]].count("transition") == len(applied)
     assert history is not None and history >= len(applied)

@@ -378,6 +378,14 @@ _RESERVE_HINTS: dict[str, tuple[int, int]] = {}
 (names of events that were planned only, so the keys are the governors' event names)."""
 
 
+CONTENDED_SECONDS = 5.0
+"""How long a tenant whose chain moved under a reservation has its heads locked up front instead."""
+_CONTENDED: dict[str, float] = {}
+"""Tenant → until when (``time.monotonic``) its events allocate and lock instead of reserving: where
+events of one tenant run concurrently, a reservation's head has mostly moved by the write, and the
+guarded write would be sent twice (the second time under the lock the first one took)."""
+
+
 @dataclass
 class Reservation:
     """What an event is expected to need, read in its load's round trip instead of one of its own.
@@ -387,8 +395,9 @@ class Reservation:
     that chain and the ids suffice, the plan takes them (``taken``) and chains onto that head, and
     the write is conditional on the head not having moved (``JsonGuard``): a write that finds it
     moved writes nothing, and the service chains again onto the head that statement has locked and
-    writes again, so a contended chain costs the round trip the allocation would have cost. Ids not
-    taken are a gap in the sequences, as a rolled-back transaction's are.
+    writes again, so a contended chain costs the round trip the allocation would have cost (and its
+    tenant's events allocate instead for a while, ``CONTENDED_SECONDS``). Ids not taken are a gap
+    in the sequences, as a rolled-back transaction's are.
     """
 
     event: str
@@ -418,6 +427,8 @@ def _load_and_lock(
         return target_row, catalog, locked, None
     params: tuple[Any, ...] = (req.instance_id, req.tenant_id)
     hint = _RESERVE_HINTS.get(req.event)
+    if hint is not None and _CONTENDED.get(req.tenant_id, 0.0) > time.monotonic():
+        hint = None  # its chain keeps moving under reservations: lock the head up front (allocate)
     sql = _EVENT_ROWS.format("%s", "%s")
     if hint is not None:
         sql = f"{sql}; {_RESERVE}"
@@ -609,6 +620,7 @@ class SqlStore:
                 return
             # The chain moved since the load; the statement locked its head: chain onto it, write.
             audit.adopt_locked_heads(session, [(t, seq, digest) for t, seq, digest, _ in found])
+            _CONTENDED[r.tenant_id] = time.monotonic() + CONTENDED_SECONDS
         write_rows(connection, {**rows, **chained(*audit.chain_rows(session, entries))})
 
     def sync(self, session: Session) -> None:
