@@ -2,7 +2,7 @@
 
 ``marketplace seed`` replays every event of every life through ``fire_event``; the service is the
 same, only where it reads and writes rows differs. With the database as the store, an event costs
-four round trips and a commit's worth of locking for a customer nobody else can see yet. This store
+three or four round trips and a commit's worth of locking for a customer nobody else can see yet. This store
 serves the plans of the customers created through it from memory, hands out ids from blocks it
 reserves from the sequences, chains audit entries onto heads it holds locked, and keeps the rows
 of all those events in one buffer (an instance's last values, a timer's last arming, every history
