@@ -313,8 +313,8 @@ def test_once_an_event_name_is_known_its_ids_and_audit_head_come_with_the_load(
     finally:
         stop()
     assert one.ok and two.ok
-    assert len(cold) == 3 and "FOR UPDATE" in cold[1] and "nextval" not in cold[0], cold
-    assert len(warm) == 2 and "nextval" in warm[0] and "audit_heads" in warm[0], warm
+    assert len(cold) == 3 and "FOR UPDATE" in cold[1] and "governor_event_load" not in cold[0], cold
+    assert len(warm) == 2 and "governor_event_load" in warm[0], warm
     assert "FOR UPDATE OF t" in warm[1], warm[1]
     applied = [d for d in two.body["decisions"] if d["status"] == "applied"]
     assert transitions._RESERVE_HINTS["lock"][0] == len(applied)
@@ -388,7 +388,7 @@ def test_a_chain_that_moved_after_the_load_is_chained_again_onto_its_locked_head
             assert fire_event(s, EventRequest("t-1", "lock", other.id, LOCK), SUPPORT, NOW).ok
     finally:
         stop()
-    assert len(seen) == 3 and "nextval" not in seen[0] and "FOR UPDATE" in seen[1], seen
+    assert len(seen) == 3 and "governor_event_load" not in seen[0] and "FOR UPDATE" in seen[1], seen
     applied = [d for d in result.body["decisions"] if d["status"] == "applied"]
     assert [a.action for a in actions[1:]].count("transition") == len(applied)
     assert history is not None and history >= len(applied)
@@ -412,7 +412,7 @@ def test_an_event_needing_more_than_its_reservation_allocates_as_before(
         stop()
     applied = [d for d in result.body["decisions"] if d["status"] == "applied"]
     assert result.ok and len(applied) > 1
-    assert len(seen) == 3 and "nextval" in seen[0] and "FOR UPDATE" in seen[1], seen
+    assert len(seen) == 3 and "governor_event_load" in seen[0] and "FOR UPDATE" in seen[1], seen
     assert "FOR UPDATE OF t" not in seen[2]
     assert transitions._RESERVE_HINTS["lock"][0] == len(applied)
     with db.session() as s:

@@ -364,12 +364,9 @@ _EVENT_ROWS = "SELECT * FROM governor_event_rows({}, {})"
 """The target, the catalog and the customer's instances, locked customer first (migration 0013);
 sent with the transaction's BEGIN (``webapp.db.begin_with``, ``%s`` parameters) or, in a transaction
 already open, as a prepared statement (``webapp.db.raw_execute``, ``$1`` parameters)."""
-_RESERVE = (
-    "SELECT ARRAY(SELECT nextval('transitions_id_seq') FROM generate_series(1, %s)) AS history,"
-    " ARRAY(SELECT nextval('outbox_id_seq') FROM generate_series(1, %s)) AS outbox, h.seq, h.hash"
-    " FROM (SELECT 1) AS one LEFT JOIN audit_heads AS h ON h.tenant_id = %s"
-)
-"""A ``Reservation``: ids, and the tenant's audit head as it stands (not locked); sent after the load."""
+_EVENT_LOAD = "SELECT * FROM governor_event_load(%s, %s, %s, %s)"
+"""``_EVENT_ROWS`` and then a ``Reservation``'s row (kind ``r``: ids, and the tenant's audit head as it
+stands, not locked), one result (migration 0014); sent with the transaction's BEGIN."""
 
 RESERVE_AT_MOST = 32
 """The most history or outbox ids a load reserves for an event (an event that needs more allocates)."""
@@ -429,23 +426,23 @@ def _load_and_lock(
     hint = _RESERVE_HINTS.get(req.event)
     if hint is not None and _CONTENDED.get(req.tenant_id, 0.0) > time.monotonic():
         hint = None  # its chain keeps moving under reservations: lock the head up front (allocate)
-    sql = _EVENT_ROWS.format("%s", "%s")
-    if hint is not None:
-        sql = f"{sql}; {_RESERVE}"
-        params = (*params, *hint, req.tenant_id)
-    cursor = begin_with(connection, sql, params, named=True)
+    if hint is None:
+        cursor = begin_with(connection, _EVENT_ROWS.format("%s", "%s"), params, named=True)
+    else:
+        cursor = begin_with(connection, _EVENT_LOAD, (*params, *hint), named=True)
     reservation = None
     if cursor is None:  # the caller's transaction is already open: no reservation (see Reservation)
-        cursor = raw_execute(connection, _EVENT_ROWS.format("$1", "$2"), params[:2], named=True)
+        cursor = raw_execute(connection, _EVENT_ROWS.format("$1", "$2"), params, named=True)
         rows = cursor.fetchall()
     else:
         rows = cursor.fetchall()
         reservation = Reservation(req.event, req.tenant_id, [], [], None)
-        if hint is not None:
-            cursor.nextset()
-            history, outbox, seq, digest = cursor.fetchone()
-            reservation.history, reservation.outbox = history, outbox
-            reservation.head = audit.Head(int(seq), str(digest)) if seq is not None else None
+        if hint is not None and rows and rows[-1].kind == "r":
+            r = rows.pop()
+            reservation.history, reservation.outbox = r.history, r.outbox
+            reservation.head = (
+                audit.Head(int(r.head_seq), str(r.head_hash)) if r.head_seq is not None else None
+            )
     row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
