@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from transitions import Machine, MachineError
 
 import governors.engine as engine
 from governors import GOVERNORS, Facts, Instance
-from governors.simulate import World, random_step
+from governors.simulate import random_lifecycles
 from governors.spec import ANY, SAME
 
 Record = tuple[str, Instance, str, Facts]
@@ -49,15 +48,7 @@ def record_stream(customers: int, seed: int = 7) -> list[Record]:
         if instance.state is not None:
             records.append((governor, instance, event, facts))
 
-    rng = random.Random(seed)
-    for n in range(customers):
-        world = World(now=START + timedelta(hours=n), customer_id=f"c{n}", trace=recording)
-        world.create("customer_account", "signup", email=f"c{n}@example.test", tier="starter")
-        for _ in range(40):
-            if rng.random() < 0.3:
-                world.advance(world.now + timedelta(hours=rng.choice((1, 6, 24, 72, 240))))
-            else:
-                random_step(world, rng)
+    random_lifecycles(customers, seed, START, recording)
     return records
 
 

@@ -177,3 +177,18 @@ def random_step(world: World, rng: Random, governor: str | None = None) -> Plan 
     return world.fire(
         inst.id, rng.choice(row.events), role=role, actor="sim", approved_by="sim-approver", **payload
     )
+
+
+def random_lifecycles(customers: int, seed: int, start: datetime, trace: Tracer, steps: int = 40) -> None:
+    """Simulate ``customers`` lifecycles (a signup, then ``steps`` random staff or system events and
+    jumps of simulated time that fire due timers), telling ``trace`` every question the planner asks
+    the engine. The same seed asks the same questions."""
+    rng = Random(seed)
+    for n in range(customers):
+        world = World(now=start + timedelta(hours=n), customer_id=f"c{n}", trace=trace)
+        world.create("customer_account", "signup", email=f"c{n}@example.test", tier="starter")
+        for _ in range(steps):
+            if rng.random() < 0.3:
+                world.advance(world.now + timedelta(hours=rng.choice((1, 6, 24, 72, 240))))
+            else:
+                random_step(world, rng)

@@ -351,28 +351,19 @@ def test_generated_decisions_equal_the_ones_worked_out_as_they_go(monkeypatch: p
     planner asks over simulated lifecycles (every governor, creations, staff actions, timers,
     cascades; accepted and rejected) is answered again with every row worked out by ``_build``, on
     fresh copies of the definitions, and the outcomes must be equal."""
-    import random
     from functools import partial
 
     import governors.engine as engine
     from governors.registry import GOVERNORS
-    from governors.simulate import World, random_step
+    from governors.simulate import random_lifecycles
 
     asked: list[tuple[str, Instance | None, str, Facts, Any]] = []
 
     def record(governor: str, instance: Instance | None, event: str, at: Facts) -> None:
         asked.append((governor, instance, event, at, None))
 
-    rng = random.Random(11)
     start = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    for n in range(25):
-        world = World(now=start + timedelta(hours=n), customer_id=f"c{n}", trace=record)
-        world.create("customer_account", "signup", email=f"c{n}@example.test", tier="starter")
-        for _ in range(40):
-            if rng.random() < 0.3:
-                world.advance(world.now + timedelta(hours=rng.choice((1, 6, 24, 72, 240))))
-            else:
-                random_step(world, rng)
+    random_lifecycles(25, 11, start, record)
     # And every event in every state of every governor, by every kind of sender, with the data a
     # lifecycle left (the last instance seen of that governor) or none: mostly rejections, and the
     # rows the lifecycles above never reach (the catalog's returns to a stored state among them).
