@@ -332,7 +332,7 @@ def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named
     taken back) and the server a statement: measured with four threads, each extra round trip of an
     event cost about 0.2 ms of Python and 0.1 ms of PostgreSQL. Here ``BEGIN`` (with the isolation
     level, read-only and deferrable settings psycopg would give it) and the statement go out as one
-    simple-protocol query, the parameters quoted by psycopg on the client. Returns the cursor on the
+    simple-protocol query, the parameters quoted on the client (``_literal``). Returns the cursor on the
     statement's rows, or None when the transaction is already open (the caller then runs the
     statement as usual).
 
@@ -397,7 +397,6 @@ def _guard_sql(guard: JsonGuard, dialect: Any) -> list[str]:
     quote = dialect.identifier_preparer.quote
     table = quote(guard.table.name)
     columns = (*guard.match, *guard.expect)
-    record = ", ".join(f"{quote(c)} {_type(guard.table, c, dialect)}" for c in columns)
     matched = " AND ".join(f"t.{quote(c)} = x.{quote(c)}" for c in guard.match)
     same = " AND ".join(f"t.{quote(c)} IS NOT DISTINCT FROM x.{quote(c)}" for c in guard.expect)
     order = ", ".join(
@@ -406,22 +405,26 @@ def _guard_sql(guard: JsonGuard, dialect: Any) -> list[str]:
     )
     return [
         f"g AS MATERIALIZED (SELECT {', '.join(f't.{quote(c)}' for c in columns)}, {same} AS same"
-        f" FROM {table} AS t JOIN (d CROSS JOIN jsonb_to_recordset(d.doc -> '{guard.key}') AS x({record}))"
+        f" FROM {table} AS t JOIN (d CROSS JOIN {_recordset(guard.table, guard.key, columns, dialect)})"
         f" ON {matched} ORDER BY {order} FOR UPDATE OF t)",
         f"ok AS MATERIALIZED (SELECT count(*) FILTER (WHERE same)"
         f" = (SELECT jsonb_array_length(doc -> '{guard.key}') FROM d) AS ok FROM g)",
     ]
 
 
-def _type(table: Table, column: str, dialect: Any) -> str:
-    return str(table.c[column].type.dialect_impl(dialect).compile(dialect))
+def _recordset(table: Table, key: str, columns: Sequence[str], dialect: Any) -> str:
+    """The rows under ``key`` of the document ``d`` as a record set ``x`` of ``table``'s column types."""
+    quote = dialect.identifier_preparer.quote
+    record = ", ".join(
+        f"{quote(c)} {table.c[c].type.dialect_impl(dialect).compile(dialect)}" for c in columns
+    )
+    return f"jsonb_to_recordset(d.doc -> '{key}') AS x({record})"
 
 
 def _write_sql(w: JsonWrite, dialect: Any, *, guarded: bool = False) -> str:
     quote = dialect.identifier_preparer.quote
     table = quote(w.table.name)
-    record = ", ".join(f"{quote(c)} {_type(w.table, c, dialect)}" for c in w.columns)
-    source = f"d, jsonb_to_recordset(d.doc -> '{w.key}') AS x({record})"
+    source = f"d, {_recordset(w.table, w.key, w.columns, dialect)}"
     condition = " AND (SELECT ok FROM ok)" if guarded else ""
     where = " WHERE (SELECT ok FROM ok)" if guarded else ""
     names = ", ".join(quote(c) for c in w.columns)

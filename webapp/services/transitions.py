@@ -436,13 +436,16 @@ def _load_and_lock(
         rows = cursor.fetchall()
     else:
         rows = cursor.fetchall()
-        reservation = Reservation(req.event, req.tenant_id, [], [], None)
-        if hint is not None and rows and rows[-1].kind == "r":
-            r = rows.pop()
-            reservation.history, reservation.outbox = r.history, r.outbox
-            reservation.head = (
-                audit.Head(int(r.head_seq), str(r.head_hash)) if r.head_seq is not None else None
-            )
+        r = rows.pop() if rows and rows[-1].kind == "r" else None  # only when ids were asked for
+        reservation = Reservation(
+            req.event,
+            req.tenant_id,
+            r.history if r is not None else [],
+            r.outbox if r is not None else [],
+            audit.Head(int(r.head_seq), str(r.head_hash))
+            if r is not None and r.head_seq is not None
+            else None,
+        )
     row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
