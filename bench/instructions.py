@@ -75,7 +75,7 @@ def child(mode: str, events: int) -> None:
                     tenant_of[iid], "unlock" if unlocking else "lock", iid, UNLOCK if unlocking else LOCK
                 )
                 result = fire_event(
-                    s, req, SUPPORT, _now(), approved_by="bench-manager" if unlocking else None
+                    s, req, SUPPORT, _now(), approved_by="bench-manager" if unlocking else None, commit=True
                 )
             if result.status != 200:
                 raise RuntimeError(f"{iid}: {result.body}")

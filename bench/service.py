@@ -142,6 +142,7 @@ def service_round(
                     SUPPORT,
                     _now(),
                     approved_by="bench-manager" if unlocking else None,
+                    commit=True,  # as the JSON API applies an event: its transaction ends with it
                 )
             if result.status != 200:
                 raise RuntimeError(f"{iid}: {result.body}")

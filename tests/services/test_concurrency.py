@@ -57,8 +57,9 @@ def _one(db: Database, customer: str, governor: str) -> GovernorInstance:
         ).one()
 
 
+@pytest.mark.parametrize("commit", [False, True], ids=["caller-commits", "write-commits"])
 def test_two_concurrent_transitions_one_wins_the_other_is_stale(
-    db: Database, make_customer: Callable[..., str]
+    db: Database, make_customer: Callable[..., str], commit: bool
 ) -> None:
     customer = make_customer(active=True)
     account = _one(db, customer, "customer_account")
@@ -77,12 +78,14 @@ def test_two_concurrent_transitions_one_wins_the_other_is_stale(
                 EventRequest("t-1", "lock", account.id, lock, expected_version=account.version),
                 SUPPORT,
                 NOW,
+                commit=commit,
             ),
             lambda s: fire_event(
                 s,
                 EventRequest("t-1", "abuse_report", account.id, abuse, expected_version=account.version),
                 SUPPORT,
                 NOW,
+                commit=commit,
             ),
         ],
     )
@@ -106,8 +109,9 @@ def test_two_concurrent_transitions_one_wins_the_other_is_stale(
         assert verify_tenant(s, "t-1").ok
 
 
+@pytest.mark.parametrize("commit", [False, True], ids=["caller-commits", "write-commits"])
 def test_twenty_concurrent_requests_with_one_key_apply_once(
-    db: Database, make_customer: Callable[..., str]
+    db: Database, make_customer: Callable[..., str], commit: bool
 ) -> None:
     customer = make_customer(active=True)
     account = _one(db, customer, "customer_account")
@@ -126,6 +130,7 @@ def test_twenty_concurrent_requests_with_one_key_apply_once(
                     EventRequest("t-1", "lock", account.id, body, idempotency_key="lock-once"),
                     SUPPORT,
                     NOW,
+                    commit=commit,
                 )
             )
             for _ in range(20)
@@ -279,13 +284,15 @@ def test_an_event_waiting_for_the_customer_sees_the_instances_the_lock_holder_cr
     assert seen and "bill-created-while-locked" in seen[0] and account in seen[0]
 
 
+@pytest.mark.parametrize("commit", [False, True], ids=["caller-commits", "write-commits"])
 def test_events_of_one_tenant_racing_for_its_audit_chain_lose_and_repeat_nothing(
-    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch, commit: bool
 ) -> None:
     """Four threads lock and unlock four customers of one tenant, each event in its own transaction,
     with ids and the audit head read by the load (``Reservation``): a write that finds the head moved
-    chains again onto it, and the tenant's later events lock the head up front. Every event applies
-    once, the chain has no gap and verifies, and every transition has exactly one audit entry."""
+    chains again onto it (or, when the write was to commit, the event starts again: it committed
+    nothing), and the tenant's later events lock the head up front. Every event applies once, the
+    chain has no gap and verifies, and every transition has exactly one audit entry."""
     from sqlalchemy import event
 
     from webapp.services import transitions
@@ -320,7 +327,12 @@ def test_events_of_one_tenant_racing_for_its_audit_chain_lose_and_repeat_nothing
                 name, payload = ("lock", lock) if n % 2 == 0 else ("unlock", unlock)
                 with db.session() as s:
                     result = fire_event(
-                        s, EventRequest("t-1", name, account, payload), SUPPORT, NOW, approved_by="u-manager"
+                        s,
+                        EventRequest("t-1", name, account, payload),
+                        SUPPORT,
+                        NOW,
+                        approved_by="u-manager",
+                        commit=commit,
                     )
                 assert result.status == 200, result.body
                 applied.append(sum(1 for d in result.body["decisions"] if d["status"] == "applied"))

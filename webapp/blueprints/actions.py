@@ -236,6 +236,7 @@ def action_submit(instance_id: str, event: str) -> Response:
                 Actor(current_user.id, role),
                 utcnow(),
                 settings=rt.settings,
+                commit=True,  # what follows only reads, to render the result
             )
         except TransitionError as exc:
             form = _form(action, row.version, fresh_key=True)

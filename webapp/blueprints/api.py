@@ -568,6 +568,7 @@ def fire(instance_id: str) -> Any:
                 Actor(user_id(), role),
                 now,
                 settings=rt.settings,
+                commit=True,  # the transaction ends with the event
             )
 
     try:

@@ -98,7 +98,11 @@ class BulkStore(SqlStore):
         loaded: Loaded,
         rows: dict[str, list[dict[str, Any]]],
         entries: Sequence[tuple[str, audit.NewEntry]],
+        *,
+        commit: bool = False,
     ) -> None:
+        if commit:
+            raise ValueError("the bulk store writes at flush: it cannot commit with an event")
         missing = sorted({t for t, _ in entries} - set(self._heads))
         if missing:
             # Locked for the rest of the transaction; copied, as the session's cache is dropped on flush.

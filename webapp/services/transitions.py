@@ -86,6 +86,11 @@ HTTP_STATUS = {
 }
 
 
+class ChainMoved(Exception):
+    """A write that was to commit found its tenant's audit chain moved since the load: it wrote
+    nothing, and committed that, so the event's locks are gone; ``fire_event`` starts it again."""
+
+
 class TransitionError(Exception):
     """A request that cannot be applied; ``status`` is the HTTP status the API returns."""
 
@@ -541,9 +546,12 @@ class Store(Protocol):
         loaded: Loaded,
         rows: dict[str, list[dict[str, Any]]],
         entries: Sequence[tuple[str, audit.NewEntry]],
+        *,
+        commit: bool = False,
     ) -> None:
         """Write a plan's rows (keys as ``_WRITES``, but for the audit rows and head moves) and its
-        audit ``entries``, chained."""
+        audit ``entries``, chained. ``commit``: end the transaction with the write (a store that
+        cannot, refuses); raises ``ChainMoved`` when that write had to be given up, uncommitted."""
         ...
 
     def sync(self, session: Session) -> None:
@@ -606,6 +614,8 @@ class SqlStore:
         loaded: Loaded,
         rows: dict[str, list[dict[str, Any]]],
         entries: Sequence[tuple[str, audit.NewEntry]],
+        *,
+        commit: bool = False,
     ) -> None:
         connection = session.connection()
         r = loaded.reservation
@@ -613,15 +623,24 @@ class SqlStore:
             read = r.head
             audit_rows, moves = audit.chain_onto({r.tenant_id: audit.Head(read.seq, read.hash)}, entries)
             expect = [{"tenant_id": r.tenant_id, "seq": read.seq, "hash": read.hash}]
-            found = write_rows(connection, {**rows, **chained(audit_rows, moves), "expect": expect})
+            guarded = {**rows, **chained(audit_rows, moves), "expect": expect}
+            found = write_rows(connection, guarded, commit=commit)
             assert found is not None
             if found and found[0][-1]:  # written: the head was where it was read, and is locked now
-                audit.adopt_locked_heads(session, [(m["t"], m["s"], m["h"]) for m in moves])
+                if commit:
+                    audit.forget_locked_heads(session)  # committed: nothing is locked any more
+                else:
+                    audit.adopt_locked_heads(session, [(m["t"], m["s"], m["h"]) for m in moves])
                 return
+            _CONTENDED[r.tenant_id] = time.monotonic() + CONTENDED_SECONDS
+            if commit:
+                # The empty write was committed and its locks went with it: the event starts again.
+                raise ChainMoved(r.tenant_id)
             # The chain moved since the load; the statement locked its head: chain onto it, write.
             audit.adopt_locked_heads(session, [(t, seq, digest) for t, seq, digest, _ in found])
-            _CONTENDED[r.tenant_id] = time.monotonic() + CONTENDED_SECONDS
-        write_rows(connection, {**rows, **chained(*audit.chain_rows(session, entries))})
+        write_rows(connection, {**rows, **chained(*audit.chain_rows(session, entries))}, commit=commit)
+        if commit:
+            audit.forget_locked_heads(session)
 
     def sync(self, session: Session) -> None:
         return None
@@ -651,6 +670,7 @@ def fire_event(
     facts_hook: FactsHook | None = None,
     approved_by: str | None = None,
     store: Store | None = None,
+    commit: bool = False,
 ) -> EventResult:
     """Apply ``req`` for ``actor`` inside ``session``'s transaction (the caller commits).
 
@@ -658,20 +678,36 @@ def fire_event(
     TransitionError only for requests that name nothing (404) or misuse an idempotency key (409).
     ``store``: where rows are read and written (default: the database, locking as described above;
     the seed passes a ``webapp.services.seed_store.BulkStore`` for customers it is creating).
+
+    ``commit=True`` is for a caller whose transaction ends with the event (the JSON API, the
+    console's action form: nothing more to be written in it afterwards): on PostgreSQL an applied
+    event's write then carries the COMMIT in its round trip (``webapp.db.execute_committing``), with
+    whatever the transaction wrote before the event, and the caller's own commit sends nothing. Not
+    inside a savepoint (the caller's commit commits as usual). Rejections and approval requests are
+    committed by the caller as usual.
     """
     from webapp.metrics import observe_decision
 
     started = time.perf_counter()
-    result = _fire_event(
-        session,
-        req,
-        actor,
-        now,
-        settings=settings,
-        facts_hook=facts_hook,
-        approved_by=approved_by,
-        store=store,
-    )
+    for attempt in range(1, 4):
+        try:
+            result = _fire_event(
+                session,
+                req,
+                actor,
+                now,
+                settings=settings,
+                facts_hook=facts_hook,
+                approved_by=approved_by,
+                store=store,
+                commit=commit and _may_commit(session),
+            )
+            break
+        except ChainMoved:
+            # Nothing was written and the transaction is over; the tenant is marked contended, so
+            # this time the load locks its chain's head before the write (no guard, no retry).
+            if attempt == 3:
+                raise
     root = result.plan.root if result.plan is not None else None
     observe_decision(
         root.governor if root is not None else req.governor or "unknown", time.perf_counter() - started
@@ -689,8 +725,9 @@ def _fire_event(
     facts_hook: FactsHook | None = None,
     approved_by: str | None = None,
     store: Store | None = None,
+    commit: bool = False,
 ) -> EventResult:
-    """Apply ``req`` (see ``fire_event``)."""
+    """Apply ``req`` (see ``fire_event``; ``commit``: this session may commit with the write)."""
     # What an idempotency key is bound to; without a key nothing is stored, so nothing to hash.
     fingerprint = req.fingerprint() if req.idempotency_key else ""
     if req.idempotency_key:
@@ -804,8 +841,15 @@ def _fire_event(
             "instance_id": ids.get(target.id, target.id),
         }
 
-    body, outbox_ids = _execute(session, store, req, now, result, loaded, respond, fingerprint)
+    body, outbox_ids = _execute(session, store, req, now, result, loaded, respond, fingerprint, commit=commit)
     return EventResult(200, body, plan=result, outbox_ids=tuple(outbox_ids))
+
+
+def _may_commit(session: Session) -> bool:
+    """Whether the event's write may commit ``session``'s transaction: PostgreSQL, and no savepoint
+    (its release is the caller's). ORM changes made before the event are flushed first
+    (``_connection``), so they commit with it, as they would have with the caller's commit."""
+    return _connection(session).dialect.name == "postgresql" and not session.in_nested_transaction()
 
 
 def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
@@ -1009,6 +1053,8 @@ def _execute(
     loaded: Loaded,
     respond: Callable[[Mapping[str, str], Mapping[int, Any]], dict[str, Any]],
     fingerprint: str,
+    *,
+    commit: bool = False,
 ) -> tuple[dict[str, Any], list[int]]:
     """Write every applied step: rows, history, audit, timers, outbox, and the idempotency record.
 
@@ -1240,6 +1286,7 @@ def _execute(
             "idempotency": [record] if record is not None else [],
         },
         entries,
+        commit=commit,
     )
     _expire(session, current)
     return body, outbox_ids
@@ -1295,15 +1342,18 @@ _WRITES = JsonBatch(
 rows (audit heads as read, see ``Reservation``), conditional on the heads being where they were."""
 
 
-def write_rows(connection: Connection, rows: dict[str, list[dict[str, Any]]]) -> list[tuple[Any, ...]] | None:
+def write_rows(
+    connection: Connection, rows: dict[str, list[dict[str, Any]]], *, commit: bool = False
+) -> list[tuple[Any, ...]] | None:
     """Send a plan's writes: one statement on PostgreSQL; elsewhere (SQLite) a statement per table.
 
     With ``expect`` rows (PostgreSQL only) returns the heads as they are now, locked, each
-    (tenant_id, seq, hash, written) (``webapp.db.JsonGuard``); otherwise None.
+    (tenant_id, seq, hash, written) (``webapp.db.JsonGuard``); otherwise None. ``commit``
+    (PostgreSQL only): the transaction commits with the statement, in its round trip.
     """
     if connection.dialect.name == "postgresql":
-        return _WRITES.execute(connection, rows)
-    assert not rows.get("expect"), "a guarded write is PostgreSQL's"
+        return _WRITES.execute(connection, rows, commit=commit)
+    assert not rows.get("expect") and not commit, "a guarded or committing write is PostgreSQL's"
     if rows["creations"]:
         execute_many(connection, _INSERT_INSTANCES, rows["creations"])
     if rows["updates"]:
