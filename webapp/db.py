@@ -398,24 +398,23 @@ def own_cursor(connection: Connection, kind: type, named: bool) -> Any:
 
 
 def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:
-    """Begin the connection's transaction with ``sql`` (a statement with ``%s`` parameters): one round
+    """Begin the connection's transaction with ``sql`` (statements with ``%s`` parameters): one round
     trip for both, where psycopg would send its ``BEGIN`` and wait for it first.
 
     On a busy service every round trip costs the calling thread CPU (driver work, a wake-up, the GIL
     taken back) and the server a statement: measured with four threads, each extra round trip of an
     event cost about 0.2 ms of Python and 0.1 ms of PostgreSQL. Here ``BEGIN`` (with the isolation
-    level, read-only and deferrable settings psycopg would give it) and the statement go out as one
-    simple-protocol query, the parameters quoted on the client (``_literal``). Returns the cursor on the
-    statement's rows, or None when the transaction is already open (the caller then runs the
-    statement as usual).
+    level, read-only and deferrable settings psycopg would give it) and ``sql`` go out as one
+    simple-protocol query (``simple_query``). Returns the cursor on the last statement's rows, or
+    None when the transaction is already open (the caller then runs the statement as usual).
 
     psycopg sends ``BEGIN`` itself before the first statement unless the connection is in
     autocommit; its flag is set for the one call (an internal attribute: should psycopg rename it,
     psycopg sends its ``BEGIN`` first again and the server ignores the second one with a warning,
     so the result is the same, one round trip slower).
     """
-    from psycopg import ClientCursor, IsolationLevel
-    from psycopg.pq import Escaping, TransactionStatus
+    from psycopg import IsolationLevel
+    from psycopg.pq import TransactionStatus
 
     driver = connection.connection.driver_connection
     assert driver is not None
@@ -428,18 +427,30 @@ def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named
         begin.append("READ ONLY" if driver.read_only else "READ WRITE")
     if driver.deferrable is not None:
         begin.append("DEFERRABLE" if driver.deferrable else "NOT DEFERRABLE")
+    driver._autocommit = True  # see above
+    try:
+        return simple_query(connection, " ".join(begin) + "; " + sql, params, named=named)
+    finally:
+        driver._autocommit = False
+
+
+def simple_query(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:
+    """Send ``sql`` (one or more statements, ``%s`` parameters) as one simple-protocol query, the
+    parameters quoted on the client (``_literal``), errors raised as SQLAlchemy's. Returns the cursor
+    on the last statement's rows (read them before the next statement on the connection)."""
+    from psycopg import ClientCursor
+    from psycopg.pq import Escaping
+
+    driver = connection.connection.driver_connection
+    assert driver is not None
     cursor = own_cursor(connection, ClientCursor, named)
-    text = " ".join(begin) + "; " + sql
     # Quoted here rather than by the cursor's query conversion (its parse and adapter lookups cost
     # more than the few ids and counts this is sent with); listeners still see text and params.
     escaping = Escaping(driver.pgconn)
-    sent = text.encode() % tuple(_literal(driver, escaping, p) for p in params)
-    driver._autocommit = True  # see above
-    try:
-        _run(connection, cursor, text, params, sent=sent)
-    finally:
-        driver._autocommit = False
-    cursor.nextset()  # past BEGIN's result, to the statement's
+    sent = sql.encode() % tuple(_literal(driver, escaping, p) for p in params)
+    _run(connection, cursor, sql, params, sent=sent)
+    while cursor.nextset():  # past the results of BEGIN, SET, ... to the last statement's
+        pass
     return cursor
 
 

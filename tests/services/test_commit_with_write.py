@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -232,3 +233,55 @@ def test_changes_the_session_made_before_the_event_commit_with_it(
         with db.session() as other:
             assert other.get(Customer, "c-1").name == "Ada Renamed"  # type: ignore[union-attr]
     assert _locks(db, "c-1") == 1
+
+
+def test_an_event_is_two_queries_on_the_wire_once_its_write_is_prepared(
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What libpq sends for an event, once psycopg has prepared its write on the connection: the
+    BEGIN with the event's planner settings and its load, then the write with the COMMIT. Nothing
+    else: no Parse, no Bind, no COMMIT of its own."""
+    from psycopg import pq
+
+    from webapp.services import transitions
+
+    monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (8, 8)})
+    accounts = [_instance(db, make_customer(f"c-{n}", active=True), "customer_account").id for n in range(3)]
+    trace = tmp_path / "libpq.trace"
+    with db.session() as s:
+        for n in range(2):  # the second one finds the write prepared
+            assert fire_event(s, EventRequest("t-1", "lock", accounts[n], LOCK), SUPPORT, NOW, commit=True).ok
+        driver = s.connection().connection.driver_connection
+        assert driver is not None
+        with open(trace, "w") as out:
+            driver.pgconn.trace(out.fileno())
+            driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            try:
+                assert fire_event(
+                    s, EventRequest("t-1", "lock", accounts[2], LOCK), SUPPORT, NOW, commit=True
+                ).ok
+            finally:
+                driver.pgconn.untrace()
+    sent = [line.split("\t")[2] for line in trace.read_text().splitlines() if line.startswith("F")]
+    assert sent == ["Query", "Query"], sent
+    queries = [line for line in trace.read_text().splitlines() if line.startswith("F")]
+    assert "BEGIN" in queries[0] and "SET LOCAL enable_seqscan = off" in queries[0]
+    assert "governor_event_load" in queries[0]
+    assert "EXECUTE _pg3_" in queries[1] and queries[1].rstrip('"').endswith("; COMMIT")
+    assert _locks(db, "c-2") == 1
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["caller-commits", "write-commits"])
+def test_the_events_planner_settings_end_with_its_transaction(
+    db: Database, make_customer: Callable[..., str], commit: bool
+) -> None:
+    account = _instance(db, make_customer(active=True), "customer_account")
+    show = "SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode')"
+    with db.session() as s:
+        assert fire_event(s, EventRequest("t-1", "lock", account.id, LOCK), SUPPORT, NOW, commit=commit).ok
+        inside = s.execute(text(show)).one()
+        s.commit()
+        after = s.execute(text(show)).one()
+    # Within the event's transaction the settings hold; the next transaction has the defaults.
+    assert tuple(inside) == (("on", "auto") if commit else ("off", "force_generic_plan"))
+    assert tuple(after) == ("on", "auto")

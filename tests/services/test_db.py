@@ -258,6 +258,25 @@ def test_begin_with_keeps_the_transaction_settings_and_raises_sqlalchemy_errors(
         assert cursor is not None and cursor.fetchall() == [(7,)]
 
 
+def test_simple_query_runs_its_statements_in_one_query_and_returns_the_last_ones_rows(db: Database) -> None:
+    from sqlalchemy.exc import DataError
+
+    from webapp.db import simple_query
+
+    with db.session() as s:
+        s.execute(text("SELECT 1"))  # a transaction is open: the statements run inside it
+        cursor = simple_query(
+            s.connection(),
+            "SET LOCAL enable_seqscan = off; SELECT current_setting(%s), %s",
+            ("enable_seqscan", "o'k"),
+        )
+        assert cursor.fetchall() == [("off", "o'k")]
+        s.rollback()
+        assert s.execute(text("SHOW enable_seqscan")).scalar() == "on"  # SET LOCAL ended with it
+    with pytest.raises(DataError, match="division by zero"), db.session() as s:
+        simple_query(s.connection(), "SELECT 1; SELECT 1 / %s", (0,))
+
+
 def test_a_guarded_json_batch_writes_only_if_the_rows_read_are_unchanged_and_leaves_them_locked(
     db: Database,
 ) -> None:
