@@ -405,7 +405,7 @@ def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named
     taken back) and the server a statement: measured with four threads, each extra round trip of an
     event cost about 0.2 ms of Python and 0.1 ms of PostgreSQL. Here ``BEGIN`` (with the isolation
     level, read-only and deferrable settings psycopg would give it) and ``sql`` go out as one
-    simple-protocol query (``simple_query``). Returns the cursor on the last statement's rows, or
+    simple-protocol query (``simple_query``). Returns the cursor on the first statement's rows, or
     None when the transaction is already open (the caller then runs the statement as usual).
 
     psycopg sends ``BEGIN`` itself before the first statement unless the connection is in
@@ -437,7 +437,8 @@ def begin_with(connection: Connection, sql: str, params: Sequence[Any], *, named
 def simple_query(connection: Connection, sql: str, params: Sequence[Any], *, named: bool = False) -> Any:
     """Send ``sql`` (one or more statements, ``%s`` parameters) as one simple-protocol query, the
     parameters quoted on the client (``_literal``), errors raised as SQLAlchemy's. Returns the cursor
-    on the last statement's rows (read them before the next statement on the connection)."""
+    on the first statement's rows that has any (past BEGIN, SET, ...; ``nextset()`` moves on to the
+    next statement's), to be read before the next statement on the connection."""
     from psycopg import ClientCursor
     from psycopg.pq import Escaping
 
@@ -449,7 +450,7 @@ def simple_query(connection: Connection, sql: str, params: Sequence[Any], *, nam
     escaping = Escaping(driver.pgconn)
     sent = sql.encode() % tuple(_literal(driver, escaping, p) for p in params)
     _run(connection, cursor, sql, params, sent=sent)
-    while cursor.nextset():  # past the results of BEGIN, SET, ... to the last statement's
+    while cursor.description is None and cursor.nextset():  # past BEGIN, SET, ...
         pass
     return cursor
 

@@ -235,31 +235,39 @@ def test_changes_the_session_made_before_the_event_commit_with_it(
     assert _locks(db, "c-1") == 1
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["no-key", "idempotency-key"])
 def test_an_event_is_two_queries_on_the_wire_once_its_write_is_prepared(
-    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    db: Database,
+    make_customer: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    keyed: bool,
 ) -> None:
     """What libpq sends for an event, once psycopg has prepared its write on the connection: the
-    BEGIN with the event's planner settings and its load, then the write with the COMMIT. Nothing
-    else: no Parse, no Bind, no COMMIT of its own."""
+    BEGIN with the event's planner settings, its load (and its key's record, read after the load's
+    locks), then the write with the COMMIT. Nothing else: no Parse, no Bind, no COMMIT of its own."""
     from psycopg import pq
 
     from webapp.services import transitions
 
     monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (8, 8)})
     accounts = [_instance(db, make_customer(f"c-{n}", active=True), "customer_account").id for n in range(3)]
+
+    def lock(s: Session, n: int) -> None:
+        request = EventRequest("t-1", "lock", accounts[n], LOCK, idempotency_key=f"k-{n}" if keyed else None)
+        assert fire_event(s, request, SUPPORT, NOW, commit=True).ok
+
     trace = tmp_path / "libpq.trace"
     with db.session() as s:
-        for n in range(2):  # the second one finds the write prepared
-            assert fire_event(s, EventRequest("t-1", "lock", accounts[n], LOCK), SUPPORT, NOW, commit=True).ok
+        lock(s, 0)
+        lock(s, 1)  # the write is prepared by now
         driver = s.connection().connection.driver_connection
         assert driver is not None
         with open(trace, "w") as out:
             driver.pgconn.trace(out.fileno())
             driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
             try:
-                assert fire_event(
-                    s, EventRequest("t-1", "lock", accounts[2], LOCK), SUPPORT, NOW, commit=True
-                ).ok
+                lock(s, 2)
             finally:
                 driver.pgconn.untrace()
     sent = [line.split("\t")[2] for line in trace.read_text().splitlines() if line.startswith("F")]
@@ -267,6 +275,7 @@ def test_an_event_is_two_queries_on_the_wire_once_its_write_is_prepared(
     queries = [line for line in trace.read_text().splitlines() if line.startswith("F")]
     assert "BEGIN" in queries[0] and "SET LOCAL enable_seqscan = off" in queries[0]
     assert "governor_event_load" in queries[0]
+    assert ("FROM idempotency_records" in queries[0]) == keyed
     assert "EXECUTE _pg3_" in queries[1] and queries[1].rstrip('"').endswith("; COMMIT")
     assert _locks(db, "c-2") == 1
 
@@ -285,3 +294,26 @@ def test_the_events_planner_settings_end_with_its_transaction(
     # Within the event's transaction the settings hold; the next transaction has the defaults.
     assert tuple(inside) == (("on", "auto") if commit else ("off", "force_generic_plan"))
     assert tuple(after) == ("on", "auto")
+
+
+def test_a_keyed_replay_read_with_the_load_returns_the_stored_answer_and_a_new_body_is_409(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    """The key is read once, in the load's query after its locks: the same key and body answer what
+    was stored (nothing applied again), another body is 409, and nothing changes."""
+    from webapp.services.transitions import TransitionError
+
+    account = _instance(db, make_customer(active=True), "customer_account")
+    request = EventRequest("t-1", "lock", account.id, LOCK, idempotency_key="once")
+    with db.session() as s:
+        first = fire_event(s, request, SUPPORT, NOW, commit=True)
+    before = _counts(db)
+    with db.session() as s:
+        again = fire_event(s, request, SUPPORT, NOW, commit=True)
+    assert first.status == again.status == 200 and again.replayed and again.body == first.body
+    assert _counts(db) == before
+    other = replace(request, payload={**LOCK, "reason": "another reason"})
+    with pytest.raises(TransitionError) as caught, db.session() as s:
+        fire_event(s, other, SUPPORT, NOW, commit=True)
+    assert caught.value.status == 409 and caught.value.code == "idempotency_key_reused"
+    assert _counts(db) == before and _locks(db, "c-1") == 1

@@ -421,6 +421,38 @@ def test_support_lock_applies_the_cascade_and_a_replay_returns_the_first_respons
     assert other.status_code == 409 and other.get_json()["error"]["code"] != "idempotency_key_reused"
 
 
+def test_an_api_event_begins_its_own_transaction_with_its_load_and_commits_with_its_write(
+    client: FlaskClient, staff: dict[str, Staff], make_customer: Callable[..., str], db: Database
+) -> None:
+    """The reads that choose the acting role are committed first, so the event's load goes out with
+    its BEGIN (ids reserved, the key read after the locks), and its write is the one that follows."""
+    from sqlalchemy import Engine, event
+
+    make_customer("c-1")
+    make_customer("c-2")
+    accounts = [instance(db, c, "customer_account") for c in ("c-1", "c-2")]
+    seen: list[tuple[str, str]] = []
+
+    def record(_conn: object, cursor: object, sql: str, *_rest: object) -> None:
+        seen.append((type(cursor).__name__, sql))
+
+    post_event(client, staff["support"], accounts[0].id, LOCK, key="warm-up")  # hints, prepared write
+    event.listen(Engine, "before_cursor_execute", record)  # the app's engine is its own
+    try:
+        response = post_event(client, staff["support"], accounts[1].id, LOCK, key="api-lock")
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert response.status_code == 200, response.get_json()
+    loads = [sql for _, sql in seen if "governor_event_" in sql]
+    assert len(loads) == 1 and loads[0].startswith("BEGIN") and "governor_event_load" in loads[0], loads
+    assert "FROM idempotency_records" in loads[0]
+    # One write (with the COMMIT once psycopg has prepared it on the connection: see
+    # tests/services/test_commit_with_write.py), no allocation round trip.
+    assert len([sql for _, sql in seen if "jsonb_to_recordset" in sql]) == 1, seen
+    assert not any("nextval" in sql for _, sql in seen)
+    assert history_count(db, "c-2") > 0
+
+
 def test_stale_expected_version_is_409_and_changes_nothing(
     client: FlaskClient, staff: dict[str, Staff], make_customer: Callable[..., str], db: Database
 ) -> None:

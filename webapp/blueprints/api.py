@@ -555,6 +555,10 @@ def fire(instance_id: str) -> Any:
         with rt.db.session() as s:
             row, snapshot = _load_event_target(s, instance_id)
             role = choose_role(s, snapshot[row.id], snapshot, event, now)
+            # The reads that chose the role end here; the event begins its own transaction with its
+            # load (ids reserved, the audit head read) and ends it with its write. The engine checks
+            # the role again under the event's locks, against the instance as it then stands.
+            s.commit()
             return fire_event(
                 s,
                 EventRequest(

@@ -388,6 +388,11 @@ _EVENT_LOAD = "SELECT * FROM governor_event_load(%s, %s, %s, %s)"
 """``_EVENT_ROWS`` and then a ``Reservation``'s row (kind ``r``: ids, and the tenant's audit head as it
 stands, not locked), one result (migration 0014); sent with the transaction's BEGIN."""
 
+_KEY_READ = (
+    "; SELECT request_hash, status_code, response FROM idempotency_records WHERE tenant_id = %s AND key = %s"
+)
+"""The idempotency record of an event's key, read in the load's query after it (so under its locks)."""
+
 RESERVE_AT_MOST = 32
 """The most history or outbox ids a load reserves for an event (an event that needs more allocates)."""
 _RESERVE_HINTS: dict[str, tuple[int, int]] = {}
@@ -425,11 +430,24 @@ class Reservation:
     taken: bool = False
 
 
+@dataclass(frozen=True)
+class KeyRead:
+    """The event's idempotency record as the load's query read it, after the load's locks (or None)."""
+
+    record: Row[Any] | None
+
+
+def _loads_in_one_query(connection: Connection, req: EventRequest) -> bool:
+    """Whether the load is the one-query PostgreSQL load (which reads the event's key with it)."""
+    return req.instance_id is not None and connection.dialect.name == "postgresql"
+
+
 def _load_and_lock(
     session: Session, req: EventRequest
-) -> tuple[Row[Any] | None, list[Any], list[Any], Reservation | None]:
-    """The target row, the catalog rows and the customer's instances, locked (customer first), and
-    a ``Reservation`` when the load went out with the transaction's BEGIN.
+) -> tuple[Row[Any] | None, list[Any], list[Any], Reservation | None, KeyRead | None]:
+    """The target row, the catalog rows and the customer's instances, locked (customer first), a
+    ``Reservation`` when the load went out with the transaction's BEGIN, and the event's key's
+    record when it has a key and the load is the one-query load.
 
     On PostgreSQL, for an event on an existing instance, one call of ``governor_event_rows`` does
     both steps server-side: it locks the customer, then reads the instances with a statement of
@@ -437,22 +455,27 @@ def _load_and_lock(
     lock has just created are seen), as two statements sent one after the other would.
     """
     connection = _connection(session)
-    if req.instance_id is None or connection.dialect.name != "postgresql":
+    if not _loads_in_one_query(connection, req):
         target_row, catalog, owner_locked = _load_target(session, req, lock_owner=True)
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
         locked = _lock_customer(session, req.tenant_id, customer_id, locked=owner_locked)
-        return target_row, catalog, locked, None
+        return target_row, catalog, locked, None, None
     params: tuple[Any, ...] = (req.instance_id, req.tenant_id)
+    key_read, key_params = (
+        ("", ()) if not req.idempotency_key else (_KEY_READ, (req.tenant_id, req.idempotency_key))
+    )
     hint = _RESERVE_HINTS.get(req.event)
     if hint is not None and _CONTENDED.get(req.tenant_id, 0.0) > time.monotonic():
         hint = None  # its chain keeps moving under reservations: lock the head up front (allocate)
     if hint is None:
-        cursor = begin_with(connection, _KEYED_PLANS + _EVENT_ROWS, params, named=True)
+        load, load_params = _EVENT_ROWS, params
     else:
-        cursor = begin_with(connection, _KEYED_PLANS + _EVENT_LOAD, (*params, *hint), named=True)
+        load, load_params = _EVENT_LOAD, (*params, *hint)
+    cursor = begin_with(connection, _KEYED_PLANS + load + key_read, (*load_params, *key_params), named=True)
     reservation = None
     if cursor is None:  # the caller's transaction is already open: no reservation (see Reservation)
-        cursor = simple_query(connection, _KEYED_PLANS + _EVENT_ROWS, params, named=True)
+        sql, sent = _KEYED_PLANS + _EVENT_ROWS + key_read, (*params, *key_params)
+        cursor = simple_query(connection, sql, sent, named=True)
         rows = cursor.fetchall()
     else:
         rows = cursor.fetchall()
@@ -466,16 +489,20 @@ def _load_and_lock(
             if r is not None and r.head_seq is not None
             else None,
         )
+    key = None
+    if key_read:
+        cursor.nextset()  # the key's record, read after the load took its locks
+        key = KeyRead(cursor.fetchone())
     row = next((r for r in rows if r.kind == "t"), None)
     if row is None or row.tenant_id != req.tenant_id:
         raise TransitionError(404, "not_found", "no such governor instance")
     catalog = [r for r in rows if r.kind != "i" and r.governor == "catalog"]
     if row.customer_id is None:
-        return row, catalog, [], None  # a catalog target: its plan may reach other tenants' chains
+        return row, catalog, [], None, key  # a catalog target: its plan may reach other tenants' chains
     instances = [r for r in rows if r.kind == "i"]
     if not instances:  # the customer was not found in the tenant
         instances = _lock_customer(session, req.tenant_id, row.customer_id)  # 404: no such customer
-    return row, catalog, instances, reservation
+    return row, catalog, instances, reservation, key
 
 
 def _lock_customer(
@@ -499,6 +526,11 @@ def _catalog(session: Session) -> list[Row[Any]]:
 
 def _stored(session: Session, tenant_id: str, key: str, fingerprint: str) -> EventResult | None:
     record = _connection(session).execute(_STORED, {"tenant_id": tenant_id, "key": key}).first()
+    return _replayed(record, fingerprint)
+
+
+def _replayed(record: Any, fingerprint: str) -> EventResult | None:
+    """The stored answer of an idempotency ``record`` (None: no record), or 409 for another body."""
     if record is None:
         return None
     if record.request_hash != fingerprint:
@@ -538,6 +570,8 @@ class Loaded:
     """Whether a legal hold stands on the customer, when the load has read it."""
     reservation: Reservation | None = None
     """Ids and an audit head read with the load, for the store's ``allocate`` and ``write``."""
+    key: KeyRead | None = None
+    """The event's idempotency record, when the load read it (after its locks)."""
 
 
 class Store(Protocol):
@@ -579,7 +613,7 @@ class SqlStore:
     """The database as the store: loads lock the customer and its instances (see the module)."""
 
     def load(self, session: Session, req: EventRequest) -> Loaded:
-        target_row, catalog, rows, reservation = _load_and_lock(session, req)
+        target_row, catalog, rows, reservation, key = _load_and_lock(session, req)
         customer_id = target_row.customer_id if target_row is not None else req.customer_id
         if target_row is not None and target_row.governor == "catalog" and customer_id is None:
             session.connection().execute(_LOCK_INSTANCE, {"instance_id": target_row.id})
@@ -599,6 +633,7 @@ class SqlStore:
             customer_id,
             bool(rows[0].on_hold) if rows else None,
             reservation,
+            key,
         )
 
     def allocate(
@@ -745,16 +780,22 @@ def _fire_event(
     """Apply ``req`` (see ``fire_event``; ``commit``: this session may commit with the write)."""
     # What an idempotency key is bound to; without a key nothing is stored, so nothing to hash.
     fingerprint = req.fingerprint() if req.idempotency_key else ""
-    if req.idempotency_key:
+    store = store or SQL_STORE
+    # A replay is answered before anything is locked, unless the load reads the key anyway (the
+    # one-query load: then it is read once, after the locks, in the load's round trip).
+    one_query = store is SQL_STORE and _loads_in_one_query(_connection(session), req)
+    if req.idempotency_key and not one_query:
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
         if replay is not None:
             return replay
 
-    store = store or SQL_STORE
     loaded = store.load(session, req)
     if req.idempotency_key:
-        # Checked again under the lock: a concurrent request with the same key may have won.
-        replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
+        # Checked (again) under the lock: a concurrent request with the same key may have won.
+        if loaded.key is not None:
+            replay = _replayed(loaded.key.record, fingerprint)
+        else:
+            replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
         if replay is not None:
             return replay
 
@@ -1601,6 +1642,7 @@ def apply_with_retry(run: Callable[[], EventResult], attempts: int = 3) -> Event
 __all__ = [
     "SYSTEM",
     "Actor",
+    "ChainMoved",
     "EventRequest",
     "EventResult",
     "TransitionError",
