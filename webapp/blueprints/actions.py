@@ -229,6 +229,9 @@ def action_submit(instance_id: str, event: str) -> Response:
             expected_version=form.version(),
             idempotency_key=key,
         )
+        # The reads above (role, form, staleness) end here: the event begins its own transaction
+        # with its load and ends it with its write (the engine checks everything again, locked).
+        session.commit()
         try:
             result = fire_event(
                 session,
