@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from psycopg.pq import TransactionStatus
@@ -147,59 +146,6 @@ def test_a_committing_write_that_fails_commits_nothing(
             s, replace(unlock, idempotency_key="k2"), SUPPORT, NOW, approved_by="u-manager", commit=True
         )
         assert again.status == 200, again.body
-
-
-def test_a_committing_write_that_finds_the_chain_moved_starts_the_event_again(
-    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another transaction appends to the tenant's chain between the load and the guarded write: that
-    write writes nothing and commits nothing, its locks end, and the event runs again from its load,
-    this time locking the head before writing. It applies once; the chain has no gap and verifies."""
-    from webapp import audit
-    from webapp.services import transitions
-    from webapp.services.facts import world_facts
-
-    monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (8, 8)})
-    account = _instance(db, make_customer("c-1", active=True), "customer_account")
-    before = _chain_seqs(db, "t-1")
-    calls: list[int] = []
-
-    def meanwhile(session: Any, snapshot: Any, target: Any, event: str) -> Any:
-        calls.append(1)
-        if len(calls) == 1:
-            with db.session() as other:  # commits before the event writes
-                audit.append(
-                    other, "t-1", actor="u-auditor", role="compliance", action="audit_read", occurred_at=NOW
-                )
-        return world_facts(session, snapshot, target, event)
-
-    seen, stop = _statements(db)
-    try:
-        with db.session() as s:
-            result = fire_event(
-                s,
-                EventRequest("t-1", "lock", account.id, LOCK),
-                SUPPORT,
-                NOW,
-                facts_hook=meanwhile,
-                commit=True,
-            )
-    finally:
-        stop()
-    assert result.ok, result.body
-    assert len(calls) == 2  # planned twice: the second time on what the first left (nothing)
-    writes = [sql for sql in seen if "jsonb_to_recordset" in sql and "INSERT INTO" in sql]
-    assert len(writes) == 2 and "FOR UPDATE OF t" in writes[0] and "FOR UPDATE OF t" not in writes[1]
-    assert _locks(db, "c-1") == 1
-    after = _chain_seqs(db, "t-1")
-    assert after == list(range(1, len(after) + 1))
-    with db.session() as s:
-        assert verify_tenant(s, "t-1").ok
-        actions = list(
-            s.scalars(select(AuditEntry.action).where(AuditEntry.seq > len(before)).order_by(AuditEntry.seq))
-        )
-    applied = [d for d in result.body["decisions"] if d["status"] == "applied"]
-    assert actions[0] == "audit_read" and actions[1:].count("transition") == len(applied)
 
 
 def test_inside_a_savepoint_the_commit_is_left_to_the_caller(

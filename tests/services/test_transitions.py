@@ -331,12 +331,16 @@ def test_once_an_event_name_is_known_its_ids_and_audit_head_come_with_the_load(
     assert _chain_seqs(db, "t-1") == list(range(1, len(_chain_seqs(db, "t-1")) + 1))
 
 
+@pytest.mark.parametrize("commit", [False, True], ids=["caller-commits", "write-commits"])
 def test_a_chain_that_moved_after_the_load_is_chained_again_onto_its_locked_head(
-    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    db: Database, make_customer: Callable[..., str], monkeypatch: pytest.MonkeyPatch, commit: bool
 ) -> None:
     """Another transaction appends to the tenant's chain between the event's load and its write: the
     conditional write finds the head moved and writes nothing, and the event's entries are chained
-    onto the head that statement locked and written with the next one. Nothing is lost or doubled."""
+    onto the head that statement locked and written with the next one. When the write was to
+    commit (``commit=True``), it committed nothing and its locks are gone: the event starts again
+    from its load, planned anew, and this time locks the head before writing. Nothing is lost or
+    doubled either way."""
     from webapp import audit
     from webapp.services import transitions
     from webapp.services.facts import world_facts
@@ -345,11 +349,15 @@ def test_a_chain_that_moved_after_the_load_is_chained_again_onto_its_locked_head
     account = _instance(db, make_customer("c-1", active=True), "customer_account")
     before = _chain_seqs(db, "t-1")
 
+    planned: list[int] = []
+
     def meanwhile(session: object, snapshot: object, target: object, event: str) -> object:
-        with db.session() as other:  # commits before the event writes
-            audit.append(
-                other, "t-1", actor="u-auditor", role="compliance", action="audit_read", occurred_at=NOW
-            )
+        planned.append(1)
+        if len(planned) == 1:
+            with db.session() as other:  # commits before the event writes
+                audit.append(
+                    other, "t-1", actor="u-auditor", role="compliance", action="audit_read", occurred_at=NOW
+                )
         return world_facts(session, snapshot, target, event)
 
     seen, stop = _statements(db)
@@ -361,10 +369,12 @@ def test_a_chain_that_moved_after_the_load_is_chained_again_onto_its_locked_head
                 SUPPORT,
                 NOW,
                 facts_hook=meanwhile,
+                commit=commit,
             )
     finally:
         stop()
     assert result.ok, result.body
+    assert len(planned) == (2 if commit else 1)
     writes = [sql for sql in seen if "jsonb_to_recordset" in sql and "INSERT INTO" in sql]
     assert len(writes) == 2 and "FOR UPDATE OF t" in writes[0] and "FOR UPDATE OF t" not in writes[1]
     after = _chain_seqs(db, "t-1")
