@@ -783,8 +783,7 @@ def _fire_event(
     store = store or SQL_STORE
     # A replay is answered before anything is locked, unless the load reads the key anyway (the
     # one-query load: then it is read once, after the locks, in the load's round trip).
-    one_query = store is SQL_STORE and _loads_in_one_query(_connection(session), req)
-    if req.idempotency_key and not one_query:
+    if req.idempotency_key and not (store is SQL_STORE and _loads_in_one_query(_connection(session), req)):
         replay = _stored(session, req.tenant_id, req.idempotency_key, fingerprint)
         if replay is not None:
             return replay
@@ -903,9 +902,9 @@ def _fire_event(
 
 def _may_commit(session: Session) -> bool:
     """Whether the event's write may commit ``session``'s transaction: PostgreSQL, and no savepoint
-    (its release is the caller's). ORM changes made before the event are flushed first
+    (its release is the caller's). ORM changes made before the event are flushed by its load
     (``_connection``), so they commit with it, as they would have with the caller's commit."""
-    return _connection(session).dialect.name == "postgresql" and not session.in_nested_transaction()
+    return session.get_bind().dialect.name == "postgresql" and not session.in_nested_transaction()
 
 
 def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
