@@ -277,6 +277,28 @@ def test_simple_query_runs_its_statements_in_one_query_and_returns_the_last_ones
         simple_query(s.connection(), "SELECT 1; SELECT 1 / %s", (0,))
 
 
+def test_a_document_quoted_for_the_committing_write_reads_back_byte_for_byte(db: Database) -> None:
+    """``execute_committing`` quotes the document itself (quotes doubled, standard_conforming_strings
+    on); quotes, backslashes, JSON escapes and non-ASCII text survive the round trip unchanged."""
+    import orjson
+
+    from webapp.db import _text_literal
+
+    doc = orjson.dumps(
+        {"reason": "it's O'Brien's \\ \"quoted\" \\n C:\\path", "name": "Zoë — 東京", "e": "$gov$ ''"}
+    ).decode()
+    with db.session() as s:
+        driver = s.connection().connection.driver_connection
+        assert driver is not None
+        literal = _text_literal(driver, doc.encode())
+        assert literal.startswith(b"'") and b"E'" not in literal[:2]
+        back = driver.execute(
+            b"SELECT " + literal + b"::text, (" + literal + b"::jsonb) ->> 'reason'"
+        ).fetchone()
+    assert back is not None and back[0] == doc
+    assert back[1] == orjson.loads(doc)["reason"]
+
+
 def test_a_guarded_json_batch_writes_only_if_the_rows_read_are_unchanged_and_leaves_them_locked(
     db: Database,
 ) -> None:
