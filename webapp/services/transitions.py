@@ -379,7 +379,8 @@ small table (a young marketplace, the benchmark's 300 instances) prefers a seque
 hash join over the ``jsonb_to_recordset`` rows, which it guesses at 100. Both cost the server more
 than the event's writes themselves: the generic plan, by index, measured 23 % less PostgreSQL CPU
 per event (30 paired blocks of 100 events, all 30 lower). On large tables the planner chooses the
-same plans by itself. ``SET LOCAL`` ends with the transaction; nothing else is planned this way."""
+same plans by itself. ``SET LOCAL`` ends with the transaction (what a caller runs after the event
+in the same transaction is planned this way too, and works the same, if perhaps more slowly)."""
 _EVENT_ROWS = "SELECT * FROM governor_event_rows(%s, %s)"
 """The target, the catalog and the customer's instances, locked customer first (migration 0013);
 sent after ``_KEYED_PLANS``, with the transaction's BEGIN (``webapp.db.begin_with``) or, in a
