@@ -231,15 +231,44 @@ def test_the_events_planner_settings_end_with_its_transaction(
     db: Database, make_customer: Callable[..., str], commit: bool
 ) -> None:
     account = _instance(db, make_customer(active=True), "customer_account")
-    show = "SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode')"
+    show = (
+        "SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode'),"
+        " current_setting('enable_mergejoin')"
+    )
     with db.session() as s:
         assert fire_event(s, EventRequest("t-1", "lock", account.id, LOCK), SUPPORT, NOW, commit=commit).ok
         inside = s.execute(text(show)).one()
         s.commit()
         after = s.execute(text(show)).one()
     # Within the event's transaction the settings hold; the next transaction has the defaults.
-    assert tuple(inside) == (("on", "auto") if commit else ("off", "force_generic_plan"))
-    assert tuple(after) == ("on", "auto")
+    assert tuple(inside) == (("on", "auto", "on") if commit else ("off", "force_generic_plan", "off"))
+    assert tuple(after) == ("on", "auto", "on")
+
+
+def test_the_events_write_touches_every_row_by_key(db: Database, make_customer: Callable[..., str]) -> None:
+    """The write with every part present, planned as an event's transaction plans it: index probes
+    in nested loops, never a table or index read through (the tables here are small, as a young
+    marketplace's are, which is when the planner would otherwise scan them)."""
+    from sqlalchemy.dialects import postgresql
+
+    from webapp.db import simple_query
+    from webapp.services.transitions import _KEYED_PLANS, _WRITES
+
+    make_customer(active=True)
+    every = [w.key for w in _WRITES.writes] + ["expect"]
+    sql = _WRITES.sql(postgresql.dialect(), every)
+    with db.session() as s:
+        connection = s.connection()
+        simple_query(connection, _KEYED_PLANS + "SELECT 1", ())
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("PREPARE keyed_write_check(text) AS " + sql)
+        plan = "\n".join(r[0] for r in driver.execute("EXPLAIN EXECUTE keyed_write_check('{}')"))
+        driver.execute("DEALLOCATE keyed_write_check")
+        s.rollback()
+    for scan in ("Seq Scan", "Merge Join", "Hash Join", "Bitmap"):
+        assert scan not in plan, plan
+    assert plan.count("Index Scan") >= 4, plan  # instances, heads (guard and move), timers
 
 
 def test_a_keyed_replay_read_with_the_load_returns_the_stored_answer_and_a_new_body_is_409(
