@@ -86,3 +86,103 @@ def test_deprecating_a_sku_reaches_every_holder_found_by_a_subquery(
         )
     assert held and withdrawn == held
     assert not set(sent) & set(holders), "the holders are found by a subquery, not sent one parameter each"
+
+
+def test_a_holder_event_racing_a_catalog_cascade_waits_for_it_and_loses_nothing(
+    db: Database, make_customer: Callable[..., str]
+) -> None:
+    """A catalog event locks the holders it plans for (their entitlements and subscriptions, in id
+    order) with its load: a customer's lock, which suspends that same entitlement, waits until the
+    catalog event has committed and then applies on top of it. Neither overwrites the other: the
+    entitlement's version counts every transition it went through, and its state is the last one's."""
+    import threading
+
+    from sqlalchemy import func
+
+    from webapp.audit import verify_tenant
+    from webapp.models import TransitionRecord
+    from webapp.services.facts import world_facts
+
+    customer = make_customer("c-1", active=True)
+    with db.session() as s:
+        sku = s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.governor == "catalog", GovernorInstance.subject_id == "sku-core"
+            )
+        ).one()
+        entitlement = s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.governor == "entitlement",
+                GovernorInstance.customer_id == customer,
+                GovernorInstance.subject_id == "sku-core",
+            )
+        ).one()
+        account = s.scalars(
+            select(GovernorInstance).where(
+                GovernorInstance.governor == "customer_account", GovernorInstance.customer_id == customer
+            )
+        ).one()
+        before = s.scalar(
+            select(func.count())
+            .select_from(TransitionRecord)
+            .where(TransitionRecord.instance_id == entitlement.id)
+        )
+    results: list[Any] = []
+
+    def lock_the_customer() -> None:
+        with db.session() as other:
+            results.append(
+                fire_event(
+                    other,
+                    EventRequest(
+                        "t-1",
+                        "lock",
+                        account.id,
+                        {"reason_code": "manual", "reason": "customer reports an account takeover"},
+                    ),
+                    Actor("u-support", "support"),
+                    NOW,
+                    commit=True,
+                )
+            )
+
+    racer = threading.Thread(target=lock_the_customer)
+
+    def meanwhile(session: Any, snapshot: Any, target: Any, name: str) -> Any:
+        if not racer.is_alive() and not results:
+            racer.start()
+            racer.join(1.0)
+            assert racer.is_alive(), "the customer's lock went through a holder the catalog event had read"
+        return world_facts(session, snapshot, target, name)
+
+    with db.session() as s:
+        deprecated = fire_event(
+            s,
+            EventRequest(
+                "platform",
+                "deprecate",
+                sku.id,
+                {"replacement_sku": "sku-sso", "sunset_note": "moving to v2", "reason": "core v1 is retired"},
+            ),
+            ADMIN,
+            NOW,
+            approved_by="admin-2",
+            facts_hook=meanwhile,
+        )
+    racer.join(30)
+    assert deprecated.status == 200, deprecated.body
+    assert results and results[0].status == 200, results
+    with db.session() as s:
+        row = s.get(GovernorInstance, entitlement.id)
+        history = list(
+            s.scalars(
+                select(TransitionRecord)
+                .where(TransitionRecord.instance_id == entitlement.id)
+                .order_by(TransitionRecord.id)
+            )
+        )
+        assert verify_tenant(s, "t-1").ok
+    went_through = len(history) - (before or 0)
+    assert went_through >= 2, [(h.event, h.from_state, h.to_state) for h in history]  # withdrawn, suspended
+    assert row is not None and row.version == entitlement.version + went_through
+    assert row.state == history[-1].to_state

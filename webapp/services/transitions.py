@@ -37,6 +37,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy import cast as cast_
@@ -911,7 +912,16 @@ def _may_commit(session: Session) -> bool:
 
 
 def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
-    """The live entitlements of a SKU and their customers' subscriptions (a catalog plan's peers)."""
+    """The live entitlements of a SKU and their customers' subscriptions (a catalog plan's peers),
+    locked FOR UPDATE in id order.
+
+    The catalog event writes these rows without holding their customers' locks, so it must hold the
+    rows' own: otherwise a customer's event committing between this read and the catalog's write
+    (a lock suspending the same entitlement) would be overwritten by a plan made from the older row.
+    A customer's event locks its customer and then all its instances in id order, and never the
+    catalog's rows; this locks a subset of the same rows in the same order: neither can wait on the
+    other in a cycle. Under READ COMMITTED a row changed meanwhile is read as committed, once locked.
+    """
     if sku_id is None:
         return []
     live = (
@@ -919,17 +929,19 @@ def _sku_holders(session: Session, sku_id: str | None) -> list[Row[Any]]:
         _INSTANCES.c.subject_id == sku_id,
         _INSTANCES.c.state != "archived",
     )
-    connection = session.connection()
-    entitlements = connection.execute(_LOAD.where(*live).order_by(_INSTANCES.c.id))
     # The customers as a subquery, not a list of parameters: a popular SKU has more holders than a
     # statement may carry parameters (65,535; seen with a 100,000-customer seed).
+    # One locking statement over both sets, so that all its locks are taken in id order; each set is
+    # found by its own index (an OR of the two would read every subscription).
     holders = select(_INSTANCES.c.customer_id).where(*live).scalar_subquery()
-    subscriptions = connection.execute(
-        _LOAD.where(_INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(holders)).order_by(
-            _INSTANCES.c.id
-        )
+    peers = union_all(
+        select(_INSTANCES.c.id).where(*live),
+        select(_INSTANCES.c.id).where(
+            _INSTANCES.c.governor == "subscription", _INSTANCES.c.customer_id.in_(holders)
+        ),
     )
-    return [*entitlements, *subscriptions]
+    locking = _LOAD.where(_INSTANCES.c.id.in_(peers)).order_by(_INSTANCES.c.id).with_for_update(of=_INSTANCES)
+    return list(session.connection().execute(locking))
 
 
 def _remember(
