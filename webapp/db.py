@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 
 import orjson
 from sqlalchemy import Connection, Engine, Executable, String, Table, create_engine, event
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webapp.isotime import iso_text
@@ -116,9 +116,14 @@ def _run(
         else:
             cursor.execute(sql, params, prepare=prepare)
     except connection.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
-        ) from exc
+        raise _sqlalchemy_error(connection, sql, params, exc) from exc
+
+
+def _sqlalchemy_error(connection: Connection, sql: str, params: Any, exc: Exception) -> StatementError:
+    """The driver's error as SQLAlchemy raises it (IntegrityError, ...) from ``connection.execute``."""
+    return DBAPIError.instance(
+        sql, params, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+    )
 
 
 def _compile_raw(
@@ -343,9 +348,7 @@ def execute_committing(connection: Connection, sql: str, param: str) -> Any:
         try:
             driver.commit()
         except connection.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(
-                "COMMIT", (), exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
-            ) from exc
+            raise _sqlalchemy_error(connection, "COMMIT", (), exc) from exc
         return cursor
     cursor = own_cursor(connection, ClientCursor, False)
     literal = _text_literal(driver, param.encode())
@@ -450,7 +453,7 @@ def simple_query(connection: Connection, sql: str, params: Sequence[Any], *, nam
     on the first statement's rows that has any (past BEGIN, SET, ...; ``nextset()`` moves on to the
     next statement's), to be read before the next statement on the connection."""
     from psycopg import ClientCursor
-    from psycopg.pq import Escaping, ExecStatus
+    from psycopg.pq import ExecStatus
 
     rows = ExecStatus.TUPLES_OK
     driver = connection.connection.driver_connection
@@ -458,8 +461,7 @@ def simple_query(connection: Connection, sql: str, params: Sequence[Any], *, nam
     cursor = own_cursor(connection, ClientCursor, named)
     # Quoted here rather than by the cursor's query conversion (its parse and adapter lookups cost
     # more than the few ids and counts this is sent with); listeners still see text and params.
-    escaping = Escaping(driver.pgconn)
-    sent = sql.encode() % tuple(_literal(driver, escaping, p) for p in params)
+    sent = sql.encode() % tuple(_literal(driver, p) for p in params)
     _run(connection, cursor, sql, params, sent=sent)
     # Past BEGIN, SET, ... (a result's status is cheap to read; ``description`` builds its columns).
     while cursor.pgresult is not None and cursor.pgresult.status != rows and cursor.nextset():
@@ -467,11 +469,11 @@ def simple_query(connection: Connection, sql: str, params: Sequence[Any], *, nam
     return cursor
 
 
-def _literal(driver: Any, escaping: Any, value: Any) -> bytes:
+def _literal(driver: Any, value: Any) -> bytes:
     """``value`` as an SQL literal, as psycopg's client-side binding would quote it."""
     kind = type(value)
     if kind is str:
-        return bytes(escaping.escape_literal(value.encode()))
+        return _text_literal(driver, value.encode())
     if kind is int:
         return str(value).encode()
     if value is None:

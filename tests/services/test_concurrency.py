@@ -298,7 +298,6 @@ def test_events_of_one_tenant_racing_for_its_audit_chain_lose_and_repeat_nothing
     from webapp.services import transitions
 
     monkeypatch.setattr(transitions, "_RESERVE_HINTS", {"lock": (4, 8), "unlock": (4, 8)})
-    monkeypatch.setattr(transitions, "_CONTENDED", {})
     monkeypatch.setattr(transitions, "CONTENDED_SECONDS", 600.0)
     accounts = [_one(db, make_customer(f"c-{n}", active=True), "customer_account").id for n in range(4)]
     with db.session() as s:
